@@ -1,0 +1,1 @@
+//! The shardcast.v1 FlatBuffers envelope.

@@ -1,0 +1,1 @@
+//! Incremental UTF-8 validation of text messages across fragments.
