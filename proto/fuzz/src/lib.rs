@@ -1,0 +1,11 @@
+//! The bodies of the cargo-fuzz targets, one function per target.
+//!
+//! They live in a library so that `tests/replay.rs` runs the same code over
+//! the checked-in seeds and regressions on stable, in `ci/run`; the
+//! `fuzz_targets/` binaries only hand libFuzzer's input to them. Each body
+//! checks more than "no panic": a differential or round-trip property that
+//! must hold for every input.
+
+mod deflate_inflate;
+
+pub use deflate_inflate::deflate_inflate;
