@@ -122,3 +122,33 @@ fn a_missing_required_field_is_malformed() {
         Err(EnvelopeError::Malformed(_))
     ));
 }
+
+#[test]
+fn invalid_envelopes_close_with_1007_and_size_limits_with_1009() {
+    for error in [
+        EnvelopeError::Empty,
+        EnvelopeError::WrongIdentifier,
+        EnvelopeError::TooDeep,
+        EnvelopeError::MissingBody,
+        EnvelopeError::NestedBatch,
+    ] {
+        assert_eq!(
+            error.close_code(),
+            crate::CloseCode::INVALID_PAYLOAD,
+            "{error}"
+        );
+        assert_eq!(error.error_code(), ErrorCode::BadRequest, "{error}");
+    }
+    for error in [
+        EnvelopeError::TooLarge { size: 2, max: 1 },
+        EnvelopeError::TooManyTables,
+        EnvelopeError::ApparentSizeTooLarge,
+    ] {
+        assert_eq!(
+            error.close_code(),
+            crate::CloseCode::MESSAGE_TOO_BIG,
+            "{error}"
+        );
+        assert_eq!(error.error_code(), ErrorCode::TooLarge, "{error}");
+    }
+}
