@@ -1,1 +1,0 @@
-//! The shardcast.v1 FlatBuffers envelope.
