@@ -7,5 +7,7 @@
 //! must hold for every input.
 
 mod deflate_inflate;
+mod envelope_verify;
 
 pub use deflate_inflate::deflate_inflate;
+pub use envelope_verify::envelope_verify;

@@ -31,3 +31,8 @@ fn replay(target: &str, body: fn(&[u8])) {
 fn deflate_inflate_seeds_and_regressions_hold() {
     replay("deflate_inflate", shardcast_proto_fuzz::deflate_inflate);
 }
+
+#[test]
+fn envelope_verify_seeds_and_regressions_hold() {
+    replay("envelope_verify", shardcast_proto_fuzz::envelope_verify);
+}
