@@ -140,15 +140,15 @@ mod tests {
     #[test]
     fn invalid_sequences_fail_at_every_split() {
         let invalid: [&[u8]; 9] = [
-            b"\xC0\xAF",             // overlong '/'
-            b"\xE0\x80\xAF",         // overlong 3-byte
-            b"\xF0\x80\x80\xAF",     // overlong 4-byte
-            b"\xED\xA0\x80",         // surrogate U+D800
-            b"\xED\xBF\xBF",         // surrogate U+DFFF
-            b"\xF4\x90\x80\x80",     // U+110000
-            b"\xF5\x80\x80\x80",     // lead byte past U+10FFFF
-            b"\x80",                 // stray continuation
-            b"ab\xE2\x82\x28cd",     // bad continuation
+            b"\xC0\xAF",         // overlong '/'
+            b"\xE0\x80\xAF",     // overlong 3-byte
+            b"\xF0\x80\x80\xAF", // overlong 4-byte
+            b"\xED\xA0\x80",     // surrogate U+D800
+            b"\xED\xBF\xBF",     // surrogate U+DFFF
+            b"\xF4\x90\x80\x80", // U+110000
+            b"\xF5\x80\x80\x80", // lead byte past U+10FFFF
+            b"\x80",             // stray continuation
+            b"ab\xE2\x82\x28cd", // bad continuation
         ];
         for bytes in invalid {
             for split in 0..=bytes.len() {

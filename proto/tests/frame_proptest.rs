@@ -88,13 +88,24 @@ fn payload(plan: &Plan) -> Owned {
         Owned::Text(text)
     } else {
         let period = usize::from(plan.seed % 61) + 1;
-        Owned::Binary((0..plan.len).map(|i| (i % period) as u8 ^ plan.seed).collect())
+        Owned::Binary(
+            (0..plan.len)
+                .map(|i| (i % period) as u8 ^ plan.seed)
+                .collect(),
+        )
     }
 }
 
 /// Appends one frame built by hand: the encoder has no call for a
 /// compressed fragment, which only tests need.
-fn raw_frame(out: &mut Vec<u8>, fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+fn raw_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    rsv1: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     let header = FrameHeader {
         fin,
         rsv1,
@@ -136,15 +147,30 @@ fn encode_stream<R: SendMask>(
             .then(|| deflater.compress(bytes).map(<[u8]>::to_vec))
             .flatten();
         let wire = compressed.as_deref().unwrap_or(bytes);
-        let mut cuts: Vec<usize> = plan.cuts.iter().map(|cut| cut.index(wire.len() + 1)).collect();
+        let mut cuts: Vec<usize> = plan
+            .cuts
+            .iter()
+            .map(|cut| cut.index(wire.len() + 1))
+            .collect();
         cuts.push(wire.len());
         cuts.sort_unstable();
         let mut start = 0;
         for (fragment, &end) in cuts.iter().enumerate() {
             let fin = fragment == cuts.len() - 1;
-            let fragment_opcode = if fragment == 0 { opcode } else { OpCode::Continuation };
+            let fragment_opcode = if fragment == 0 {
+                opcode
+            } else {
+                OpCode::Continuation
+            };
             let rsv1 = compressed.is_some() && fragment == 0;
-            raw_frame(&mut out, fin, rsv1, fragment_opcode, &wire[start..end], header_key(frame_number));
+            raw_frame(
+                &mut out,
+                fin,
+                rsv1,
+                fragment_opcode,
+                &wire[start..end],
+                header_key(frame_number),
+            );
             frame_number += 1;
             start = end;
             for (after, len) in &plan.pings {
@@ -194,7 +220,10 @@ fn key_for(frame: usize) -> [u8; 4] {
 }
 
 fn reads() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1..16usize, 16..5000usize, 5000..100_000usize], 1..6)
+    prop::collection::vec(
+        prop_oneof![1..16usize, 16..5000usize, 5000..100_000usize],
+        1..6,
+    )
 }
 
 proptest! {

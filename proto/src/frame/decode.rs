@@ -130,7 +130,11 @@ struct Assembly {
 #[derive(Clone, Copy, Debug)]
 enum Done {
     /// A whole frame inside the input, unmasked in place at `start..end`.
-    Input { opcode: OpCode, start: usize, end: usize },
+    Input {
+        opcode: OpCode,
+        start: usize,
+        end: usize,
+    },
     /// A control frame gathered in the decoder's control array.
     Control(OpCode),
     /// A data message gathered in the message buffer.
@@ -390,12 +394,22 @@ impl<R: Role> Decoder<R> {
             if frame.fin {
                 if let Some(assembly) = self.message.take() {
                     if assembly.compressed {
-                        return Ok((pos, Some(Done::Compressed { text: assembly.text })));
+                        return Ok((
+                            pos,
+                            Some(Done::Compressed {
+                                text: assembly.text,
+                            }),
+                        ));
                     }
                     if assembly.text {
                         self.utf8.finish()?;
                     }
-                    return Ok((pos, Some(Done::Buffered { text: assembly.text })));
+                    return Ok((
+                        pos,
+                        Some(Done::Buffered {
+                            text: assembly.text,
+                        }),
+                    ));
                 }
             }
         }
@@ -551,7 +565,13 @@ mod tests {
     const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
     /// Builds one frame by hand, masked when `mask` is given.
-    fn raw(fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    fn raw(
+        fin: bool,
+        rsv1: bool,
+        opcode: OpCode,
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+    ) -> Vec<u8> {
         let header = FrameHeader {
             fin,
             rsv1,
@@ -654,12 +674,17 @@ mod tests {
     fn client_accepts_unmasked_server_frames() {
         let mut decoder = Decoder::<Client>::default();
         let bytes = raw(true, false, OpCode::Binary, b"data", None);
-        assert_eq!(feed(&mut decoder, &bytes, 1), Ok(vec![Owned::Binary(b"data".to_vec())]));
+        assert_eq!(
+            feed(&mut decoder, &bytes, 1),
+            Ok(vec![Owned::Binary(b"data".to_vec())])
+        );
     }
 
     #[test]
     fn rfc_6455_masked_hello_example_decodes() {
-        let mut bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut bytes = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let mut inflater = Inflater::new();
         let mut decoder = server();
         let (consumed, message) = decoder.decode(&mut bytes, &mut inflater).unwrap();
@@ -684,7 +709,10 @@ mod tests {
     #[test]
     fn rsv1_without_negotiated_compression_is_protocol_error() {
         let bytes = raw(true, true, OpCode::Text, b"x", Some(KEY));
-        assert_eq!(first_error(&mut server(), &bytes), ProtocolError::ReservedBitsSet(0b100));
+        assert_eq!(
+            first_error(&mut server(), &bytes),
+            ProtocolError::ReservedBitsSet(0b100)
+        );
     }
 
     #[test]
@@ -701,7 +729,10 @@ mod tests {
     fn reserved_opcode_is_protocol_error() {
         let mut bytes = client(true, OpCode::Binary, b"x");
         bytes[0] = 0x80 | 0xB;
-        assert_eq!(first_error(&mut server(), &bytes), ProtocolError::ReservedOpcode(0xB));
+        assert_eq!(
+            first_error(&mut server(), &bytes),
+            ProtocolError::ReservedOpcode(0xB)
+        );
     }
 
     #[test]
@@ -729,7 +760,10 @@ mod tests {
     fn new_data_frame_during_fragmented_message_is_protocol_error() {
         let mut bytes = client(false, OpCode::Text, b"a");
         bytes.extend(client(true, OpCode::Binary, b"b"));
-        assert_eq!(first_error(&mut server(), &bytes), ProtocolError::ExpectedContinuation);
+        assert_eq!(
+            first_error(&mut server(), &bytes),
+            ProtocolError::ExpectedContinuation
+        );
     }
 
     #[test]
@@ -746,7 +780,10 @@ mod tests {
         let mut payload = *b"abc";
         apply_mask(&mut payload, KEY, 0);
         bytes.extend_from_slice(&payload);
-        assert_eq!(feed(&mut server(), &bytes, 100), Ok(vec![Owned::Binary(b"abc".to_vec())]));
+        assert_eq!(
+            feed(&mut server(), &bytes, 100),
+            Ok(vec![Owned::Binary(b"abc".to_vec())])
+        );
     }
 
     #[test]
@@ -763,7 +800,11 @@ mod tests {
         ];
         for read_size in [1, 2, 3, 5, 7, 11, bytes.len()] {
             let mut decoder = server();
-            assert_eq!(feed(&mut decoder, &bytes, read_size), Ok(expected.clone()), "{read_size}");
+            assert_eq!(
+                feed(&mut decoder, &bytes, read_size),
+                Ok(expected.clone()),
+                "{read_size}"
+            );
         }
     }
 
@@ -808,7 +849,10 @@ mod tests {
         let mut decoder = server();
         let mut inflater = Inflater::new();
         let (consumed, message) = decoder.decode(&mut bytes, &mut inflater).unwrap();
-        assert_eq!((consumed, message), (first_len, Some(Message::Binary(b"one"))));
+        assert_eq!(
+            (consumed, message),
+            (first_len, Some(Message::Binary(b"one")))
+        );
     }
 
     #[test]
@@ -828,7 +872,10 @@ mod tests {
     #[test]
     fn empty_close_payload_is_accepted() {
         let bytes = client(true, OpCode::Close, &[]);
-        assert_eq!(feed(&mut server(), &bytes, 100), Ok(vec![Owned::Close(None)]));
+        assert_eq!(
+            feed(&mut server(), &bytes, 100),
+            Ok(vec![Owned::Close(None)])
+        );
     }
 
     #[test]
@@ -875,7 +922,9 @@ mod tests {
         let (consumed, message) = decoder.decode(&mut bytes, &mut inflater).unwrap();
         assert!(matches!(message, Some(Message::Close(Some(_)))));
         assert!(decoder.is_closed());
-        let error = decoder.decode(&mut bytes[consumed..], &mut inflater).unwrap_err();
+        let error = decoder
+            .decode(&mut bytes[consumed..], &mut inflater)
+            .unwrap_err();
         assert_eq!(error, ProtocolError::FrameAfterClose);
     }
 
@@ -905,7 +954,13 @@ mod tests {
         let mut head = [0; MAX_HEADER_LEN];
         let len = header.encode(&mut head);
         let error = first_error(&mut decoder, &head[..len]);
-        assert_eq!(error, ProtocolError::FrameTooLarge { size: 1 << 40, max: 1000 });
+        assert_eq!(
+            error,
+            ProtocolError::FrameTooLarge {
+                size: 1 << 40,
+                max: 1000
+            }
+        );
         assert_eq!(error.close_code(), CloseCode::MESSAGE_TOO_BIG);
         assert_eq!(decoder.heap_bytes(), 0);
     }
@@ -932,7 +987,10 @@ mod tests {
         });
         let mut bytes = client(false, OpCode::Binary, &[1; 6]);
         bytes.extend(client(true, OpCode::Continuation, &[1; 6]));
-        assert_eq!(feed(&mut decoder, &bytes, 5), Ok(vec![Owned::Binary(vec![1; 12])]));
+        assert_eq!(
+            feed(&mut decoder, &bytes, 5),
+            Ok(vec![Owned::Binary(vec![1; 12])])
+        );
     }
 
     fn compressed_frame(payload: &[u8], opcode: OpCode) -> Vec<u8> {
@@ -961,7 +1019,10 @@ mod tests {
         bytes.extend(client(true, OpCode::Ping, b"!"));
         bytes.extend(client(true, OpCode::Continuation, second));
         let got = feed(&mut compressing_server(), &bytes, 7);
-        assert_eq!(got, Ok(vec![Owned::Ping(b"!".to_vec()), Owned::Binary(data)]));
+        assert_eq!(
+            got,
+            Ok(vec![Owned::Ping(b"!".to_vec()), Owned::Binary(data)])
+        );
     }
 
     #[test]
@@ -1006,7 +1067,11 @@ mod tests {
     #[test]
     fn text_message_fails_fast_on_invalid_utf8_in_partial_frame() {
         // Only part of a single-frame message arrives, invalid already.
-        let mut bytes = client(true, OpCode::Text, b"\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80edited");
+        let mut bytes = client(
+            true,
+            OpCode::Text,
+            b"\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80edited",
+        );
         bytes.truncate(6 + 14);
         let error = first_error(&mut server(), &bytes);
         assert_eq!(error, ProtocolError::InvalidUtf8);
@@ -1017,14 +1082,20 @@ mod tests {
         let mut bytes = client(false, OpCode::Text, "é".as_bytes());
         bytes.extend(client(false, OpCode::Continuation, b"\xC3"));
         bytes.extend(client(false, OpCode::Continuation, b"\x28"));
-        assert_eq!(first_error(&mut server(), &bytes), ProtocolError::InvalidUtf8);
+        assert_eq!(
+            first_error(&mut server(), &bytes),
+            ProtocolError::InvalidUtf8
+        );
     }
 
     #[test]
     fn text_message_ending_in_a_partial_code_point_fails_with_1007() {
         let mut bytes = client(false, OpCode::Text, b"ab");
         bytes.extend(client(true, OpCode::Continuation, b"\xE2\x82"));
-        assert_eq!(first_error(&mut server(), &bytes), ProtocolError::InvalidUtf8);
+        assert_eq!(
+            first_error(&mut server(), &bytes),
+            ProtocolError::InvalidUtf8
+        );
     }
 
     #[test]
@@ -1033,7 +1104,10 @@ mod tests {
         let mut bytes = client(false, OpCode::Text, &euro[..1]);
         bytes.extend(client(false, OpCode::Continuation, &euro[1..2]));
         bytes.extend(client(true, OpCode::Continuation, &euro[2..]));
-        assert_eq!(feed(&mut server(), &bytes, 2), Ok(vec![Owned::Text("€".to_owned())]));
+        assert_eq!(
+            feed(&mut server(), &bytes, 2),
+            Ok(vec![Owned::Text("€".to_owned())])
+        );
     }
 
     #[test]
@@ -1043,7 +1117,11 @@ mod tests {
         let count = 65_536;
         let mut bytes = Vec::with_capacity(count * (fragment.len() + 6));
         for index in 0..count {
-            let opcode = if index == 0 { OpCode::Binary } else { OpCode::Continuation };
+            let opcode = if index == 0 {
+                OpCode::Binary
+            } else {
+                OpCode::Continuation
+            };
             bytes.extend(client(index == count - 1, opcode, &fragment));
         }
         let mut decoder = server();
@@ -1076,7 +1154,11 @@ mod tests {
         let mut decoder = server();
         feed(&mut decoder, &client(false, OpCode::Binary, b"first"), 100).unwrap();
         decoder.release_memory();
-        let got = feed(&mut decoder, &client(true, OpCode::Continuation, b" second"), 100);
+        let got = feed(
+            &mut decoder,
+            &client(true, OpCode::Continuation, b" second"),
+            100,
+        );
         assert_eq!(got, Ok(vec![Owned::Binary(b"first second".to_vec())]));
     }
 
@@ -1094,6 +1176,10 @@ mod tests {
     fn idle_decoder_is_compact_and_holds_no_heap_memory() {
         let decoder = server();
         assert_eq!(decoder.heap_bytes(), 0);
-        assert!(size_of::<Decoder<Server>>() <= 256, "{}", size_of::<Decoder<Server>>());
+        assert!(
+            size_of::<Decoder<Server>>() <= 256,
+            "{}",
+            size_of::<Decoder<Server>>()
+        );
     }
 }

@@ -216,7 +216,14 @@ impl<R: SendMask> Encoder<R> {
             Some(frame) => encode_close_payload(frame, &mut payload)?,
             None => 0,
         };
-        write_frame(out, true, false, OpCode::Close, &payload[..len], R::header_key(key));
+        write_frame(
+            out,
+            true,
+            false,
+            OpCode::Close,
+            &payload[..len],
+            R::header_key(key),
+        );
         Ok(())
     }
 
@@ -295,11 +302,19 @@ mod tests {
     fn client_frames_are_masked_copies_with_the_given_key() {
         let payload = b"Hello".to_vec();
         let mut out = Vec::new();
-        Encoder::<Client>::new().frame(&mut out, OpCode::Text, true, &payload, [0x37, 0xfa, 0x21, 0x3d]);
+        Encoder::<Client>::new().frame(
+            &mut out,
+            OpCode::Text,
+            true,
+            &payload,
+            [0x37, 0xfa, 0x21, 0x3d],
+        );
         // RFC 6455 §5.7: a single-frame masked text message "Hello".
         assert_eq!(
             out,
-            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+            [
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
+            ]
         );
         assert_eq!(payload, b"Hello", "payload untouched");
     }
@@ -350,7 +365,9 @@ mod tests {
     #[test]
     fn incompressible_message_is_sent_uncompressed() {
         let mut deflater = Deflater::new(Deflater::DEFAULT_LEVEL);
-        let noise: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let mut out = Vec::new();
         let encoder = Encoder::<Server>::with_compression_threshold(0);
         if !encoder.binary(&mut out, &noise, Some(&mut deflater), ()) {
@@ -402,7 +419,10 @@ mod tests {
         };
         let len = encode_close_payload(frame, &mut payload).unwrap();
         assert_eq!(len, 2 + 122);
-        assert_eq!(std::str::from_utf8(&payload[2..len]).unwrap(), "é".repeat(61));
+        assert_eq!(
+            std::str::from_utf8(&payload[2..len]).unwrap(),
+            "é".repeat(61)
+        );
         let ascii = "x".repeat(200);
         let frame = CloseFrame {
             code: CloseCode::NORMAL,

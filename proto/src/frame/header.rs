@@ -173,7 +173,16 @@ mod tests {
 
     #[test]
     fn header_round_trips_across_every_length_encoding() {
-        let lengths = [0, 1, 125, 126, 127, 0xFFFF, 0x1_0000, u64::from(u32::MAX) + 1];
+        let lengths = [
+            0,
+            1,
+            125,
+            126,
+            127,
+            0xFFFF,
+            0x1_0000,
+            u64::from(u32::MAX) + 1,
+        ];
         for payload_len in lengths {
             for mask in [None, Some([1, 2, 3, 4])] {
                 let original = header(payload_len, mask);

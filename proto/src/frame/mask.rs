@@ -25,7 +25,11 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
         chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
     }
     // Every word covers whole key periods, so the tail starts at key phase 0.
-    for (byte, key_byte) in words.into_remainder().iter_mut().zip(rotated.iter().cycle()) {
+    for (byte, key_byte) in words
+        .into_remainder()
+        .iter_mut()
+        .zip(rotated.iter().cycle())
+    {
         *byte ^= key_byte;
     }
 }
