@@ -272,3 +272,66 @@ proptest! {
         prop_assert_eq!(decode_stream::<Server>(&stream, &reads, true), expected);
     }
 }
+
+/// Feeds `stream` to a fresh decoder until it is used up or refused; the
+/// decoder must neither panic nor stall on any input.
+fn feed_until_error<R: Role>(stream: &[u8], reads: &[usize], compression: bool) {
+    let mut decoder = Decoder::<R>::new(DecoderConfig {
+        compression,
+        max_frame_size: 80_000,
+        max_message_size: 100_000,
+        max_decompressed_size: 100_000,
+    });
+    let mut inflater = Inflater::new();
+    let mut offset = 0;
+    let mut read = reads.iter().cycle();
+    while offset < stream.len() {
+        let size = (*read.next().unwrap()).min(stream.len() - offset);
+        let mut scratch = stream[offset..offset + size].to_vec();
+        offset += size;
+        let mut input = &mut scratch[..];
+        while !input.is_empty() {
+            match decoder.decode(input, &mut inflater) {
+                Ok((consumed, _)) => {
+                    assert!(consumed > 0);
+                    input = &mut input[consumed..];
+                }
+                Err(_) => {
+                    assert!(decoder.is_closed());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decoder_survives_corrupted_streams(
+        plans in prop::collection::vec(plan(), 1..3),
+        flips in prop::collection::vec((any::<Index>(), any::<u8>()), 1..6),
+        compression in any::<bool>(),
+        reads in reads(),
+    ) {
+        let (mut stream, _) =
+            encode_stream::<Client>(&plans, compression, key_for, |frame| Some(key_for(frame)));
+        for (at, byte) in &flips {
+            let index = at.index(stream.len());
+            stream[index] ^= byte;
+        }
+        feed_until_error::<Server>(&stream, &reads, compression);
+        feed_until_error::<Client>(&stream, &reads, compression);
+    }
+
+    #[test]
+    fn decoder_survives_arbitrary_bytes(
+        stream in prop::collection::vec(any::<u8>(), 0..2000),
+        compression in any::<bool>(),
+        reads in reads(),
+    ) {
+        feed_until_error::<Server>(&stream, &reads, compression);
+        feed_until_error::<Client>(&stream, &reads, compression);
+    }
+}
