@@ -43,8 +43,8 @@ pub enum ProtocolError {
     /// (RFC 7692 §6.1).
     #[error("compression bit set on a continuation frame")]
     CompressedContinuation,
-    /// The 64-bit payload length had its most significant bit set, or a
-    /// length used more bytes than needed (RFC 6455 §5.2).
+    /// The 64-bit payload length had its most significant bit set (RFC 6455
+    /// §5.2). Non-minimal length encodings are accepted, not refused.
     #[error("invalid payload length encoding")]
     InvalidPayloadLength,
     /// A close frame's payload was a single byte.

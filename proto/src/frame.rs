@@ -1,1 +1,0 @@
-//! RFC 6455 frames: header parsing and encoding, masking, and the message decoder.
