@@ -8,6 +8,8 @@
 
 mod deflate_inflate;
 mod envelope_verify;
+mod frame_decoder;
 
 pub use deflate_inflate::deflate_inflate;
 pub use envelope_verify::envelope_verify;
+pub use frame_decoder::frame_decoder;

@@ -36,3 +36,8 @@ fn deflate_inflate_seeds_and_regressions_hold() {
 fn envelope_verify_seeds_and_regressions_hold() {
     replay("envelope_verify", shardcast_proto_fuzz::envelope_verify);
 }
+
+#[test]
+fn frame_decoder_seeds_and_regressions_hold() {
+    replay("frame_decoder", shardcast_proto_fuzz::frame_decoder);
+}
