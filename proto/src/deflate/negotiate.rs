@@ -292,3 +292,237 @@ pub(crate) fn validate_response<'b>(
     }
     Ok(agreed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exts<'a>(
+        lines: &'a [&'a str],
+    ) -> impl Iterator<Item = Result<Extension<'a>, ExtensionSyntaxError>> {
+        crate::handshake::parse_extensions(lines.iter().map(|l| l.as_bytes()))
+    }
+
+    fn accepted(lines: &[&str]) -> Option<(DeflateParams, String)> {
+        accept_offers(exts(lines)).map(|acceptance| {
+            let mut out = Vec::new();
+            acceptance.write_response_value(&mut out);
+            (acceptance.params, String::from_utf8(out).unwrap())
+        })
+    }
+
+    const SERVER_ANSWER: &str =
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+    fn server_params(client_max_window_bits: u8) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: 15,
+            client_max_window_bits,
+        }
+    }
+
+    #[test]
+    fn server_accepts_plain_offer_without_context_takeover_both_ways() {
+        assert_eq!(
+            accepted(&["permessage-deflate"]),
+            Some((server_params(15), SERVER_ANSWER.to_owned()))
+        );
+    }
+
+    #[test]
+    fn server_adds_client_no_context_takeover_and_never_sends_client_max_window_bits() {
+        let (params, answer) = accepted(&["permessage-deflate; client_max_window_bits"]).unwrap();
+        assert_eq!(params, server_params(15));
+        assert_eq!(answer, SERVER_ANSWER);
+        let (params, answer) =
+            accepted(&["permessage-deflate; client_max_window_bits=10"]).unwrap();
+        assert_eq!(params, server_params(10));
+        assert!(!answer.contains("client_max_window_bits"));
+    }
+
+    #[test]
+    fn server_echoes_server_max_window_bits_15_only_if_offered() {
+        let (_, answer) = accepted(&["permessage-deflate; server_max_window_bits=15"]).unwrap();
+        assert_eq!(answer, format!("{SERVER_ANSWER}; server_max_window_bits=15"));
+        let (_, answer) = accepted(&["permessage-deflate; server_max_window_bits=\"15\""]).unwrap();
+        assert_eq!(answer, format!("{SERVER_ANSWER}; server_max_window_bits=15"));
+    }
+
+    #[test]
+    fn server_declines_server_max_window_bits_below_15_and_tries_next_offer() {
+        assert_eq!(accepted(&["permessage-deflate; server_max_window_bits=10"]), None);
+        let (params, _) = accepted(&[
+            "permessage-deflate; server_max_window_bits=10, permessage-deflate; client_no_context_takeover",
+        ])
+        .unwrap();
+        assert_eq!(params, server_params(15));
+    }
+
+    #[test]
+    fn server_declines_offer_with_unknown_parameter() {
+        assert_eq!(accepted(&["permessage-deflate; x_fast"]), None);
+        assert!(accepted(&["permessage-deflate; x_fast", "permessage-deflate"]).is_some());
+    }
+
+    #[test]
+    fn server_declines_offer_with_duplicate_parameter() {
+        for offer in [
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; client_max_window_bits; client_max_window_bits=9",
+            "permessage-deflate; server_max_window_bits=15; server_max_window_bits=15",
+        ] {
+            assert_eq!(accepted(&[offer]), None, "{offer}");
+        }
+    }
+
+    #[test]
+    fn server_declines_offer_with_invalid_values() {
+        for offer in [
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=015",
+            "permessage-deflate; server_max_window_bits=+15",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=abc",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; client_no_context_takeover=true",
+        ] {
+            assert_eq!(accepted(&[offer]), None, "{offer}");
+        }
+    }
+
+    #[test]
+    fn server_ignores_unknown_extensions() {
+        let (params, _) = accepted(&["x-webkit-deflate-frame, permessage-deflate"]).unwrap();
+        assert_eq!(params, server_params(15));
+        assert_eq!(accepted(&["x-webkit-deflate-frame"]), None);
+    }
+
+    #[test]
+    fn server_stops_negotiating_at_a_malformed_header() {
+        assert_eq!(accepted(&["permessage-deflate; =", "permessage-deflate"]), None);
+    }
+
+    #[test]
+    fn server_matches_names_case_insensitively() {
+        assert!(accepted(&["PerMessage-Deflate; Client_Max_Window_Bits"]).is_some());
+    }
+
+    fn client(lines: &[&str]) -> Result<Option<DeflateParams>, DeflateResponseError> {
+        validate_response(true, exts(lines))
+    }
+
+    #[test]
+    fn client_offer_asks_for_no_context_takeover_both_ways() {
+        assert_eq!(
+            CLIENT_OFFER,
+            "permessage-deflate; client_no_context_takeover; server_no_context_takeover"
+        );
+    }
+
+    #[test]
+    fn client_accepts_response_with_server_no_context_takeover() {
+        assert_eq!(
+            client(&["permessage-deflate; server_no_context_takeover"]),
+            Ok(Some(DeflateParams {
+                server_no_context_takeover: true,
+                client_no_context_takeover: false,
+                server_max_window_bits: 15,
+                client_max_window_bits: 15,
+            }))
+        );
+        assert_eq!(
+            client(&[
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9"
+            ]),
+            Ok(Some(DeflateParams {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                server_max_window_bits: 9,
+                client_max_window_bits: 15,
+            }))
+        );
+    }
+
+    #[test]
+    fn client_without_extension_response_runs_uncompressed() {
+        assert_eq!(client(&[]), Ok(None));
+        assert_eq!(validate_response(false, exts(&[])), Ok(None));
+    }
+
+    #[test]
+    fn client_fails_without_server_no_context_takeover() {
+        assert_eq!(
+            client(&["permessage-deflate"]),
+            Err(DeflateResponseError::MissingServerNoContextTakeover)
+        );
+    }
+
+    #[test]
+    fn client_fails_on_client_max_window_bits_below_15() {
+        assert_eq!(
+            client(&["permessage-deflate; server_no_context_takeover; client_max_window_bits=10"]),
+            Err(DeflateResponseError::ClientWindowTooSmall(10))
+        );
+        assert!(
+            client(&["permessage-deflate; server_no_context_takeover; client_max_window_bits=15"])
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn client_fails_on_client_max_window_bits_without_value() {
+        assert_eq!(
+            client(&["permessage-deflate; server_no_context_takeover; client_max_window_bits"]),
+            Err(DeflateResponseError::InvalidParameterValue)
+        );
+    }
+
+    #[test]
+    fn client_fails_on_unknown_duplicate_or_invalid_parameters() {
+        assert_eq!(
+            client(&["permessage-deflate; server_no_context_takeover; x"]),
+            Err(DeflateResponseError::UnknownParameter)
+        );
+        assert_eq!(
+            client(&["permessage-deflate; server_no_context_takeover; server_no_context_takeover"]),
+            Err(DeflateResponseError::DuplicateParameter)
+        );
+        assert_eq!(
+            client(&["permessage-deflate; server_no_context_takeover; server_max_window_bits=7"]),
+            Err(DeflateResponseError::InvalidParameterValue)
+        );
+    }
+
+    #[test]
+    fn client_fails_on_unoffered_or_repeated_extension() {
+        assert_eq!(
+            client(&["x-foo"]),
+            Err(DeflateResponseError::UnofferedExtension)
+        );
+        assert_eq!(
+            validate_response(false, exts(&["permessage-deflate; server_no_context_takeover"])),
+            Err(DeflateResponseError::UnofferedExtension)
+        );
+        assert_eq!(
+            client(&[
+                "permessage-deflate; server_no_context_takeover",
+                "permessage-deflate; server_no_context_takeover"
+            ]),
+            Err(DeflateResponseError::DuplicateExtension)
+        );
+    }
+
+    #[test]
+    fn client_fails_on_malformed_extension_header() {
+        assert_eq!(
+            client(&["permessage-deflate; server_no_context_takeover;"]),
+            Err(DeflateResponseError::Syntax(ExtensionSyntaxError))
+        );
+    }
+}

@@ -55,9 +55,14 @@ pub struct ExtensionParam<'b> {
 }
 
 /// Parses every extension in the given `Sec-WebSocket-Extensions` header
-/// values, in order. A syntax error is yielded once and ends that header
-/// line; the following lines are still parsed.
-pub(crate) fn parse_extensions<'b>(
+/// values, in order, without allocating (unless a quoted value has escapes).
+///
+/// A syntax error is yielded once and ends that header line; the following
+/// lines are still parsed. [`UpgradeRequest::extensions`] applies it to a
+/// request.
+///
+/// [`UpgradeRequest::extensions`]: super::UpgradeRequest::extensions
+pub fn parse_extensions<'b>(
     values: impl Iterator<Item = &'b [u8]>,
 ) -> impl Iterator<Item = Result<Extension<'b>, ExtensionSyntaxError>> {
     values.flat_map(|value| {
