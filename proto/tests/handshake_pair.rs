@@ -9,7 +9,10 @@ use shardcast_proto::handshake::{
 
 /// Runs a full handshake between our two sides and returns what each
 /// agreed on.
-fn handshake(offer_deflate: bool, server_deflate: bool) -> (Option<DeflateParams>, Option<DeflateParams>) {
+fn handshake(
+    offer_deflate: bool,
+    server_deflate: bool,
+) -> (Option<DeflateParams>, Option<DeflateParams>) {
     let mut client = ClientHandshake::new("example.com", "/", generate_key([42; 16]));
     client.subprotocols = &["shardcast.v1"];
     client.offer_deflate = offer_deflate;
@@ -25,7 +28,10 @@ fn handshake(offer_deflate: bool, server_deflate: bool) -> (Option<DeflateParams
     let mut response = Vec::new();
     accept.write_response(&[], &mut response).unwrap();
 
-    let Ok(Progress::Done { value: negotiated, .. }) = client.parse_response(&response) else {
+    let Ok(Progress::Done {
+        value: negotiated, ..
+    }) = client.parse_response(&response)
+    else {
         panic!("our client refused our server's response");
     };
     assert_eq!(negotiated.subprotocol, Some("shardcast.v1"));

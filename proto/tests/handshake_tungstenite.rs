@@ -18,7 +18,7 @@ use shardcast_proto::handshake::{
 };
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
-use tungstenite::handshake::server::{Request, Response};
+use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
 use tungstenite::http::HeaderValue;
 
 /// One end of an in-memory connection: reads what the test has delivered
@@ -72,7 +72,10 @@ fn pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
     points.push(bytes.len());
     points.sort_unstable();
     points.dedup();
-    points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+    points
+        .windows(2)
+        .map(|w| bytes[w[0]..w[1]].to_vec())
+        .collect()
 }
 
 /// Feeds `request` to our server side piece by piece: every incomplete
@@ -91,7 +94,9 @@ fn our_server_answer(request: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<&'stati
                 let accept = value.accept(&["shardcast.v1"], &DeflateConfig::default());
                 let negotiated = accept.negotiated();
                 let mut out = Vec::new();
-                accept.write_response(&[("X-Server", "shardcast")], &mut out).unwrap();
+                accept
+                    .write_response(&[("X-Server", "shardcast")], &mut out)
+                    .unwrap();
                 return (out, negotiated.subprotocol);
             }
         }
@@ -101,7 +106,9 @@ fn our_server_answer(request: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<&'stati
 
 fn tungstenite_client_against_our_server(request_cuts: &[usize], response_cuts: &[usize]) {
     let pipe = Pipe::default();
-    let mut request = "ws://localhost:9001/chat?room=7".into_client_request().unwrap();
+    let mut request = "ws://localhost:9001/chat?room=7"
+        .into_client_request()
+        .unwrap();
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("chat, shardcast.v1"),
@@ -126,12 +133,36 @@ fn tungstenite_client_against_our_server(request_cuts: &[usize], response_cuts: 
                     "shardcast.v1"
                 );
                 assert_eq!(response.headers().get("X-Server").unwrap(), "shardcast");
-                assert!(pieces.next().is_none(), "completed before the whole response");
+                assert!(
+                    pieces.next().is_none(),
+                    "completed before the whole response"
+                );
                 return;
             }
             Err(HandshakeError::Interrupted(again)) => mid = again,
             Err(HandshakeError::Failure(error)) => panic!("client rejected our 101: {error}"),
         }
+    }
+}
+
+/// tungstenite's server callback: checks the request and answers with the
+/// given subprotocol, if any.
+struct AnswerWith(Option<&'static str>);
+
+impl Callback for AnswerWith {
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        assert_eq!(request.uri().path(), "/chat");
+        assert_eq!(request.headers().get("Origin").unwrap(), "http://localhost");
+        if let Some(protocol) = self.0 {
+            response
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
+        }
+        Ok(response)
     }
 }
 
@@ -150,16 +181,7 @@ fn our_client_against_tungstenite_server(
     handshake.write_request(&mut request).unwrap();
 
     let pipe = Pipe::default();
-    let callback = move |request: &Request, mut response: Response| {
-        assert_eq!(request.uri().path(), "/chat");
-        assert_eq!(request.headers().get("Origin").unwrap(), "http://localhost");
-        if let Some(protocol) = choose {
-            response
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
-        }
-        Ok(response)
-    };
+    let callback = AnswerWith(choose);
     let mut request_pieces = pieces(&request, request_cuts).into_iter();
     pipe.deliver(&request_pieces.next().unwrap_or_default());
     let mut mid = match tungstenite::accept_hdr(pipe.clone(), callback) {
@@ -168,7 +190,9 @@ fn our_client_against_tungstenite_server(
         Err(HandshakeError::Failure(error)) => panic!("server refused our request: {error}"),
     };
     while let Some(waiting) = mid.take() {
-        let piece = request_pieces.next().expect("server waits beyond the request");
+        let piece = request_pieces
+            .next()
+            .expect("server waits beyond the request");
         pipe.deliver(&piece);
         match waiting.handshake() {
             Ok(_) => {}
@@ -184,9 +208,15 @@ fn our_client_against_tungstenite_server(
     let mut received = Vec::new();
     for piece in pieces(&response, response_cuts) {
         received.extend_from_slice(&piece);
-        match handshake.parse_response(&received).expect("response accepted") {
+        match handshake
+            .parse_response(&received)
+            .expect("response accepted")
+        {
             Progress::NeedMore => assert!(received.len() < head_len),
-            Progress::Done { value, head_len: used } => {
+            Progress::Done {
+                value,
+                head_len: used,
+            } => {
                 assert_eq!(used, head_len);
                 return value;
             }

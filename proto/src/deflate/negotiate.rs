@@ -202,7 +202,9 @@ fn parse_params(extension: &Extension<'_>, in_offer: bool) -> Result<Params, Par
                 if params.server_max_window_bits.is_some() {
                     return Err(ParamError::Duplicate);
                 }
-                let bits = value.and_then(window_bits).ok_or(ParamError::InvalidValue)?;
+                let bits = value
+                    .and_then(window_bits)
+                    .ok_or(ParamError::InvalidValue)?;
                 params.server_max_window_bits = Some(bits);
             }
             Known::ClientMaxWindowBits => {
@@ -345,14 +347,23 @@ mod tests {
     #[test]
     fn server_echoes_server_max_window_bits_15_only_if_offered() {
         let (_, answer) = accepted(&["permessage-deflate; server_max_window_bits=15"]).unwrap();
-        assert_eq!(answer, format!("{SERVER_ANSWER}; server_max_window_bits=15"));
+        assert_eq!(
+            answer,
+            format!("{SERVER_ANSWER}; server_max_window_bits=15")
+        );
         let (_, answer) = accepted(&["permessage-deflate; server_max_window_bits=\"15\""]).unwrap();
-        assert_eq!(answer, format!("{SERVER_ANSWER}; server_max_window_bits=15"));
+        assert_eq!(
+            answer,
+            format!("{SERVER_ANSWER}; server_max_window_bits=15")
+        );
     }
 
     #[test]
     fn server_declines_server_max_window_bits_below_15_and_tries_next_offer() {
-        assert_eq!(accepted(&["permessage-deflate; server_max_window_bits=10"]), None);
+        assert_eq!(
+            accepted(&["permessage-deflate; server_max_window_bits=10"]),
+            None
+        );
         let (params, _) = accepted(&[
             "permessage-deflate; server_max_window_bits=10, permessage-deflate; client_no_context_takeover",
         ])
@@ -404,7 +415,10 @@ mod tests {
 
     #[test]
     fn server_stops_negotiating_at_a_malformed_header() {
-        assert_eq!(accepted(&["permessage-deflate; =", "permessage-deflate"]), None);
+        assert_eq!(
+            accepted(&["permessage-deflate; =", "permessage-deflate"]),
+            None
+        );
     }
 
     #[test]
@@ -506,7 +520,10 @@ mod tests {
             Err(DeflateResponseError::UnofferedExtension)
         );
         assert_eq!(
-            validate_response(false, exts(&["permessage-deflate; server_no_context_takeover"])),
+            validate_response(
+                false,
+                exts(&["permessage-deflate; server_no_context_takeover"])
+            ),
             Err(DeflateResponseError::UnofferedExtension)
         );
         assert_eq!(

@@ -119,10 +119,7 @@ impl<'a> ClientHandshake<'a> {
     ///
     /// A [`ResponseError`]; the connection must then be dropped
     /// (RFC 6455 §4.1).
-    pub fn parse_response(
-        &self,
-        buf: &[u8],
-    ) -> Result<Progress<Negotiated<'a>>, ResponseError> {
+    pub fn parse_response(&self, buf: &[u8]) -> Result<Progress<Negotiated<'a>>, ResponseError> {
         let window = buf.get(..self.limits.max_head_bytes).unwrap_or(buf);
         with_header_storage(self.limits.max_headers, |storage| {
             let mut response = httparse::Response::new(storage);
@@ -202,8 +199,11 @@ mod tests {
     const PROTOCOLS: &[&str] = &["shardcast.v1", "chat"];
 
     fn handshake() -> ClientHandshake<'static> {
-        let mut handshake =
-            ClientHandshake::new("example.com:8080", "/ws?x=1", generate_key(*b"the sample nonce"));
+        let mut handshake = ClientHandshake::new(
+            "example.com:8080",
+            "/ws?x=1",
+            generate_key(*b"the sample nonce"),
+        );
         handshake.subprotocols = PROTOCOLS;
         handshake
     }
@@ -226,7 +226,9 @@ mod tests {
         out.into_bytes()
     }
 
-    fn done(result: Result<Progress<Negotiated<'static>>, ResponseError>) -> (Negotiated<'static>, usize) {
+    fn done(
+        result: Result<Progress<Negotiated<'static>>, ResponseError>,
+    ) -> (Negotiated<'static>, usize) {
         match result {
             Ok(Progress::Done { value, head_len }) => (value, head_len),
             other => panic!("expected a completed handshake, got {other:?}"),
@@ -307,7 +309,11 @@ mod tests {
         let buf = response_with("Sec-WebSocket-Protocol", "Sec-WebSocket-Protocol: chat");
         let handshake = handshake();
         for end in 0..buf.len() {
-            assert_eq!(handshake.parse_response(&buf[..end]), Ok(Progress::NeedMore), "{end}");
+            assert_eq!(
+                handshake.parse_response(&buf[..end]),
+                Ok(Progress::NeedMore),
+                "{end}"
+            );
         }
         let (negotiated, _) = done(handshake.parse_response(&buf));
         assert_eq!(negotiated.subprotocol, Some("chat"));
@@ -401,7 +407,9 @@ mod tests {
     fn response_extensions_must_be_ones_we_offered() {
         assert_eq!(
             handshake().parse_response(&response_with("X", "Sec-WebSocket-Extensions: x-foo")),
-            Err(ResponseError::Extension(crate::deflate::DeflateResponseError::UnofferedExtension))
+            Err(ResponseError::Extension(
+                crate::deflate::DeflateResponseError::UnofferedExtension
+            ))
         );
         let mut no_deflate = handshake();
         no_deflate.offer_deflate = false;
@@ -410,7 +418,9 @@ mod tests {
                 "X",
                 "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover"
             )),
-            Err(ResponseError::Extension(crate::deflate::DeflateResponseError::UnofferedExtension))
+            Err(ResponseError::Extension(
+                crate::deflate::DeflateResponseError::UnofferedExtension
+            ))
         );
     }
 
@@ -423,7 +433,9 @@ mod tests {
         let error = result.unwrap_err();
         assert_eq!(
             error,
-            ResponseError::Extension(crate::deflate::DeflateResponseError::ClientWindowTooSmall(9))
+            ResponseError::Extension(crate::deflate::DeflateResponseError::ClientWindowTooSmall(
+                9
+            ))
         );
         assert!(error.to_string().contains("9 bits"), "{error}");
     }

@@ -91,6 +91,7 @@ impl RequestError {
         let status = self.status();
         let body = format!("{self}\n");
         write_plain_response(out, status, reason_phrase(status), body.as_bytes(), |out| {
+            write_header(out, "Content-Type", b"text/plain; charset=utf-8");
             match self {
                 RequestError::MethodNotAllowed => write_header(out, "Allow", b"GET"),
                 RequestError::MissingVersion | RequestError::UnsupportedVersion => {

@@ -36,9 +36,7 @@ impl<'b> Extension<'b> {
     /// The extension's parameters, in the order they were sent, duplicates
     /// included (an extension's negotiation decides what a duplicate means).
     pub fn params(&self) -> impl Iterator<Item = ExtensionParam<'b>> + use<'b> {
-        let mut cursor = Cursor {
-            rest: self.params,
-        };
+        let mut cursor = Cursor { rest: self.params };
         std::iter::from_fn(move || cursor.param().and_then(Result::ok))
     }
 }
@@ -137,7 +135,11 @@ impl<'b> Cursor<'b> {
                 let mut unescaped = String::with_capacity(text.len());
                 let mut chars = text.chars();
                 while let Some(c) = chars.next() {
-                    unescaped.push(if c == '\\' { chars.next().unwrap_or(c) } else { c });
+                    unescaped.push(if c == '\\' {
+                        chars.next().unwrap_or(c)
+                    } else {
+                        c
+                    });
                 }
                 return Ok(Cow::Owned(unescaped));
             } else if b.is_ascii_control() && b != b'\t' {
@@ -213,7 +215,10 @@ impl<'b> Cursor<'b> {
 mod tests {
     use super::*;
 
-    fn parse(lines: &[&'static str]) -> Vec<Result<(String, Vec<(String, Option<String>)>), ()>> {
+    /// An extension's name and parameters, owned, or a syntax error.
+    type Parsed = Result<(String, Vec<(String, Option<String>)>), ()>;
+
+    fn parse(lines: &[&'static str]) -> Vec<Parsed> {
         parse_extensions(lines.iter().map(|l| l.as_bytes()))
             .map(|ext| {
                 ext.map(|ext| {
@@ -228,7 +233,7 @@ mod tests {
             .collect()
     }
 
-    fn ext(name: &str, params: &[(&str, Option<&str>)]) -> Result<(String, Vec<(String, Option<String>)>), ()> {
+    fn ext(name: &str, params: &[(&str, Option<&str>)]) -> Parsed {
         Ok((
             name.to_owned(),
             params
@@ -247,7 +252,10 @@ mod tests {
             parsed,
             [
                 ext("permessage-deflate", &[("client_max_window_bits", None)]),
-                ext("permessage-deflate", &[("server_max_window_bits", Some("10"))]),
+                ext(
+                    "permessage-deflate",
+                    &[("server_max_window_bits", Some("10"))]
+                ),
             ]
         );
     }
@@ -257,7 +265,10 @@ mod tests {
         let parsed = parse(&[r#"x; a="15"; b = "q\"u,o;te" ; c"#]);
         assert_eq!(
             parsed,
-            [ext("x", &[("a", Some("15")), ("b", Some("q\"u,o;te")), ("c", None)])]
+            [ext(
+                "x",
+                &[("a", Some("15")), ("b", Some("q\"u,o;te")), ("c", None)]
+            )]
         );
     }
 
@@ -274,7 +285,15 @@ mod tests {
     fn extension_syntax_error_ends_only_its_header_line() {
         let parsed = parse(&["a; =1, b", "c"]);
         assert_eq!(parsed, [Err(()), ext("c", &[])]);
-        for bad in ["a b", "a; p=", "a; p=\"open", "a;", "; p", "a; p=1 2", "a; p=\"\u{1}\""] {
+        for bad in [
+            "a b",
+            "a; p=",
+            "a; p=\"open",
+            "a;",
+            "; p",
+            "a; p=1 2",
+            "a; p=\"\u{1}\"",
+        ] {
             assert_eq!(parse(&[bad]).first(), Some(&Err(())), "{bad:?}");
         }
     }

@@ -178,7 +178,9 @@ pub(crate) fn is_token(s: &str) -> bool {
 /// Whether `value` may be sent as a header value: visible ASCII, spaces and
 /// tabs inside, no control characters (so no CR or LF to split the head).
 fn is_field_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
         && trim_ows(value.as_bytes()).len() == value.len()
 }
 

@@ -75,7 +75,7 @@ use crate::deflate::DeflateParams;
 pub use client::ClientHandshake;
 pub use error::{ApiMisuse, RequestError, ResponseError};
 pub use extension::{Extension, ExtensionParam, ExtensionSyntaxError, parse_extensions};
-pub use http::{Header, HeadLimits, Progress};
+pub use http::{HeadLimits, Header, Progress};
 pub use key::{AcceptKey, ClientKey, accept_key, generate_key};
 pub use request::{UpgradeRequest, parse_request};
 pub use response::{Accept, write_rejection};

@@ -5,7 +5,7 @@ use crate::deflate::{DeflateConfig, accept_offers};
 use super::error::RequestError;
 use super::extension::{Extension, ExtensionSyntaxError, parse_extensions};
 use super::http::{
-    Header, HeadLimits, Progress, Single, collect_headers, has_token, list_elements, single,
+    HeadLimits, Header, Progress, Single, collect_headers, has_token, list_elements, single,
     values, with_header_storage,
 };
 use super::key::{accept_key, is_valid_client_key};
@@ -37,6 +37,11 @@ pub struct UpgradeRequest<'b> {
 ///
 /// The one allocation is the list of header positions (no header bytes
 /// are copied), made once the head is complete.
+///
+/// Each call parses from the start of `buf`: a peer trickling its head a
+/// byte at a time costs one parse per byte, each at most
+/// [`HeadLimits::max_head_bytes`] long. The byte limit and the engine's
+/// handshake timeout bound that work.
 ///
 /// # Errors
 ///
@@ -421,10 +426,16 @@ mod tests {
 
     #[test]
     fn empty_or_non_utf8_host_gets_400() {
-        assert_eq!(parse_err(&with_header("Host", "Host: ")), RequestError::InvalidHost);
+        assert_eq!(
+            parse_err(&with_header("Host", "Host: ")),
+            RequestError::InvalidHost
+        );
         let mut buf = with_header("Host", "Host: caf\u{e9}");
         // Replace the two UTF-8 bytes of é by a lone Latin-1 byte.
-        let at = buf.windows(2).position(|w| w == "\u{e9}".as_bytes()).unwrap();
+        let at = buf
+            .windows(2)
+            .position(|w| w == "\u{e9}".as_bytes())
+            .unwrap();
         buf.splice(at..at + 2, [0xe9]);
         assert_eq!(parse_err(&buf), RequestError::InvalidHost);
     }
@@ -472,7 +483,10 @@ mod tests {
         let mut headers = valid_headers();
         headers.push("Sec-WebSocket-Version: 13".to_owned());
         let error = parse_err(&head("GET / HTTP/1.1", &headers));
-        assert_eq!(error, RequestError::DuplicateHeader("Sec-WebSocket-Version"));
+        assert_eq!(
+            error,
+            RequestError::DuplicateHeader("Sec-WebSocket-Version")
+        );
         assert_eq!(error.status(), 400);
     }
 
@@ -485,8 +499,17 @@ mod tests {
 
     #[test]
     fn key_not_base64_of_16_bytes_gets_400() {
-        for key in ["", "abc", "dGhlIHNhbXBsZSBub25jZQ", "AAAAAAAAAAAAAAAAAAAAAAAA", "dGhlIHNhbXBsZSBub25jZQ=="[..23].as_ref()] {
-            let error = parse_err(&with_header("Sec-WebSocket-Key", &format!("Sec-WebSocket-Key: {key}")));
+        for key in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "AAAAAAAAAAAAAAAAAAAAAAAA",
+            "dGhlIHNhbXBsZSBub25jZQ=="[..23].as_ref(),
+        ] {
+            let error = parse_err(&with_header(
+                "Sec-WebSocket-Key",
+                &format!("Sec-WebSocket-Key: {key}"),
+            ));
             assert_eq!(error, RequestError::InvalidKey, "{key:?}");
             assert_eq!(error.status(), 400);
         }
@@ -516,7 +539,9 @@ mod tests {
             Err(RequestError::HeadTooLarge { max: 256 })
         );
         assert_eq!(parse_request(&big[..255], &limits), Ok(Progress::NeedMore));
-        assert!(response_of(&error).starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(
+            response_of(&error).starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        );
     }
 
     #[test]
@@ -549,7 +574,10 @@ mod tests {
             max_headers: 100,
             ..HeadLimits::default()
         };
-        assert!(matches!(parse_request(&buf, &limits), Ok(Progress::Done { .. })));
+        assert!(matches!(
+            parse_request(&buf, &limits),
+            Ok(Progress::Done { .. })
+        ));
     }
 
     #[test]
@@ -559,6 +587,7 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
         assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains("\r\nContent-Type: text/plain; charset=utf-8"));
         assert!(!body.is_empty());
     }
 
@@ -589,14 +618,20 @@ mod tests {
         );
         let mut out = Vec::new();
         accept.write_response(&[], &mut out).unwrap();
-        assert!(!String::from_utf8(out).unwrap().contains("Sec-WebSocket-Protocol"));
+        assert!(
+            !String::from_utf8(out)
+                .unwrap()
+                .contains("Sec-WebSocket-Protocol")
+        );
     }
 
     #[test]
     fn accept_response_carries_accept_key_protocol_extension_and_extras() {
         let mut headers = valid_headers();
         headers.push("Sec-WebSocket-Protocol: shardcast.v1".to_owned());
-        headers.push("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits".to_owned());
+        headers.push(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits".to_owned(),
+        );
         let buf = head("GET / HTTP/1.1", &headers);
         let (request, _) = parse_done(&buf);
         let accept = request.accept(&["shardcast.v1"], &DeflateConfig::default());
@@ -632,17 +667,29 @@ mod tests {
 
     #[test]
     fn disabled_deflate_ignores_offers() {
-        let buf = with_header("Sec-WebSocket-Extensions", "Sec-WebSocket-Extensions: permessage-deflate");
+        let buf = with_header(
+            "Sec-WebSocket-Extensions",
+            "Sec-WebSocket-Extensions: permessage-deflate",
+        );
         let (request, _) = parse_done(&buf);
         let config = DeflateConfig { enabled: false };
         assert_eq!(request.accept(&[], &config).negotiated().deflate, None);
-        assert!(request.accept(&[], &DeflateConfig::default()).negotiated().deflate.is_some());
+        assert!(
+            request
+                .accept(&[], &DeflateConfig::default())
+                .negotiated()
+                .deflate
+                .is_some()
+        );
     }
 
     #[test]
     fn offered_extensions_are_visible_across_header_lines() {
         let mut headers = valid_headers();
-        headers.push("Sec-WebSocket-Extensions: x-foo, permessage-deflate; client_max_window_bits".to_owned());
+        headers.push(
+            "Sec-WebSocket-Extensions: x-foo, permessage-deflate; client_max_window_bits"
+                .to_owned(),
+        );
         headers.push("Sec-WebSocket-Extensions: permessage-deflate".to_owned());
         let buf = head("GET / HTTP/1.1", &headers);
         let (request, _) = parse_done(&buf);

@@ -5,10 +5,10 @@ use std::io::Write;
 
 use crate::deflate::DeflateAcceptance;
 
+use super::Negotiated;
 use super::error::ApiMisuse;
 use super::http::{check_extra_headers, write_extra_headers, write_header};
 use super::key::AcceptKey;
-use super::Negotiated;
 
 /// Headers the 101 response sets itself, refused as extra headers.
 const ACCEPT_RESERVED: [&str; 7] = [
@@ -176,7 +176,13 @@ mod tests {
             Err(ApiMisuse::InvalidReason)
         );
         assert_eq!(
-            write_rejection(403, "Forbidden", &[("Connection", "keep-alive")], b"", &mut out),
+            write_rejection(
+                403,
+                "Forbidden",
+                &[("Connection", "keep-alive")],
+                b"",
+                &mut out
+            ),
             Err(ApiMisuse::ReservedHeader { index: 0 })
         );
         assert!(out.is_empty());
