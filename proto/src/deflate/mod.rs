@@ -11,9 +11,12 @@
 
 mod deflater;
 mod inflater;
+mod negotiate;
 
 pub use deflater::Deflater;
 pub use inflater::Inflater;
+pub(crate) use negotiate::{CLIENT_OFFER, DeflateAcceptance, accept_offers, validate_response};
+pub use negotiate::{DeflateConfig, DeflateParams, DeflateResponseError};
 
 /// The four bytes (an empty stored block's LEN and NLEN) that RFC 7692
 /// §7.2.1 strips from the end of every compressed message and §7.2.2 adds
