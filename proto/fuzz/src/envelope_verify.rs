@@ -14,7 +14,11 @@ pub fn envelope_verify(data: &[u8]) {
     };
     let first = format!("{envelope:?}");
     for item in envelope::items(envelope) {
-        assert_ne!(item.body_type(), Body::Batch, "a nested batch passed verification");
+        assert_ne!(
+            item.body_type(),
+            Body::Batch,
+            "a nested batch passed verification"
+        );
         let _ = format!("{item:?}");
     }
     let again = envelope::read(data, &limits).expect("accepted bytes are accepted again");

@@ -71,13 +71,14 @@ fn decode_all<R: Role>(
         let mut read = stream[position..end].to_vec();
         let mut offset = 0;
         while offset < read.len() {
+            let remaining = read.len() - offset;
             match decoder.decode(&mut read[offset..], &mut inflater) {
                 Ok((consumed, message)) => {
                     assert!(
                         consumed > 0 || message.is_some(),
                         "no progress on a non-empty read"
                     );
-                    assert!(consumed <= read.len() - offset);
+                    assert!(consumed <= remaining);
                     offset += consumed;
                     if let Some(message) = message {
                         events.push(owned(message));

@@ -9,7 +9,9 @@
 mod deflate_inflate;
 mod envelope_verify;
 mod frame_decoder;
+mod handshake_request;
 
 pub use deflate_inflate::deflate_inflate;
 pub use envelope_verify::envelope_verify;
 pub use frame_decoder::frame_decoder;
+pub use handshake_request::{CLIENT_RANDOM, handshake_request};

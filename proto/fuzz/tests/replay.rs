@@ -41,3 +41,8 @@ fn envelope_verify_seeds_and_regressions_hold() {
 fn frame_decoder_seeds_and_regressions_hold() {
     replay("frame_decoder", shardcast_proto_fuzz::frame_decoder);
 }
+
+#[test]
+fn handshake_request_seeds_and_regressions_hold() {
+    replay("handshake_request", shardcast_proto_fuzz::handshake_request);
+}
