@@ -19,6 +19,16 @@
 //! anything is timed, each implementation's result on the benchmark's input
 //! is checked once, so no benchmark can silently measure a failing path.
 //!
+//! # Copies and glibc on AMD
+//!
+//! glibc copies 2 KiB to 512 KiB with `rep movsb`, which on some AMD EPYC
+//! hosts runs 20-30 times slower when source and destination sit at
+//! unlucky offsets from each other modulo 64; where malloc put a buffer
+//! then decides a result. Measured on such a host (glibc 2.36 under KVM):
+//! 1.6 GB/s instead of 35 GB/s for 64 KiB. Run there with
+//! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2097152` (vector
+//! copies throughout) and put it in the report's command line.
+//!
 //! # Groups
 //!
 //! - `decode`, `decode_text`: a server reading masked client frames (binary,
