@@ -19,8 +19,10 @@ fn zlib_inflate(message: &[u8]) -> Vec<u8> {
         let status = inflater
             .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
             .expect("zlib inflates our message");
-        let done = inflater.total_in() as usize == input.len() || status == Status::StreamEnd;
-        if done {
+        // zlib may hold output back until there is room for it: it is done
+        // only when the input is used up and the output did not fill.
+        let input_done = inflater.total_in() as usize == input.len();
+        if status == Status::StreamEnd || (input_done && out.len() < out.capacity()) {
             return out;
         }
         out.reserve(out.capacity().max(1024));

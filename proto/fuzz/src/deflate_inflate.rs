@@ -41,17 +41,21 @@ fn zlib_inflate(message: &[u8]) -> Option<Vec<u8>> {
     let mut zlib = Decompress::new(false);
     let mut out = Vec::with_capacity(4096);
     loop {
-        let consumed = zlib.total_in() as usize;
+        let (read, written) = (zlib.total_in(), zlib.total_out());
         let status = zlib
-            .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
+            .decompress_vec(&input[read as usize..], &mut out, FlushDecompress::Sync)
             .ok()?;
-        if status == Status::StreamEnd || zlib.total_in() as usize == input.len() {
+        if status == Status::StreamEnd {
             return Some(out);
         }
-        if out.len() > MAX_SIZE {
-            return None;
+        // zlib may hold output back until there is room for it: it is done
+        // only when the input is used up and the output did not fill.
+        let input_done = zlib.total_in() as usize == input.len();
+        let output_full = out.len() == out.capacity();
+        if input_done && !output_full {
+            return Some(out);
         }
-        if status == Status::BufError && out.len() < out.capacity() {
+        if out.len() > MAX_SIZE || (zlib.total_in(), zlib.total_out()) == (read, written) {
             return None;
         }
         out.reserve(out.capacity());
