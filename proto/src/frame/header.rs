@@ -106,6 +106,7 @@ impl FrameHeader {
     /// what we accept). Role rules (masking) and control-frame rules are the
     /// decoder's: this only reads the format.
     #[must_use = "a parsed header tells how many bytes it used"]
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let Some(&first) = buf.first() else {
             return Ok(None);
@@ -139,11 +140,13 @@ impl FrameHeader {
             }
             _ => (u64::from(second & 0x7F), 2),
         };
-        let mask = masked.then(|| {
+        let mask = if masked {
             let mut key = [0; 4];
             key.copy_from_slice(&header[rest..rest + 4]);
-            key
-        });
+            Some(key)
+        } else {
+            None
+        };
         Ok(Some((
             FrameHeader {
                 fin: first & FIN != 0,

@@ -11,26 +11,22 @@
 /// The bulk runs on 8-byte words (which the compiler turns into SIMD
 /// loads); only the last `buf.len() % 8` bytes take a byte loop.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let shift = offset % 4;
-    let mut rotated = [0; 4];
-    for (index, byte) in rotated.iter_mut().enumerate() {
-        *byte = key[(index + shift) % 4];
-    }
-    let [a, b, c, d] = rotated;
-    let word = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    // Rotate the key so that its first byte lines up with `buf[0]`; bytes
+    // are read and written little-endian, so the rotation is the same on
+    // every target.
+    let shift = 8 * (offset % 4) as u32;
+    let key = u32::from_le_bytes(key).rotate_right(shift);
+    let word = u64::from(key) | (u64::from(key) << 32);
     let mut words = buf.chunks_exact_mut(8);
     for chunk in &mut words {
         let mut bytes = [0; 8];
         bytes.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+        chunk.copy_from_slice(&(u64::from_le_bytes(bytes) ^ word).to_le_bytes());
     }
     // Every word covers whole key periods, so the tail starts at key phase 0.
-    for (byte, key_byte) in words
-        .into_remainder()
-        .iter_mut()
-        .zip(rotated.iter().cycle())
-    {
-        *byte ^= key_byte;
+    let key = key.to_le_bytes();
+    for (index, byte) in words.into_remainder().iter_mut().enumerate() {
+        *byte ^= key[index % 4];
     }
 }
 
