@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 
 use super::decode::CloseFrame;
 use super::header::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
-use super::mask::apply_mask;
+use super::mask::mask_copy;
 use super::opcode::OpCode;
 use crate::close::CloseCode;
 use crate::deflate::Deflater;
@@ -280,10 +280,13 @@ fn write_frame(
     let head_len = header.encode(&mut head);
     out.reserve(head_len + payload.len());
     out.extend_from_slice(&head[..head_len]);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    if let Some(key) = mask {
-        apply_mask(&mut out[start..], key, 0);
+    match mask {
+        None => out.extend_from_slice(payload),
+        Some(key) => {
+            let start = out.len();
+            out.resize(start + payload.len(), 0);
+            mask_copy(&mut out[start..], payload, key);
+        }
     }
 }
 

@@ -30,6 +30,27 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// Writes `src` masked with `key` into `dst` (of the same length) in one
+/// pass, for a client that must send a masked copy and keep its payload
+/// intact: copying and then masking in place would read and write the
+/// bytes twice.
+pub(crate) fn mask_copy(dst: &mut [u8], src: &[u8], key: [u8; 4]) {
+    debug_assert_eq!(dst.len(), src.len());
+    let key32 = u32::from_le_bytes(key);
+    let word = u64::from(key32) | (u64::from(key32) << 32);
+    let mut dst_words = dst.chunks_exact_mut(8);
+    let mut src_words = src.chunks_exact(8);
+    for (out, chunk) in (&mut dst_words).zip(&mut src_words) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(chunk);
+        out.copy_from_slice(&(u64::from_le_bytes(bytes) ^ word).to_le_bytes());
+    }
+    let tail = dst_words.into_remainder().iter_mut();
+    for (index, (out, byte)) in tail.zip(src_words.remainder()).enumerate() {
+        *out = byte ^ key[index % 4];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +58,19 @@ mod tests {
     fn reference_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
         for (index, byte) in buf.iter_mut().enumerate() {
             *byte ^= key[(offset + index) % 4];
+        }
+    }
+
+    #[test]
+    fn masked_copy_matches_byte_loop_for_every_length() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let input: Vec<u8> = (0..=300u32).map(|i| (i * 13 + 1) as u8).collect();
+        for len in 0..=300 {
+            let mut copy = vec![0; len];
+            mask_copy(&mut copy, &input[..len], key);
+            let mut plain = input[..len].to_vec();
+            reference_mask(&mut plain, key, 0);
+            assert_eq!(copy, plain, "len {len}");
         }
     }
 
