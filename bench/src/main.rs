@@ -1,12 +1,16 @@
 //! shardcast-bench: benchmarks of shardcast against its peers, and the
 //! generator of BENCHMARKS.md.
 //!
-//! Today it turns criterion results of the protocol codec into their
-//! section of BENCHMARKS.md; the load generator and the peer servers arrive
-//! with the benchmark issue.
+//! - `echo`: closed-loop echo load against one server (monoio, io_uring).
+//! - `codec-report`: the protocol codec section of BENCHMARKS.md, from
+//!   criterion's results.
 
+mod client;
 mod codec_report;
+mod cores;
+mod echo;
 mod machine;
+mod proc_stat;
 mod report_file;
 
 use std::path::PathBuf;
@@ -23,6 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Echo load against one WebSocket server: N connections, each sending
+    /// the next message when the echo of the last arrives.
+    Echo(echo::Args),
     /// Writes the protocol codec section of BENCHMARKS.md from criterion's
     /// results (`cargo bench -p shardcast-proto --bench codec`).
     CodecReport {
@@ -40,6 +47,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Echo(args) => echo::command(&args),
         Command::CodecReport {
             criterion,
             out,

@@ -1,0 +1,352 @@
+//! `shardcast-bench echo`: closed-loop echo load against one server.
+//!
+//! N connections spread over T threads, each thread its own monoio runtime
+//! (io_uring, or the legacy epoll driver where io_uring is unavailable),
+//! optionally pinned. Every connection keeps K messages in flight and
+//! sends the next when an echo arrives. Echoes are checked against what
+//! was sent and counted in the measured window only, which follows a
+//! warm-up; the run then ends by itself.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::client::{self, Counters, Load, Target, XorShift, phase};
+use crate::cores;
+use crate::proc_stat::{self, CpuSpent, CpuTimes};
+
+/// Command line of `shardcast-bench echo`.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Args {
+    /// The server: ws://HOST:PORT/PATH.
+    #[arg(long)]
+    pub(crate) url: String,
+    /// Connections in total.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) connections: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) size: usize,
+    /// Messages each connection keeps in flight (1: send the next when the
+    /// echo arrives).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) in_flight: u32,
+    /// Seconds of warm-up, not counted.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
+    /// Generator threads, each with its own runtime and a share of the
+    /// connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) threads: u32,
+    /// Cores to pin the generator's threads to, round-robin (`1`, `2,3`,
+    /// `0-3`); unpinned when absent.
+    #[arg(long)]
+    pub(crate) cores: Option<cores::CoreList>,
+    /// Send binary messages (the default).
+    #[arg(long, conflicts_with = "text")]
+    pub(crate) binary: bool,
+    /// Send text messages.
+    #[arg(long)]
+    pub(crate) text: bool,
+    /// The server's process id, to charge it CPU time per message.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub(crate) struct Outcome {
+    /// The driver the generator's runtimes used: `io_uring` or `legacy`.
+    pub(crate) driver: &'static str,
+    /// Length of the measured window, seconds.
+    pub(crate) seconds: f64,
+    /// Echoes received in the measured window.
+    pub(crate) echoes: u64,
+    /// Echoes that differed from what was sent, over the whole run.
+    pub(crate) mismatches: u64,
+    /// Connections that failed.
+    pub(crate) failed: u64,
+    /// Connections upgraded only after warm-up had ended.
+    pub(crate) late: u64,
+    /// The first failure, if any.
+    pub(crate) first_error: Option<String>,
+    /// The server's CPU time over the window, when its pid was given.
+    pub(crate) server_cpu: Option<CpuSpent>,
+    /// This process's CPU time over the window.
+    pub(crate) generator_cpu: CpuSpent,
+    /// Payload bytes per message.
+    pub(crate) size: usize,
+}
+
+impl Outcome {
+    /// Echoed messages per second.
+    pub(crate) fn messages_per_second(&self) -> f64 {
+        self.echoes as f64 / self.seconds
+    }
+
+    /// Echoed payload megabytes (10^6 bytes) per second, one direction.
+    pub(crate) fn megabytes_per_second(&self) -> f64 {
+        self.messages_per_second() * self.size as f64 / 1e6
+    }
+
+    /// The server's CPU per echoed message, microseconds: (user + system,
+    /// user).
+    pub(crate) fn server_micros_per_message(&self) -> Option<(f64, f64)> {
+        let cpu = self.server_cpu?;
+        let per = 1e6 / self.echoes.max(1) as f64;
+        Some((cpu.total * per, cpu.user * per))
+    }
+
+    /// Share of one core the server used, when its pid was given.
+    pub(crate) fn server_core_share(&self) -> Option<f64> {
+        self.server_cpu.map(|cpu| cpu.total / self.seconds)
+    }
+
+    /// Share of one core this generator used.
+    pub(crate) fn generator_core_share(&self) -> f64 {
+        self.generator_cpu.total / self.seconds
+    }
+
+    /// Fails unless every connection worked and every echo was right: a
+    /// benchmark of a failing path measures nothing.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        if self.mismatches > 0 || self.failed > 0 || self.late > 0 || self.echoes == 0 {
+            bail!(
+                "invalid run: {} echoes, {} mismatched, {} connections failed, {} upgraded after warm-up{}",
+                self.echoes,
+                self.mismatches,
+                self.failed,
+                self.late,
+                self.first_error
+                    .as_ref()
+                    .map(|error| format!("; first failure: {error}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The result as JSON.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let server = self.server_micros_per_message();
+        json!({
+            "driver": self.driver,
+            "seconds": self.seconds,
+            "echoes": self.echoes,
+            "mismatches": self.mismatches,
+            "failed_connections": self.failed,
+            "late_connections": self.late,
+            "first_error": self.first_error,
+            "messages_per_second": self.messages_per_second(),
+            "megabytes_per_second": self.megabytes_per_second(),
+            "server_cpu_us_per_message": server.map(|(total, _)| total),
+            "server_user_us_per_message": server.map(|(_, user)| user),
+            "server_core_share": self.server_core_share(),
+            "generator_core_share": self.generator_core_share(),
+        })
+    }
+}
+
+/// Runs `shardcast-bench echo`: prints the result, and fails on an invalid
+/// run after printing it.
+pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
+    let outcome = run(args)?;
+    if args.json {
+        println!("{}", outcome.to_json());
+    } else {
+        println!(
+            "{} connections x {} B {}, {} in flight, {} thread(s), {} driver",
+            args.connections,
+            args.size,
+            if args.text { "text" } else { "binary" },
+            args.in_flight,
+            args.threads,
+            outcome.driver
+        );
+        println!(
+            "{:.0} messages/s, {:.2} MB/s over {:.2} s; {} mismatches, {} failed connections",
+            outcome.messages_per_second(),
+            outcome.megabytes_per_second(),
+            outcome.seconds,
+            outcome.mismatches,
+            outcome.failed
+        );
+        if let (Some((total, user)), Some(share)) = (
+            outcome.server_micros_per_message(),
+            outcome.server_core_share(),
+        ) {
+            println!(
+                "server CPU per message: {total:.2} µs (user {user:.2} µs), {:.0}% of a core",
+                share * 100.0
+            );
+        }
+        println!(
+            "generator CPU: {:.0}% of a core",
+            outcome.generator_core_share() * 100.0
+        );
+    }
+    outcome.check()
+}
+
+/// Runs the load described by `args` and returns what it measured.
+pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
+    if !(args.warmup >= 0.0 && args.duration > 0.0) {
+        bail!("warm-up must be at least 0 s and the measured window longer than 0 s");
+    }
+    if args.connections < args.threads as usize {
+        bail!("fewer connections than threads");
+    }
+    let target = Arc::new(Target::parse(&args.url)?);
+    let load = Load {
+        size: args.size,
+        in_flight: args.in_flight as usize,
+        text: args.text,
+    };
+    let ticks = proc_stat::ticks_per_second();
+    let phase = Arc::new(AtomicU8::new(phase::WARMUP));
+    let start = Instant::now();
+    let measure_at = start + Duration::from_secs_f64(args.warmup);
+    let end_at = measure_at + Duration::from_secs_f64(args.duration);
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+
+    let threads = args.threads as usize;
+    let mut handles = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let connections =
+            args.connections / threads + usize::from(index < args.connections % threads);
+        let core = args
+            .cores
+            .as_ref()
+            .map(|cores| cores.0[index % cores.0.len()]);
+        let target = Arc::clone(&target);
+        let phase = Arc::clone(&phase);
+        let seed = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let handle = thread::Builder::new()
+            .name(format!("echo-load-{index}"))
+            .spawn(move || generator_thread(core, connections, target, load, phase, end_at, seed))
+            .context("starting a generator thread")?;
+        handles.push(handle);
+    }
+
+    thread::sleep(measure_at.saturating_duration_since(Instant::now()));
+    let server_before = args
+        .server_pid
+        .map(|pid| CpuTimes::read(Some(pid)))
+        .transpose()?;
+    let generator_before = CpuTimes::read(None)?;
+    let window_start = Instant::now();
+    phase.store(phase::MEASURING, Ordering::Relaxed);
+    thread::sleep(end_at.saturating_duration_since(Instant::now()));
+    phase.store(phase::DONE, Ordering::Relaxed);
+    let seconds = window_start.elapsed().as_secs_f64();
+    let generator_cpu = CpuTimes::read(None)?.since(&generator_before, ticks);
+    let server_cpu = match (args.server_pid, server_before) {
+        (Some(pid), Some(before)) => Some(CpuTimes::read(Some(pid))?.since(&before, ticks)),
+        _ => None,
+    };
+
+    let mut outcome = Outcome {
+        driver: "io_uring",
+        seconds,
+        echoes: 0,
+        mismatches: 0,
+        failed: 0,
+        late: 0,
+        first_error: None,
+        server_cpu,
+        generator_cpu,
+        size: args.size,
+    };
+    for handle in handles {
+        let tally = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+        outcome.echoes += tally.echoes;
+        outcome.mismatches += tally.mismatches;
+        outcome.failed += tally.failed;
+        outcome.late += tally.late;
+        outcome.first_error = outcome.first_error.or(tally.first_error);
+        if tally.driver == "legacy" {
+            outcome.driver = "legacy";
+        }
+    }
+    Ok(outcome)
+}
+
+/// One thread's share of the outcome.
+struct Tally {
+    driver: &'static str,
+    echoes: u64,
+    mismatches: u64,
+    failed: u64,
+    late: u64,
+    first_error: Option<String>,
+}
+
+fn generator_thread(
+    core: Option<usize>,
+    connections: usize,
+    target: Arc<Target>,
+    load: Load,
+    phase: Arc<AtomicU8>,
+    end_at: Instant,
+    seed: u64,
+) -> anyhow::Result<Tally> {
+    if let Some(core) = core {
+        cores::pin_current_thread(core)?;
+    }
+    let counters = Rc::new(Counters::default());
+    let main = {
+        let counters = Rc::clone(&counters);
+        async move {
+            let mut rng = XorShift::new(seed);
+            for _ in 0..connections {
+                let target = Arc::clone(&target);
+                let phase = Arc::clone(&phase);
+                let counters = Rc::clone(&counters);
+                let seed = rng.next();
+                monoio::spawn(async move {
+                    client::run(&target, load, &phase, &counters, seed).await;
+                });
+            }
+            monoio::time::sleep_until(monoio::time::Instant::from_std(end_at)).await;
+            while phase.load(Ordering::Relaxed) != phase::DONE {
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(4096)
+        .build()
+        .context("building the monoio runtime")?;
+    let driver = match runtime {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "legacy",
+    };
+    runtime.block_on(main);
+    let tally = Tally {
+        driver,
+        echoes: counters.echoes.get(),
+        mismatches: counters.mismatches.get(),
+        failed: counters.failed.get(),
+        late: counters.late.get(),
+        first_error: counters.first_error.take(),
+    };
+    // The connections still waiting for an echo are dropped with the runtime.
+    drop(runtime);
+    Ok(tally)
+}

@@ -1,0 +1,128 @@
+//! `shardcast-bench echo` end to end, against small tungstenite echo
+//! servers this test starts on a loopback port.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+
+use serde_json::Value;
+use tungstenite::Message;
+
+/// Starts a thread-per-connection echo server on 127.0.0.1 and returns its
+/// port. `corrupt` flips a byte of every echo, as a broken server would.
+fn start_echo_server(corrupt: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            thread::spawn(move || echo_connection(stream, corrupt));
+        }
+    });
+    port
+}
+
+fn echo_connection(stream: TcpStream, corrupt: bool) {
+    stream.set_nodelay(true).unwrap();
+    let Ok(mut socket) = tungstenite::accept(stream) else {
+        return;
+    };
+    // The generator drops its connections at the end of the run.
+    while let Ok(message) = socket.read() {
+        let reply = match message {
+            Message::Binary(bytes) if corrupt => {
+                let mut bytes = bytes.to_vec();
+                bytes[0] ^= 0x20;
+                Message::binary(bytes)
+            }
+            Message::Binary(_) | Message::Text(_) => message,
+            _ => continue,
+        };
+        if socket.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the generator for about a second and returns its exit success and
+/// JSON result.
+fn run_echo(port: u16, extra: &[&str]) -> (bool, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
+        .args(["echo", "--url", &format!("ws://127.0.0.1:{port}/echo")])
+        .args(["--warmup", "0.3", "--duration", "0.7", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let result = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
+    (output.status.success(), result)
+}
+
+#[test]
+fn binary_echoes_are_counted_and_all_match() {
+    let port = start_echo_server(false);
+    let pid = std::process::id().to_string();
+    let (success, result) = run_echo(
+        port,
+        &[
+            "--connections",
+            "8",
+            "--size",
+            "100",
+            "--threads",
+            "2",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert!(success, "{result}");
+    assert!(result["echoes"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(result["mismatches"], 0, "{result}");
+    assert_eq!(result["failed_connections"], 0, "{result}");
+    assert!(result["messages_per_second"].as_f64().unwrap() > 0.0);
+    assert!(
+        result["server_cpu_us_per_message"].as_f64().is_some(),
+        "{result}"
+    );
+}
+
+#[test]
+fn text_with_several_messages_in_flight() {
+    let port = start_echo_server(false);
+    let (success, result) = run_echo(
+        port,
+        &[
+            "--connections",
+            "4",
+            "--size",
+            "3000",
+            "--in-flight",
+            "4",
+            "--text",
+        ],
+    );
+    assert!(success, "{result}");
+    assert!(result["echoes"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(result["mismatches"], 0, "{result}");
+}
+
+#[test]
+fn altered_echoes_are_mismatches_and_fail_the_run() {
+    let port = start_echo_server(true);
+    let (success, result) = run_echo(port, &["--connections", "2", "--size", "32"]);
+    assert!(!success, "{result}");
+    assert!(result["mismatches"].as_u64().unwrap() > 0, "{result}");
+}
+
+#[test]
+fn an_unreachable_server_fails_every_connection() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (success, result) = run_echo(port, &["--connections", "3"]);
+    assert!(!success, "{result}");
+    assert_eq!(result["failed_connections"], 3, "{result}");
+}
