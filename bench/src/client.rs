@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -16,12 +16,24 @@ use shardcast_proto::handshake::{ClientHandshake, Progress, generate_key};
 
 /// Phases of a run, shared by every connection of every thread.
 pub(crate) mod phase {
-    /// Connecting and exchanging messages that are not counted.
+    /// Connecting, then exchanging messages that are not counted.
     pub(crate) const WARMUP: u8 = 0;
     /// Echoes are counted.
     pub(crate) const MEASURING: u8 = 1;
     /// The run is over: connections stop sending.
     pub(crate) const DONE: u8 = 2;
+}
+
+/// What every connection of every thread shares with the thread that
+/// runs the clock.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The current phase (see [`phase`]).
+    pub(crate) phase: AtomicU8,
+    /// Connections whose handshake has completed.
+    pub(crate) upgraded: AtomicUsize,
+    /// Connections that failed before the run was over.
+    pub(crate) failed: AtomicUsize,
 }
 
 /// Where the load goes: a `ws://` URL, resolved once.
@@ -89,8 +101,6 @@ pub(crate) struct Counters {
     pub(crate) mismatches: Cell<u64>,
     /// Connections that failed (connect, handshake, I/O or protocol error).
     pub(crate) failed: Cell<u64>,
-    /// Connections whose handshake completed after warm-up had ended.
-    pub(crate) late: Cell<u64>,
     /// The first failure's description.
     pub(crate) first_error: RefCell<Option<String>>,
 }
@@ -182,14 +192,15 @@ fn hex_digits(value: u64) -> [u8; 16] {
 pub(crate) async fn run(
     target: &Target,
     load: Load,
-    phase: &AtomicU8,
+    shared: &Shared,
     counters: &Counters,
     seed: u64,
 ) {
-    if let Err(error) = connect_and_echo(target, load, phase, counters, seed).await {
+    if let Err(error) = connect_and_echo(target, load, shared, counters, seed).await {
         // Connections torn down once the run is over are not failures.
-        if phase.load(Ordering::Relaxed) != phase::DONE {
+        if shared.phase.load(Ordering::Relaxed) != phase::DONE {
             counters.fail(&error);
+            shared.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -197,7 +208,7 @@ pub(crate) async fn run(
 async fn connect_and_echo(
     target: &Target,
     load: Load,
-    phase: &AtomicU8,
+    shared: &Shared,
     counters: &Counters,
     seed: u64,
 ) -> anyhow::Result<()> {
@@ -207,9 +218,7 @@ async fn connect_and_echo(
         .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
     let leftover = handshake(&mut stream, target, &mut rng).await?;
-    if phase.load(Ordering::Relaxed) != phase::WARMUP {
-        counters.late.set(counters.late.get() + 1);
-    }
+    shared.upgraded.fetch_add(1, Ordering::Relaxed);
 
     let encoder = Encoder::<Client>::new();
     let opcode = if load.text {
@@ -259,7 +268,7 @@ async fn connect_and_echo(
                 counters.mismatches.set(counters.mismatches.get() + 1);
             }
             received += 1;
-            match phase.load(Ordering::Relaxed) {
+            match shared.phase.load(Ordering::Relaxed) {
                 phase::WARMUP => {}
                 phase::MEASURING => counters.echoes.set(counters.echoes.get() + 1),
                 _ => return Ok(()),

@@ -3,20 +3,21 @@
 //! N connections spread over T threads, each thread its own monoio runtime
 //! (io_uring, or the legacy epoll driver where io_uring is unavailable),
 //! optionally pinned. Every connection keeps K messages in flight and
-//! sends the next when an echo arrives. Echoes are checked against what
-//! was sent and counted in the measured window only, which follows a
-//! warm-up; the run then ends by itself.
+//! sends the next when an echo arrives. Once every connection is upgraded,
+//! a warm-up runs, then the measured window, the only one whose echoes
+//! count; every echo is checked against what was sent. The run then ends
+//! by itself.
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::client::{self, Counters, Load, Target, XorShift, phase};
+use crate::client::{self, Counters, Load, Shared, Target, XorShift, phase};
 use crate::cores;
 use crate::proc_stat::{self, CpuSpent, CpuTimes};
 
@@ -59,6 +60,9 @@ pub(crate) struct Args {
     /// The server's process id, to charge it CPU time per message.
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
+    /// Seconds every connection may take to connect and upgrade.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) connect_timeout: f64,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
@@ -69,6 +73,8 @@ pub(crate) struct Args {
 pub(crate) struct Outcome {
     /// The driver the generator's runtimes used: `io_uring` or `legacy`.
     pub(crate) driver: &'static str,
+    /// Seconds from the start until every connection was upgraded.
+    pub(crate) connect_seconds: f64,
     /// Length of the measured window, seconds.
     pub(crate) seconds: f64,
     /// Echoes received in the measured window.
@@ -77,8 +83,9 @@ pub(crate) struct Outcome {
     pub(crate) mismatches: u64,
     /// Connections that failed.
     pub(crate) failed: u64,
-    /// Connections upgraded only after warm-up had ended.
-    pub(crate) late: u64,
+    /// Connections neither upgraded nor failed when the connect timeout
+    /// ran out.
+    pub(crate) stalled: u64,
     /// The first failure, if any.
     pub(crate) first_error: Option<String>,
     /// The server's CPU time over the window, when its pid was given.
@@ -121,13 +128,13 @@ impl Outcome {
     /// Fails unless every connection worked and every echo was right: a
     /// benchmark of a failing path measures nothing.
     pub(crate) fn check(&self) -> anyhow::Result<()> {
-        if self.mismatches > 0 || self.failed > 0 || self.late > 0 || self.echoes == 0 {
+        if self.mismatches > 0 || self.failed > 0 || self.stalled > 0 || self.echoes == 0 {
             bail!(
-                "invalid run: {} echoes, {} mismatched, {} connections failed, {} upgraded after warm-up{}",
+                "invalid run: {} echoes, {} mismatched, {} connections failed, {} never upgraded{}",
                 self.echoes,
                 self.mismatches,
                 self.failed,
-                self.late,
+                self.stalled,
                 self.first_error
                     .as_ref()
                     .map(|error| format!("; first failure: {error}"))
@@ -146,7 +153,8 @@ impl Outcome {
             "echoes": self.echoes,
             "mismatches": self.mismatches,
             "failed_connections": self.failed,
-            "late_connections": self.late,
+            "stalled_connections": self.stalled,
+            "connect_seconds": self.connect_seconds,
             "first_error": self.first_error,
             "messages_per_second": self.messages_per_second(),
             "megabytes_per_second": self.megabytes_per_second(),
@@ -214,10 +222,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         text: args.text,
     };
     let ticks = proc_stat::ticks_per_second();
-    let phase = Arc::new(AtomicU8::new(phase::WARMUP));
+    let shared = Arc::new(Shared::default());
     let start = Instant::now();
-    let measure_at = start + Duration::from_secs_f64(args.warmup);
-    let end_at = measure_at + Duration::from_secs_f64(args.duration);
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64);
@@ -232,25 +238,42 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
             .as_ref()
             .map(|cores| cores.0[index % cores.0.len()]);
         let target = Arc::clone(&target);
-        let phase = Arc::clone(&phase);
+        let shared = Arc::clone(&shared);
         let seed = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let handle = thread::Builder::new()
             .name(format!("echo-load-{index}"))
-            .spawn(move || generator_thread(core, connections, target, load, phase, end_at, seed))
+            .spawn(move || generator_thread(core, connections, target, load, shared, seed))
             .context("starting a generator thread")?;
         handles.push(handle);
     }
 
-    thread::sleep(measure_at.saturating_duration_since(Instant::now()));
+    let connect_deadline = start + Duration::from_secs_f64(args.connect_timeout);
+    let stalled = loop {
+        let settled =
+            shared.upgraded.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed);
+        if settled >= args.connections || Instant::now() > connect_deadline {
+            break args.connections.saturating_sub(settled) as u64;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let connect_seconds = start.elapsed().as_secs_f64();
+    // Without every connection, the run only collects what went wrong.
+    let connected = stalled == 0 && shared.failed.load(Ordering::Relaxed) == 0;
+    let (warmup, duration) = if connected {
+        (args.warmup, args.duration)
+    } else {
+        (0.0, 0.0)
+    };
+    thread::sleep(Duration::from_secs_f64(warmup));
     let server_before = args
         .server_pid
         .map(|pid| CpuTimes::read(Some(pid)))
         .transpose()?;
     let generator_before = CpuTimes::read(None)?;
     let window_start = Instant::now();
-    phase.store(phase::MEASURING, Ordering::Relaxed);
-    thread::sleep(end_at.saturating_duration_since(Instant::now()));
-    phase.store(phase::DONE, Ordering::Relaxed);
+    shared.phase.store(phase::MEASURING, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs_f64(duration));
+    shared.phase.store(phase::DONE, Ordering::Relaxed);
     let seconds = window_start.elapsed().as_secs_f64();
     let generator_cpu = CpuTimes::read(None)?.since(&generator_before, ticks);
     let server_cpu = match (args.server_pid, server_before) {
@@ -260,11 +283,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
 
     let mut outcome = Outcome {
         driver: "io_uring",
+        connect_seconds,
         seconds,
         echoes: 0,
         mismatches: 0,
         failed: 0,
-        late: 0,
+        stalled,
         first_error: None,
         server_cpu,
         generator_cpu,
@@ -277,7 +301,6 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         outcome.echoes += tally.echoes;
         outcome.mismatches += tally.mismatches;
         outcome.failed += tally.failed;
-        outcome.late += tally.late;
         outcome.first_error = outcome.first_error.or(tally.first_error);
         if tally.driver == "legacy" {
             outcome.driver = "legacy";
@@ -292,7 +315,6 @@ struct Tally {
     echoes: u64,
     mismatches: u64,
     failed: u64,
-    late: u64,
     first_error: Option<String>,
 }
 
@@ -301,8 +323,7 @@ fn generator_thread(
     connections: usize,
     target: Arc<Target>,
     load: Load,
-    phase: Arc<AtomicU8>,
-    end_at: Instant,
+    shared: Arc<Shared>,
     seed: u64,
 ) -> anyhow::Result<Tally> {
     if let Some(core) = core {
@@ -315,16 +336,17 @@ fn generator_thread(
             let mut rng = XorShift::new(seed);
             for _ in 0..connections {
                 let target = Arc::clone(&target);
-                let phase = Arc::clone(&phase);
+                let shared = Arc::clone(&shared);
                 let counters = Rc::clone(&counters);
                 let seed = rng.next();
                 monoio::spawn(async move {
-                    client::run(&target, load, &phase, &counters, seed).await;
+                    client::run(&target, load, &shared, &counters, seed).await;
                 });
             }
-            monoio::time::sleep_until(monoio::time::Instant::from_std(end_at)).await;
-            while phase.load(Ordering::Relaxed) != phase::DONE {
-                monoio::time::sleep(Duration::from_millis(1)).await;
+            // The clock runs on the calling thread; a check every 10 ms
+            // costs the generator next to nothing.
+            while shared.phase.load(Ordering::Relaxed) != phase::DONE {
+                monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     };
@@ -343,7 +365,6 @@ fn generator_thread(
         echoes: counters.echoes.get(),
         mismatches: counters.mismatches.get(),
         failed: counters.failed.get(),
-        late: counters.late.get(),
         first_error: counters.first_error.take(),
     };
     // The connections still waiting for an echo are dropped with the runtime.

@@ -2,16 +2,21 @@
 //! generator of BENCHMARKS.md.
 //!
 //! - `echo`: closed-loop echo load against one server (monoio, io_uring).
+//! - `echo-compare`: servers side by side under the same echo load, each
+//!   pinned and restarted per run; medians, ratios against shardcast and
+//!   the `engine-echo` section of BENCHMARKS.md.
 //! - `codec-report`: the protocol codec section of BENCHMARKS.md, from
 //!   criterion's results.
 
 mod client;
 mod codec_report;
+mod compare;
 mod cores;
 mod echo;
 mod machine;
 mod proc_stat;
 mod report_file;
+mod stats;
 
 use std::path::PathBuf;
 
@@ -30,6 +35,10 @@ enum Command {
     /// Echo load against one WebSocket server: N connections, each sending
     /// the next message when the echo of the last arrives.
     Echo(echo::Args),
+    /// Echo servers side by side: each pinned and restarted per run, the
+    /// same echo load against each, rounds in shuffled order; medians and
+    /// ratios, optionally written to BENCHMARKS.md.
+    EchoCompare(compare::Args),
     /// Writes the protocol codec section of BENCHMARKS.md from criterion's
     /// results (`cargo bench -p shardcast-proto --bench codec`).
     CodecReport {
@@ -48,6 +57,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo(args) => echo::command(&args),
+        Command::EchoCompare(args) => compare::command(&args),
         Command::CodecReport {
             criterion,
             out,

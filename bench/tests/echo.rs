@@ -126,3 +126,15 @@ fn an_unreachable_server_fails_every_connection() {
     assert!(!success, "{result}");
     assert_eq!(result["failed_connections"], 3, "{result}");
 }
+
+#[test]
+fn a_server_that_never_upgrades_stalls_the_run_and_fails_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds the connections, never answering the upgrade.
+    thread::spawn(move || listener.incoming().collect::<Vec<_>>());
+    let (success, result) = run_echo(port, &["--connections", "2", "--connect-timeout", "0.5"]);
+    assert!(!success, "{result}");
+    assert_eq!(result["stalled_connections"], 2, "{result}");
+    assert_eq!(result["echoes"], 0, "{result}");
+}

@@ -1,0 +1,62 @@
+//! Summaries of repeated runs: medians, and ratios against shardcast.
+
+/// The median of `values`, the mean of the middle two for an even count;
+/// `None` for no values. NaN sorts last.
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[middle]),
+        _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
+    }
+}
+
+/// How many times better `ours` is than `theirs` for a figure where more
+/// is better (messages/s): above 1, shardcast is ahead. `None` when the
+/// peer's figure is zero or not finite.
+pub(crate) fn ratio_higher_is_better(ours: f64, theirs: f64) -> Option<f64> {
+    finite_ratio(ours, theirs)
+}
+
+/// How many times better `ours` is than `theirs` for a figure where less
+/// is better (CPU per message): above 1, shardcast is ahead. `None` when
+/// ours is zero or not finite.
+pub(crate) fn ratio_lower_is_better(ours: f64, theirs: f64) -> Option<f64> {
+    finite_ratio(theirs, ours)
+}
+
+fn finite_ratio(numerator: f64, denominator: f64) -> Option<f64> {
+    let ratio = numerator / denominator;
+    (denominator != 0.0 && ratio.is_finite()).then_some(ratio)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[5.0]), Some(5.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[10.0, 1.0, 1000.0]), Some(10.0));
+    }
+
+    #[test]
+    fn ratios_are_above_one_when_shardcast_is_ahead() {
+        assert_eq!(ratio_higher_is_better(150.0, 100.0), Some(1.5));
+        assert_eq!(ratio_higher_is_better(50.0, 100.0), Some(0.5));
+        assert_eq!(ratio_lower_is_better(5.0, 10.0), Some(2.0));
+        assert_eq!(ratio_lower_is_better(20.0, 10.0), Some(0.5));
+    }
+
+    #[test]
+    fn ratios_against_zero_are_absent() {
+        assert_eq!(ratio_higher_is_better(150.0, 0.0), None);
+        assert_eq!(ratio_lower_is_better(0.0, 10.0), None);
+        assert_eq!(ratio_higher_is_better(f64::NAN, 1.0), None);
+    }
+}
