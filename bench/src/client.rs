@@ -82,6 +82,10 @@ impl Target {
 }
 
 /// What each connection does, the same for all of them.
+///
+/// A connection writes what it has to send, then reads: keep
+/// `in_flight × size` well below the socket buffers, or both ends can
+/// wait on full buffers.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Load {
     /// Payload bytes per message.

@@ -48,6 +48,19 @@ fn parse_core(text: &str) -> anyhow::Result<usize> {
         .with_context(|| format!("{text:?} is not a core number"))
 }
 
+/// Fails unless every core of `cores` is one this process may run on.
+pub(crate) fn check_available(cores: &[usize]) -> anyhow::Result<()> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .context("reading the cores this process may run on")?
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    match cores.iter().find(|core| !available.contains(core)) {
+        Some(core) => bail!("core {core} is not one of this process's cores {available:?}"),
+        None => Ok(()),
+    }
+}
+
 /// Pins the calling thread to `core`.
 pub(crate) fn pin_current_thread(core: usize) -> anyhow::Result<()> {
     if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
@@ -67,6 +80,13 @@ mod tests {
         assert_eq!(parse_list("3,1").unwrap(), [3, 1]);
         assert_eq!(parse_list("0-3,6").unwrap(), [0, 1, 2, 3, 6]);
         assert_eq!(parse_list(" 2 - 3 , 5").unwrap(), [2, 3, 5]);
+    }
+
+    #[test]
+    fn only_cores_of_this_process_are_available() {
+        let mine = core_affinity::get_core_ids().unwrap()[0].id;
+        assert!(check_available(&[mine]).is_ok());
+        assert!(check_available(&[100_000]).is_err());
     }
 
     #[test]

@@ -215,6 +215,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
     if args.connections < args.threads as usize {
         bail!("fewer connections than threads");
     }
+    if let Some(cores) = &args.cores {
+        cores::check_available(&cores.0)?;
+    }
     let target = Arc::new(Target::parse(&args.url)?);
     let load = Load {
         size: args.size,
@@ -326,9 +329,23 @@ fn generator_thread(
     shared: Arc<Shared>,
     seed: u64,
 ) -> anyhow::Result<Tally> {
-    if let Some(core) = core {
-        cores::pin_current_thread(core)?;
-    }
+    let runtime = core
+        .map_or(Ok(()), cores::pin_current_thread)
+        .and_then(|()| {
+            monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .with_entries(4096)
+                .build()
+                .context("building the monoio runtime")
+        });
+    let mut runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            // Its connections will never start: the clock must not wait for them.
+            shared.failed.fetch_add(connections, Ordering::Relaxed);
+            return Err(error);
+        }
+    };
     let counters = Rc::new(Counters::default());
     let main = {
         let counters = Rc::clone(&counters);
@@ -350,11 +367,6 @@ fn generator_thread(
             }
         }
     };
-    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(4096)
-        .build()
-        .context("building the monoio runtime")?;
     let driver = match runtime {
         monoio::FusionRuntime::Uring(_) => "io_uring",
         monoio::FusionRuntime::Legacy(_) => "legacy",

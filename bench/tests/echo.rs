@@ -138,3 +138,20 @@ fn a_server_that_never_upgrades_stalls_the_run_and_fails_it() {
     assert_eq!(result["stalled_connections"], 2, "{result}");
     assert_eq!(result["echoes"], 0, "{result}");
 }
+
+#[test]
+fn a_core_that_cannot_be_pinned_fails_the_run_at_once() {
+    let port = start_echo_server(false);
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
+        .args(["echo", "--url", &format!("ws://127.0.0.1:{port}/")])
+        .args(["--connections", "2", "--cores", "100000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("core 100000"),
+        "{output:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
