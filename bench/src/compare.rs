@@ -68,6 +68,9 @@ pub(crate) struct Args {
     /// Send text messages rather than binary.
     #[arg(long)]
     pub(crate) text: bool,
+    /// The generator's I/O driver.
+    #[arg(long, value_enum, default_value_t = echo::DriverChoice::Auto)]
+    pub(crate) driver: echo::DriverChoice,
     /// The request path the servers echo on.
     #[arg(long, default_value = "/")]
     pub(crate) path: String,
@@ -258,9 +261,23 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
+    let mut drivers: Vec<&str> = results
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|o| o.driver)
+        .collect();
+    drivers.sort_unstable();
+    drivers.dedup();
     let summary = Summary::new(args, &scenarios, &results);
     let command_line = shell_command_line(std::env::args());
-    let section = render(args, &summary, &command_line, &Machine::read())?;
+    let section = render(
+        args,
+        &summary,
+        &command_line,
+        &drivers.join(" and "),
+        &Machine::read(),
+    )?;
     print!("{section}");
     if let Some(report) = &args.report {
         report_file::replace_section(report, &args.section, &section)?;
@@ -285,6 +302,7 @@ fn run_one(args: &Args, spec: &ServerSpec, scenario: &Scenario) -> anyhow::Resul
         binary: !args.text,
         text: args.text,
         server_pid: Some(server.child.id()),
+        driver: args.driver,
         connect_timeout: 30.0,
         json: false,
     };
@@ -368,6 +386,7 @@ fn render(
     args: &Args,
     summary: &Summary,
     command_line: &str,
+    driver: &str,
     machine: &Machine,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -377,8 +396,9 @@ fn render(
     writeln!(out, "Machine: {}.\n", machine.describe())?;
     writeln!(
         out,
-        "Method: each server pinned with `taskset -c {}` and restarted for every run; the load, pinned to core(s) {}, opens N connections that each keep {} message(s) in flight and send the next when an echo arrives, every echo checked against what was sent; {} s warm-up, {} s measured; {} round(s), servers in a fresh shuffled order for every scenario; figures are medians. Server CPU comes from /proc/PID/stat over the measured window.{}\n",
+        "Method: each server pinned with `taskset -c {}` and restarted for every run; the load (shardcast-bench echo, {} thread(s) on monoio's {driver} driver), pinned to core(s) {}, opens N connections that each keep {} message(s) in flight and send the next when an echo arrives, every echo checked against what was sent; {} s warm-up, {} s measured; {} round(s), servers in a fresh shuffled order for every scenario; figures are medians. Server CPU comes from /proc/PID/stat over the measured window.{}\n",
         args.server_cores,
+        args.threads,
         args.load_cores
             .0
             .iter()
@@ -589,6 +609,7 @@ mod tests {
             threads: 1,
             in_flight: 1,
             text: false,
+            driver: echo::DriverChoice::Auto,
             path: "/".into(),
             baseline: "shardcast".into(),
             report: None,
@@ -623,7 +644,14 @@ mod tests {
             commit: "abc".into(),
             rustc: "rustc".into(),
         };
-        let text = render(&args, &summary, "shardcast-bench echo-compare", &machine).unwrap();
+        let text = render(
+            &args,
+            &summary,
+            "shardcast-bench echo-compare",
+            "io_uring",
+            &machine,
+        )
+        .unwrap();
         assert!(text.contains("| shardcast | 100.0k |"), "{text}");
         assert!(text.contains("| peer | 50.0k, 2.00x |"), "{text}");
         // 0.5 s / 100k = 5 µs; 1 s / 50k = 20 µs, four times ours.
@@ -631,6 +659,10 @@ mod tests {
         assert!(text.contains("| peer | 20.00 (5.00), 4.00x |"), "{text}");
         assert!(text.contains("| peer | 100% / 90% |"), "{text}");
         assert!(text.contains("Test CPU, 2 logical cores"), "{text}");
+        assert!(
+            text.contains("1 thread(s) on monoio's io_uring driver"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -640,7 +672,7 @@ mod tests {
         let summary = Summary::new(&args, &[Scenario::new(100, 32)], &results);
         assert_eq!(summary.baseline, None);
         let machine = Machine::read();
-        let text = render(&args, &summary, "cmd", &machine).unwrap();
+        let text = render(&args, &summary, "cmd", "legacy", &machine).unwrap();
         assert!(text.contains("| peer | 50.0k |"), "{text}");
         assert!(!text.contains("Ratios"), "{text}");
     }

@@ -60,12 +60,57 @@ pub(crate) struct Args {
     /// The server's process id, to charge it CPU time per message.
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
+    /// The generator's I/O driver: io_uring when the kernel allows it
+    /// (`auto`), or one forced.
+    #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
+    pub(crate) driver: DriverChoice,
     /// Seconds every connection may take to connect and upgrade.
     #[arg(long, default_value_t = 30.0)]
     pub(crate) connect_timeout: f64,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Which monoio driver the generator's threads run on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DriverChoice {
+    /// io_uring if this kernel (and its seccomp policy) allows it, the
+    /// legacy epoll driver otherwise.
+    Auto,
+    /// io_uring, failing if it is unavailable.
+    IoUring,
+    /// The legacy epoll driver.
+    Legacy,
+}
+
+/// A generator thread's runtime, whichever driver it runs on.
+type Runtime = monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+>;
+
+impl DriverChoice {
+    /// Builds a runtime with a timer on this driver.
+    fn build(self) -> anyhow::Result<Runtime> {
+        const ENTRIES: u32 = 4096;
+        let runtime = match self {
+            DriverChoice::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .with_entries(ENTRIES)
+                .build(),
+            DriverChoice::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .enable_timer()
+                .with_entries(ENTRIES)
+                .build()
+                .map(Runtime::from),
+            DriverChoice::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .map(Runtime::from),
+        };
+        runtime.with_context(|| format!("building a monoio runtime ({self:?} driver)"))
+    }
 }
 
 /// What one run measured.
@@ -233,6 +278,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
 
     let threads = args.threads as usize;
     let mut handles = Vec::with_capacity(threads);
+    let driver = args.driver;
     for index in 0..threads {
         let connections =
             args.connections / threads + usize::from(index < args.connections % threads);
@@ -245,7 +291,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         let seed = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let handle = thread::Builder::new()
             .name(format!("echo-load-{index}"))
-            .spawn(move || generator_thread(core, connections, target, load, shared, seed))
+            .spawn(move || generator_thread(driver, core, connections, target, load, shared, seed))
             .context("starting a generator thread")?;
         handles.push(handle);
     }
@@ -322,6 +368,7 @@ struct Tally {
 }
 
 fn generator_thread(
+    driver: DriverChoice,
     core: Option<usize>,
     connections: usize,
     target: Arc<Target>,
@@ -331,13 +378,7 @@ fn generator_thread(
 ) -> anyhow::Result<Tally> {
     let runtime = core
         .map_or(Ok(()), cores::pin_current_thread)
-        .and_then(|()| {
-            monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .enable_timer()
-                .with_entries(4096)
-                .build()
-                .context("building the monoio runtime")
-        });
+        .and_then(|()| driver.build());
     let mut runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {

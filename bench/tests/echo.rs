@@ -108,6 +108,16 @@ fn text_with_several_messages_in_flight() {
 }
 
 #[test]
+fn the_legacy_driver_works_too() {
+    let port = start_echo_server(false);
+    let (success, result) = run_echo(port, &["--connections", "4", "--driver", "legacy"]);
+    assert!(success, "{result}");
+    assert_eq!(result["driver"], "legacy", "{result}");
+    assert!(result["echoes"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(result["mismatches"], 0, "{result}");
+}
+
+#[test]
 fn altered_echoes_are_mismatches_and_fail_the_run() {
     let port = start_echo_server(true);
     let (success, result) = run_echo(port, &["--connections", "2", "--size", "32"]);
