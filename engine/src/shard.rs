@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError, mpsc};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use monoio::io::AsyncReadRent;
+use monoio::io::{AsyncReadRent, CancelHandle, Canceller};
 use monoio::net::{ListenerOpts, TcpListener, UnixStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use shardcast_proto::deflate::{Deflater, Inflater};
@@ -223,8 +223,9 @@ where
     });
     info!(shard = id.index(), addrs = ?bound, "shard listening");
     let _ = ready.send(Ok(bound));
+    let canceller = Canceller::new();
     for listener in listeners {
-        monoio::spawn(accept_loop(Rc::clone(&shard), listener));
+        monoio::spawn(accept_loop(Rc::clone(&shard), listener, canceller.handle()));
     }
     if let Some(idle) = shard.config.idle_timeout {
         monoio::spawn(idle_sweep(Rc::clone(&shard), idle));
@@ -237,6 +238,9 @@ where
         .unwrap_or_else(PoisonError::into_inner);
     let deadline = deadline.unwrap_or_else(Instant::now);
     shard.shutting_down.set(true);
+    // Ends the accept loops, which close the listeners: new connections
+    // are refused by the kernel from here on.
+    let _ = canceller.cancel();
     shard.wake_all();
     while !shard.slots.borrow().is_empty() && Instant::now() < deadline {
         monoio::time::sleep(DRAIN_POLL.min(deadline.saturating_duration_since(Instant::now())))
@@ -262,9 +266,11 @@ async fn wait_for_shutdown(mut control: UnixStream) {
     }
 }
 
-async fn accept_loop<H: Handler>(shard: Rc<Shard<H>>, listener: TcpListener) {
+/// Accepts connections and spawns a task for each, until `cancel` fires
+/// at shutdown; then the listener is dropped, which closes it.
+async fn accept_loop<H: Handler>(shard: Rc<Shard<H>>, listener: TcpListener, cancel: CancelHandle) {
     loop {
-        match listener.accept().await {
+        match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
                 if shard.shutting_down.get() {
                     // Dropped unanswered: the server no longer accepts.
@@ -272,6 +278,7 @@ async fn accept_loop<H: Handler>(shard: Rc<Shard<H>>, listener: TcpListener) {
                 }
                 monoio::spawn(connection::run(Rc::clone(&shard), stream, peer));
             }
+            Err(_) if shard.shutting_down.get() => return,
             Err(error) => {
                 // EMFILE, ENFILE, ENOBUFS: back off briefly instead of spinning.
                 error!(shard = shard.id.index(), %error, "accept failed");
