@@ -138,13 +138,16 @@ pub trait Handler: 'static {
     /// A whole text or binary message arrived.
     fn on_message(&mut self, conn: &mut Conn<Self::State>, message: Message<'_>);
 
-    /// The connection is ending; called once for every opened connection.
+    /// The connection is over; called once for every opened connection,
+    /// except those still open when their shard stops at the shutdown
+    /// deadline.
     ///
     /// `code` and `reason` say why: the peer's close frame (1005 when it
     /// carried no code), the close this end sent (a protocol error's code,
-    /// 1001 on shutdown, 1011 after a panic, the application's own), or
-    /// 1006 when the TCP connection ended without a close frame. Frames
-    /// sent from here are written only if the close handshake is not over.
+    /// 1001 on shutdown or idle timeout, 1008 past the send buffer limit,
+    /// 1011 after a panic, the application's own), or 1006 when the TCP
+    /// connection ended without a close frame. The socket is gone: frames
+    /// queued from here are discarded. Release the connection's resources.
     fn on_close(&mut self, conn: &mut Conn<Self::State>, code: CloseCode, reason: &str) {
         let _ = (conn, code, reason);
     }

@@ -73,6 +73,7 @@ fn echoes_compressed_messages_when_deflate_is_negotiated() {
         let frame = client.read();
         assert_eq!(frame.opcode, 1);
         assert!(frame.payload.len() < text.len(), "sent compressed");
+        drop(client);
         server.shutdown(Instant::now() + Duration::from_secs(5));
     }
 }
@@ -95,6 +96,7 @@ fn reassembles_a_fragmented_message() {
         assert_eq!(echo.opcode, 1);
         assert!(echo.fin);
         assert_eq!(echo.payload, b"fragmented");
+        drop(client);
         server.shutdown(Instant::now() + Duration::from_secs(5));
     }
 }
@@ -107,6 +109,7 @@ fn answers_ping_with_pong() {
     let pong = client.read();
     assert_eq!(pong.opcode, 10);
     assert_eq!(pong.payload, b"are you there");
+    drop(client);
     server.shutdown(Instant::now() + Duration::from_secs(5));
 }
 
@@ -197,6 +200,7 @@ fn refuses_connections_past_the_limit_with_503() {
     assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
     first.send(WsMessage::text("still here")).unwrap();
     assert_eq!(first.read().unwrap(), WsMessage::text("still here"));
+    drop(first);
     server.shutdown(Instant::now() + Duration::from_secs(5));
 }
 
@@ -287,6 +291,8 @@ fn a_handler_panic_closes_only_its_connection_with_1011() {
             WsMessage::binary(text.into_bytes())
         );
     }
+    drop(healthy);
+    drop(doomed);
     server.shutdown(Instant::now() + Duration::from_secs(5));
 }
 
@@ -309,4 +315,44 @@ fn a_handler_rejection_is_sent_as_http() {
     );
     assert!(response.ends_with("\r\n\r\nno"), "{response}");
     server.shutdown(Instant::now() + Duration::from_secs(5));
+}
+
+#[test]
+fn idle_connections_are_closed_with_1001() {
+    let server = start(
+        false,
+        |b| b.idle_timeout(Some(Duration::from_secs(1))),
+        |_| Echo,
+    );
+    let mut client = RawClient::connect(addr(&server));
+    let started = Instant::now();
+    let close = client.read();
+    assert_eq!(close.close_code(), 1001);
+    assert_eq!(&close.payload[2..], b"idle timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    client.send(true, 8, &1001u16.to_be_bytes(), true);
+    assert!(client.closed_by_server());
+    server.shutdown(Instant::now() + Duration::from_secs(5));
+}
+
+#[test]
+fn a_send_past_the_buffer_limit_closes_with_1008() {
+    let server = start(false, |b| b.max_send_buffer(100), |_| Echo);
+    let mut client = RawClient::connect(addr(&server));
+    client.send(true, 2, &[7; 50], true);
+    assert_eq!(client.read().payload, [7; 50]);
+    client.send(true, 2, &[7; 200], true);
+    assert_eq!(client.read().close_code(), 1008);
+    drop(client);
+    server.shutdown(Instant::now() + Duration::from_secs(5));
+}
+
+#[test]
+fn the_handle_is_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<shardcast::ServerHandle>();
 }
