@@ -65,9 +65,11 @@ pub enum SendError {
 }
 
 /// What every connection of a shard shares for sending: the encoder, the
-/// one compressor, the counters and the send buffer limit.
+/// one compressor, the counters and the send buffer limit, and the names of
+/// the server's subprotocols.
 #[derive(Debug)]
 pub(crate) struct SendContext {
+    pub(crate) subprotocols: Box<[String]>,
     pub(crate) encoder: Encoder<Server>,
     pub(crate) deflater: RefCell<Deflater>,
     pub(crate) counters: Arc<ShardCounters>,
@@ -93,6 +95,8 @@ pub struct Conn<S> {
     state: S,
     pub(crate) out: Vec<u8>,
     compress: bool,
+    /// Index of the negotiated subprotocol in the server's list.
+    subprotocol: Option<usize>,
     pub(crate) close_sent: Option<SentClose>,
     ctx: Rc<SendContext>,
 }
@@ -115,6 +119,7 @@ impl<S> Conn<S> {
         state: S,
         out: Vec<u8>,
         compress: bool,
+        subprotocol: Option<usize>,
         ctx: Rc<SendContext>,
     ) -> Self {
         Conn {
@@ -123,6 +128,7 @@ impl<S> Conn<S> {
             state,
             out,
             compress,
+            subprotocol,
             close_sent: None,
             ctx,
         }
@@ -138,6 +144,22 @@ impl<S> Conn<S> {
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The subprotocol negotiated in the handshake (one of the server's
+    /// [`subprotocols`](crate::ServerBuilder::subprotocols)), or `None`
+    /// for raw WebSocket messages.
+    #[must_use]
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol
+            .map(|index| self.ctx.subprotocols[index].as_str())
+    }
+
+    /// Whether permessage-deflate was negotiated: messages at or above the
+    /// compression threshold are sent compressed when that saves bytes.
+    #[must_use]
+    pub fn is_compressed(&self) -> bool {
+        self.compress
     }
 
     /// The handler's state for this connection.

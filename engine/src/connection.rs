@@ -65,11 +65,13 @@ impl<H> Drop for SlotGuard<'_, H> {
 /// How the handshake ended.
 enum Handshake<S> {
     /// Upgraded: the state from `on_upgrade`, the 101 response, whether
-    /// permessage-deflate was negotiated, and the bytes after the head.
+    /// permessage-deflate was negotiated, the subprotocol's index in the
+    /// server's list, and where the bytes after the head begin.
     Accepted {
         state: S,
         response: Vec<u8>,
         compress: bool,
+        subprotocol: Option<usize>,
         head_len: usize,
     },
     /// Refused with this HTTP response.
@@ -103,14 +105,15 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
     let mut head = Vec::new();
     let timeout = shard.config.handshake_timeout;
     let handshake = handshake(&shard, &mut stream, &mut head, peer, full);
-    let (state, response, compress, head_len) =
+    let (state, response, compress, subprotocol, head_len) =
         match monoio::time::timeout(timeout, handshake).await {
             Ok(Some(Handshake::Accepted {
                 state,
                 response,
                 compress,
+                subprotocol,
                 head_len,
-            })) => (state, response, compress, head_len),
+            })) => (state, response, compress, subprotocol, head_len),
             Ok(Some(Handshake::Refused(response))) => {
                 let _ = write_all(&mut stream, &response).await;
                 return;
@@ -136,7 +139,15 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
             compression: compress,
             ..shard.config.decoder
         }),
-        conn: Conn::new(id, peer, state, response, compress, Rc::clone(&shard.send)),
+        conn: Conn::new(
+            id,
+            peer,
+            state,
+            response,
+            compress,
+            subprotocol,
+            Rc::clone(&shard.send),
+        ),
         key,
         peer_close: None,
         failed: false,
@@ -241,10 +252,14 @@ fn decide<H: Handler>(
     let mut response = Vec::with_capacity(256);
     // No extra headers, so nothing can be refused.
     let _ = accept.write_response(&[], &mut response);
+    let negotiated = accept.negotiated();
     Handshake::Accepted {
         state,
         response,
-        compress: accept.negotiated().deflate.is_some(),
+        compress: negotiated.deflate.is_some(),
+        subprotocol: negotiated
+            .subprotocol
+            .and_then(|chosen| protocols.iter().position(|p| *p == chosen)),
         head_len,
     }
 }

@@ -166,6 +166,9 @@ where
 
 /// Controls and observes a running server from any thread: addresses,
 /// stats, shutdown. Cheap to clone.
+///
+/// Dropping every handle without calling [`shutdown`](Self::shutdown)
+/// leaves the server running until the process exits.
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     inner: Arc<Inner>,

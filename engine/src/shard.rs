@@ -208,6 +208,7 @@ where
         receive: RefCell::new(vec![0; RECEIVE_BUFFER].into_boxed_slice()),
         inflater: RefCell::new(Inflater::new()),
         send: Rc::new(SendContext {
+            subprotocols: config.subprotocols.clone().into_boxed_slice(),
             encoder: Encoder::with_compression_threshold(config.compression_threshold),
             deflater: RefCell::new(Deflater::new(config.compression_level)),
             counters: Arc::clone(&counters),

@@ -356,3 +356,49 @@ fn the_handle_is_send_sync_and_clone() {
     fn check<T: Send + Sync + Clone>() {}
     check::<shardcast::ServerHandle>();
 }
+
+/// Says which subprotocol was negotiated as soon as the connection opens.
+struct Announce;
+
+impl Handler for Announce {
+    type State = ();
+
+    fn on_upgrade(&mut self, _: &UpgradeRequest<'_>, _: SocketAddr) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn on_open(&mut self, conn: &mut Conn<()>) {
+        let name = conn.subprotocol().unwrap_or("raw").to_owned();
+        conn.send_text(&name).unwrap();
+    }
+
+    fn on_message(&mut self, _: &mut Conn<()>, _: Message<'_>) {}
+}
+
+#[test]
+fn negotiates_the_first_offered_subprotocol_the_server_speaks() {
+    let server = start(
+        false,
+        |b| b.subprotocols(["shardcast.v1", "chat"]),
+        |_| Announce,
+    );
+    for (offer, expected) in [("chat, shardcast.v1", "shardcast.v1"), ("other", "raw")] {
+        let mut stream = TcpStream::connect(addr(&server)).unwrap();
+        write!(
+            stream,
+            "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: {offer}\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut stream);
+        assert_eq!(
+            head.contains("Sec-WebSocket-Protocol: shardcast.v1\r\n"),
+            expected != "raw",
+            "{head}"
+        );
+        let mut client = RawClient { stream };
+        assert_eq!(client.read().payload, expected.as_bytes());
+    }
+    server.shutdown(Instant::now() + Duration::from_secs(5));
+}
