@@ -1,6 +1,8 @@
 //! `shardcast`: the server binary.
 
 use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -144,19 +146,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         info!(shard = stats.shard, driver = ?stats.driver, "shard ready");
     }
     info!(addrs = ?handle.local_addrs(), "shardcast serving");
-    let on_signal = handle.clone();
+    // The signal handler and a watcher of the shards both report here, so
+    // the main thread runs the shutdown and logs its outcome before exit.
+    let (events, event) = mpsc::channel();
+    let on_signal = events.clone();
     ctrlc::set_handler(move || {
-        info!("signal received; shutting down");
-        let report = on_signal.shutdown(Instant::now() + SHUTDOWN_GRACE);
-        info!(
-            closed_cleanly = report.closed_cleanly,
-            dropped = report.dropped,
-            "shutdown complete"
-        );
+        let _ = on_signal.send(Event::Signal);
     })
     .context("installing the SIGINT/SIGTERM handler")?;
-    handle.wait();
-    Ok(())
+    let watched = handle.clone();
+    thread::spawn(move || {
+        watched.wait();
+        let _ = events.send(Event::ShardsStopped);
+    });
+    match event.recv() {
+        Ok(Event::Signal) => {
+            info!("signal received; shutting down");
+            let report = handle.shutdown(Instant::now() + SHUTDOWN_GRACE);
+            info!(
+                closed_cleanly = report.closed_cleanly,
+                dropped = report.dropped,
+                "shutdown complete"
+            );
+            Ok(())
+        }
+        Ok(Event::ShardsStopped) | Err(_) => bail!("every shard stopped without a shutdown"),
+    }
+}
+
+/// What the main thread waits for.
+enum Event {
+    /// SIGINT or SIGTERM arrived.
+    Signal,
+    /// Every shard thread ended on its own.
+    ShardsStopped,
 }
 
 fn main() -> anyhow::Result<()> {

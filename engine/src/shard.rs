@@ -249,10 +249,7 @@ where
     }
     let dropped = shard.slots.borrow().len() as u64;
     if dropped > 0 {
-        shard
-            .shared
-            .dropped
-            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        shard.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
     info!(shard = id.index(), dropped, "shard stopped");
 }
