@@ -292,3 +292,16 @@ impl<S> Conn<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conn_id_carries_its_shard_and_sequence() {
+        let id = ConnId::new(ShardId(3), 42);
+        assert_eq!(id.shard(), ShardId(3));
+        assert_eq!(id.as_u64() & 0xffff_ffff_ffff, 42);
+        assert_eq!(id.to_string(), "3/42");
+    }
+}

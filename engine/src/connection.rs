@@ -181,17 +181,17 @@ async fn handshake<H: Handler>(
         head.resize(filled + HANDSHAKE_READ, 0);
         let read = poll_fn(|cx| {
             let mut buf = ReadBuf::new(&mut head[filled..]);
-            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            }
+            Pin::new(&mut *stream)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().len())
         })
         .await;
         let read = match read {
-            Ok(0) => 0,
             Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => 0,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {
+                head.truncate(filled);
+                continue;
+            }
             Err(error) => {
                 debug!(%peer, %error, "read failed during the handshake");
                 return None;
@@ -199,10 +199,8 @@ async fn handshake<H: Handler>(
         };
         head.truncate(filled + read);
         if read == 0 {
-            if head.len() == filled {
-                return None;
-            }
-            continue;
+            // End of stream before a complete request: nothing to answer.
+            return None;
         }
         match parse_request(head, &shard.config.head) {
             Ok(Progress::NeedMore) => {}

@@ -187,3 +187,29 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_take_numbers_and_ranges() {
+        assert_eq!(parse_cores("0").unwrap().0, [0]);
+        assert_eq!(parse_cores("0,1").unwrap().0, [0, 1]);
+        assert_eq!(parse_cores("0-3").unwrap().0, [0, 1, 2, 3]);
+        assert_eq!(parse_cores("0, 2-3").unwrap().0, [0, 2, 3]);
+    }
+
+    #[test]
+    fn bad_core_lists_are_refused() {
+        for list in ["", "a", "3-1", "1-", "0,,1"] {
+            assert!(parse_cores(list).is_err(), "{list}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -402,3 +402,35 @@ fn negotiates_the_first_offered_subprotocol_the_server_speaks() {
     }
     server.shutdown(Instant::now() + Duration::from_secs(5));
 }
+
+#[test]
+fn frames_sent_right_behind_the_request_are_handled() {
+    let server = start(false, |b| b, |_| Echo);
+    let mut stream = TcpStream::connect(addr(&server)).unwrap();
+    let mut bytes = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    // A masked "hi" with an all-zero key, in the same write as the request.
+    bytes.extend_from_slice(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
+    stream.write_all(&bytes).unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let mut client = RawClient { stream };
+    assert_eq!(client.read().payload, b"hi");
+    drop(client);
+    server.shutdown(Instant::now() + Duration::from_secs(5));
+}
+
+#[test]
+fn an_invalid_upgrade_request_gets_an_http_error() {
+    let server = start(false, |b| b, |_| Echo);
+    let mut stream = TcpStream::connect(addr(&server)).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 4"), "{response}");
+    server.shutdown(Instant::now() + Duration::from_secs(5));
+}
