@@ -104,26 +104,32 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
     };
     let mut head = Vec::new();
     let timeout = shard.config.handshake_timeout;
-    let handshake = handshake(&shard, &mut stream, &mut head, peer, full);
-    let (state, response, compress, subprotocol, head_len) =
-        match monoio::time::timeout(timeout, handshake).await {
-            Ok(Some(Handshake::Accepted {
-                state,
-                response,
-                compress,
-                subprotocol,
-                head_len,
-            })) => (state, response, compress, subprotocol, head_len),
-            Ok(Some(Handshake::Refused(response))) => {
-                let _ = write_all(&mut stream, &response).await;
-                return;
-            }
-            Ok(None) => return,
-            Err(_) => {
-                debug!(%peer, ?timeout, "handshake timed out");
-                return;
-            }
-        };
+    // Boxed, like the close timeout below: monoio's timer future takes
+    // about 640 bytes, and inline it would stay in every connection's task
+    // for the connection's whole life; on the heap it is freed as soon as
+    // the handshake is over.
+    let handshake = Box::pin(monoio::time::timeout(
+        timeout,
+        handshake(&shard, &mut stream, &mut head, peer, full),
+    ));
+    let (state, response, compress, subprotocol, head_len) = match handshake.await {
+        Ok(Some(Handshake::Accepted {
+            state,
+            response,
+            compress,
+            subprotocol,
+            head_len,
+        })) => (state, response, compress, subprotocol, head_len),
+        Ok(Some(Handshake::Refused(response))) => {
+            let _ = write_all(&mut stream, &response).await;
+            return;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            debug!(%peer, ?timeout, "handshake timed out");
+            return;
+        }
+    };
     let id = ConnId::new(shard.id, shard.next_sequence());
     let key = shard.slots.borrow_mut().insert(Slot {
         waker: None,
@@ -358,9 +364,11 @@ impl<H: Handler> Connection<'_, H> {
             let step = match close_deadline {
                 None => poll_fn(|cx| self.poll_input(cx)).await,
                 Some(deadline) => {
+                    // Boxed: only a closing connection needs the timer, so
+                    // idle connections do not carry its 640 bytes.
                     let deadline = monoio::time::Instant::from_std(deadline);
                     let input = poll_fn(|cx| self.poll_input(cx));
-                    match monoio::time::timeout_at(deadline, input).await {
+                    match Box::pin(monoio::time::timeout_at(deadline, input)).await {
                         Ok(step) => step,
                         Err(_) => {
                             debug!(peer = %self.conn.peer_addr(), "close handshake timed out");
