@@ -222,6 +222,10 @@ impl ServerHandle {
     /// connections still open then are dropped. Connections in their
     /// handshake are refused with 503. Calling it again, from any handle,
     /// waits for the same shutdown.
+    ///
+    /// It blocks the calling thread: call it from outside the shards (a
+    /// signal handler thread, `main`), never from a [`Handler`], whose shard
+    /// could then never stop.
     pub fn shutdown(&self, deadline: Instant) -> ShutdownReport {
         {
             let mut slot = self
