@@ -434,3 +434,25 @@ fn an_invalid_upgrade_request_gets_an_http_error() {
     assert!(response.starts_with("HTTP/1.1 4"), "{response}");
     server.shutdown(Instant::now() + Duration::from_secs(5));
 }
+
+#[test]
+fn stats_count_connections_messages_and_bytes_per_shard() {
+    let server = start(false, |b| b.shards(1), |_| Echo);
+    let mut socket = client(addr(&server));
+    socket.send(WsMessage::text("count me")).unwrap();
+    assert_eq!(socket.read().unwrap(), WsMessage::text("count me"));
+    let open = server.stats()[0];
+    assert_eq!(open.connections_open, 1);
+    assert_eq!(open.connections_accepted, 1);
+    assert_eq!((open.messages_in, open.messages_out), (1, 1));
+    assert!(open.bytes_in > 8 && open.bytes_out > 8, "{open:?}");
+    assert_ne!(open.driver, IoDriver::Starting);
+    socket.close(None).unwrap();
+    while socket.read().is_ok() {}
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats()[0].connections_open != 0 {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        thread::sleep(Duration::from_millis(5));
+    }
+    server.shutdown(Instant::now() + Duration::from_secs(5));
+}
