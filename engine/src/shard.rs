@@ -225,9 +225,10 @@ where
     info!(shard = id.index(), addrs = ?bound, "shard listening");
     let _ = ready.send(Ok(bound));
     let canceller = Canceller::new();
-    for listener in listeners {
-        monoio::spawn(accept_loop(Rc::clone(&shard), listener, canceller.handle()));
-    }
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| monoio::spawn(accept_loop(Rc::clone(&shard), listener, canceller.handle())))
+        .collect();
     if let Some(idle) = shard.config.idle_timeout {
         monoio::spawn(idle_sweep(Rc::clone(&shard), idle));
     }
@@ -239,13 +240,25 @@ where
         .unwrap_or_else(PoisonError::into_inner);
     let deadline = deadline.unwrap_or_else(Instant::now);
     shard.shutting_down.set(true);
-    // Ends the accept loops, which close the listeners: new connections
-    // are refused by the kernel from here on.
-    let _ = canceller.cancel();
     shard.wake_all();
-    while !shard.slots.borrow().is_empty() && Instant::now() < deadline {
+    // Ends the accept loops, which drop their listeners: new connections
+    // are refused by the kernel from here on. Waiting for them matters:
+    // a task still pending when the runtime is dropped would never close
+    // its listener.
+    let _ = canceller.cancel();
+    let until = monoio::time::Instant::from_std(deadline);
+    for task in accepting {
+        let _ = monoio::time::timeout_at(until, task).await;
+    }
+    // Sleep before each check, at least once: on io_uring a dropped
+    // listener's close is an operation that the next turn of the ring
+    // submits.
+    loop {
         monoio::time::sleep(DRAIN_POLL.min(deadline.saturating_duration_since(Instant::now())))
             .await;
+        if shard.slots.borrow().is_empty() || Instant::now() >= deadline {
+            break;
+        }
     }
     let dropped = shard.slots.borrow().len() as u64;
     if dropped > 0 {
