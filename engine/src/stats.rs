@@ -123,6 +123,7 @@ pub struct ShardStats {
     pub messages_out: u64,
     /// Bytes read from WebSocket connections after their handshake.
     pub bytes_in: u64,
-    /// Bytes written to WebSocket connections, handshake responses included.
+    /// Bytes written to upgraded connections, their 101 responses included
+    /// (refusals are not counted).
     pub bytes_out: u64,
 }
