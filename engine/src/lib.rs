@@ -1,1 +1,51 @@
-//! The shardcast engine: thread-per-core io_uring shards, connections, rooms and the HTTP side. Arrives with the engine issue; this crate is a placeholder in the workspace until then.
+//! shardcast: a WebSocket server engine for Linux, thread-per-core.
+//!
+//! Each shard is one OS thread pinned to a core, running a monoio runtime
+//! on io_uring (epoll when io_uring is unavailable or
+//! [`ServerBuilder::force_epoll`] is set). Every shard listens on the same
+//! addresses with `SO_REUSEPORT`, so the kernel spreads connections and no
+//! thread hands sockets to another. A shard owns its connections, its
+//! [`Handler`], one receive buffer, one compressor and one inflater: no
+//! locks on the data path. The protocol itself (upgrade, frames,
+//! permessage-deflate) is the sans-I/O `shardcast-proto` crate; this crate
+//! owns sockets, time and threads.
+//!
+//! ```no_run
+//! use std::time::{Duration, Instant};
+//! use shardcast::{Echo, Server};
+//!
+//! let handle = Server::builder()
+//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .build(|_shard| Echo)
+//!     .start()
+//!     .unwrap();
+//! println!("echo server on {:?}", handle.local_addrs());
+//! let report = handle.shutdown(Instant::now() + Duration::from_secs(5));
+//! println!("{} connections closed cleanly", report.closed_cleanly);
+//! ```
+//!
+//! What it does not do yet: rooms and broadcast across shards, the
+//! `shardcast.v1` envelope protocol, backpressure beyond a per-connection
+//! send buffer limit, heartbeats, per-IP and rate limits, TLS, and the HTTP
+//! side (metrics, admin, long-polling). The library sets no global
+//! allocator and no logger; the `shardcast` binary does both.
+#![deny(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod config;
+mod conn;
+mod connection;
+mod error;
+mod handler;
+mod server;
+mod shard;
+mod stats;
+
+pub use config::ServerBuilder;
+pub use conn::{Conn, ConnId, SendError};
+pub use error::Error;
+pub use handler::{Echo, Handler, Message, Rejection, ShardId};
+pub use server::{Server, ServerHandle, ShutdownReport};
+pub use shardcast_proto::CloseCode;
+pub use shardcast_proto::handshake::UpgradeRequest;
+pub use stats::{IoDriver, ShardStats};

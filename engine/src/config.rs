@@ -1,0 +1,253 @@
+//! [`ServerBuilder`]: every knob of a server, each with a documented default.
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardcast_proto::deflate::Deflater;
+use shardcast_proto::frame::{DecoderConfig, Encoder};
+use shardcast_proto::handshake::HeadLimits;
+use shardcast_proto::role::Server as ServerRole;
+
+use crate::handler::{Handler, ShardId};
+use crate::server::Server;
+
+/// Everything a server runs with, shared read-only by its shards.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerConfig {
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) shards: usize,
+    pub(crate) cores: Option<Vec<usize>>,
+    pub(crate) pin_cores: bool,
+    pub(crate) force_epoll: bool,
+    pub(crate) backlog: i32,
+    pub(crate) decoder: DecoderConfig,
+    pub(crate) head: HeadLimits,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) close_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_send_buffer: usize,
+    pub(crate) compression: bool,
+    pub(crate) compression_threshold: usize,
+    pub(crate) compression_level: u8,
+    pub(crate) subprotocols: Vec<String>,
+}
+
+/// The cores this process may run on, in order; empty if unknown.
+pub(crate) fn allowed_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|id| id.id).collect())
+        .unwrap_or_default()
+}
+
+/// Builds a [`Server`]: listen addresses, shards and cores, limits,
+/// compression and subprotocols. Start from [`Server::builder`].
+///
+/// Every limit has a safe default; the defaults suit a server with many
+/// connections of modest messages.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ServerBuilder {
+    config: ServerConfig,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder::new()
+    }
+}
+
+impl ServerBuilder {
+    /// Default handshake timeout: 10 s from accept to a complete request.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default idle timeout: 120 s without a byte from the peer.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Default close timeout: 5 s for the peer to answer our close frame.
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default limit on connections, upgraded or in their handshake, over
+    /// all shards: 100,000.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+    /// Default send buffer limit per connection: 64 MiB + 64 KiB, enough
+    /// to echo one message of the default largest size with the frames
+    /// batched beside it.
+    pub const DEFAULT_MAX_SEND_BUFFER: usize = (64 << 20) + (64 << 10);
+
+    /// A builder with every default and no listen address.
+    pub fn new() -> Self {
+        ServerBuilder {
+            config: ServerConfig {
+                listen: Vec::new(),
+                shards: 0,
+                cores: None,
+                pin_cores: true,
+                force_epoll: false,
+                backlog: 1024,
+                decoder: DecoderConfig::DEFAULT,
+                head: HeadLimits::default(),
+                handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+                idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+                close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
+                max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+                max_send_buffer: Self::DEFAULT_MAX_SEND_BUFFER,
+                compression: true,
+                compression_threshold: Encoder::<ServerRole>::DEFAULT_COMPRESSION_THRESHOLD,
+                compression_level: Deflater::DEFAULT_LEVEL,
+                subprotocols: Vec::new(),
+            },
+        }
+    }
+
+    /// Adds an address to listen on; call it once per address. Port 0
+    /// picks a free port (the same one on every shard); read it back with
+    /// [`ServerHandle::local_addrs`](crate::ServerHandle::local_addrs).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen.push(addr);
+        self
+    }
+
+    /// The number of shards, one thread each. Default: the number of cores
+    /// this process may run on (its affinity mask), or
+    /// [`std::thread::available_parallelism`] if that is unknown.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.config.shards = shards;
+        self
+    }
+
+    /// Pins each shard to a core, in order (shard `i` on `cores[i %
+    /// len]`), instead of the cores of the affinity mask. Implies pinning.
+    pub fn cores(mut self, cores: Vec<usize>) -> Self {
+        self.config.cores = Some(cores);
+        self.config.pin_cores = true;
+        self
+    }
+
+    /// Whether shards are pinned to cores. Default: on, so a shard's
+    /// caches stay warm; turn it off when several servers share a host.
+    pub fn pin_cores(mut self, pin: bool) -> Self {
+        self.config.pin_cores = pin;
+        self
+    }
+
+    /// Runs every shard on epoll even if io_uring is available. Default:
+    /// off. For comparisons and for hosts where io_uring misbehaves.
+    pub fn force_epoll(mut self, force: bool) -> Self {
+        self.config.force_epoll = force;
+        self
+    }
+
+    /// The largest frame payload accepted, in bytes; larger closes with
+    /// 1009. Default 16 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.decoder.max_frame_size = bytes;
+        self
+    }
+
+    /// The largest message accepted, summed over fragments (compressed size
+    /// when compressed), in bytes; larger closes with 1009. Default 64 MiB.
+    /// The worst-case memory is this times the connections receiving one.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.decoder.max_message_size = bytes;
+        self
+    }
+
+    /// The largest size a compressed message may inflate to, in bytes;
+    /// larger closes with 1009. Default 64 MiB.
+    pub fn max_decompressed_size(mut self, bytes: usize) -> Self {
+        self.config.decoder.max_decompressed_size = bytes;
+        self
+    }
+
+    /// Limits on the HTTP upgrade request: head size and header count.
+    /// Default 8 KiB and 64 headers; past them the answer is 431.
+    pub fn head_limits(mut self, limits: HeadLimits) -> Self {
+        self.config.head = limits;
+        self
+    }
+
+    /// How long a client has, from accept, to send a complete upgrade
+    /// request; then the connection is dropped. Default 10 s. Bounds what
+    /// slow or silent clients (slowloris) hold.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long an upgraded connection may go without receiving a byte
+    /// before the server closes it with 1001; `None` never. Default 120 s.
+    /// Checked once a second, so it fires up to a second late.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long the server waits for the peer's answer to a close frame it
+    /// sent before dropping the connection. Default 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// The most connections open at once over all shards, counted from
+    /// accept; the next upgrade request is answered 503. Default 100,000.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max;
+        self
+    }
+
+    /// The most bytes one connection's send buffer may hold; a send that
+    /// would pass it is dropped and the connection closed with 1008.
+    /// Default 64 MiB + 64 KiB. It must exceed the largest message the
+    /// application sends, plus its 14-byte header.
+    pub fn max_send_buffer(mut self, bytes: usize) -> Self {
+        self.config.max_send_buffer = bytes;
+        self
+    }
+
+    /// Whether permessage-deflate is negotiated with clients that offer it.
+    /// Default: on. A message is sent compressed only when it reaches the
+    /// threshold and compression makes it smaller.
+    pub fn compression(mut self, enabled: bool) -> Self {
+        self.config.compression = enabled;
+        self
+    }
+
+    /// The smallest message, in bytes, worth trying to compress. Default
+    /// 128: below it the CPU costs more than the bytes saved.
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.config.compression_threshold = bytes;
+        self
+    }
+
+    /// The libdeflate level, 1 (fastest) to 12 (smallest). Default 6.
+    pub fn compression_level(mut self, level: u8) -> Self {
+        self.config.compression_level = level;
+        self
+    }
+
+    /// The subprotocols the server speaks, in order of preference: the
+    /// first one the client offers is chosen. Default: none (raw mode).
+    pub fn subprotocols<I, S>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Finishes the configuration with the handler factory, called once on
+    /// each shard's thread to create that shard's handler.
+    pub fn build<H, F>(self, factory: F) -> Server<H, F>
+    where
+        H: Handler,
+        F: Fn(ShardId) -> H + Send + Sync + 'static,
+    {
+        Server {
+            config: self.config,
+            factory: Arc::new(factory),
+            handler: PhantomData,
+        }
+    }
+}

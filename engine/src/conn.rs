@@ -1,0 +1,307 @@
+//! [`Conn`]: what a handler sees of one connection, and the send buffer
+//! its frames are encoded into.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shardcast_proto::CloseCode;
+use shardcast_proto::deflate::Deflater;
+use shardcast_proto::frame::{CloseFrame, EncodeError, Encoder};
+use shardcast_proto::role::Server;
+
+use crate::handler::ShardId;
+use crate::stats::ShardCounters;
+
+/// A connection's identity, unique across the server for its lifetime: the
+/// shard in the top 16 bits, a per-shard sequence number below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    pub(crate) fn new(shard: ShardId, sequence: u64) -> ConnId {
+        ConnId(((shard.0 as u64) << 48) | (sequence & ((1 << 48) - 1)))
+    }
+
+    /// The shard the connection lives on.
+    #[must_use]
+    pub fn shard(self) -> ShardId {
+        ShardId((self.0 >> 48) as usize)
+    }
+
+    /// The id as one number, for logs and maps.
+    #[must_use]
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0 >> 48, self.0 & ((1 << 48) - 1))
+    }
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A close frame has already been queued; nothing may follow it.
+    #[error("the connection is closing")]
+    Closing,
+    /// The frame would have taken the send buffer past its limit. The frame
+    /// was dropped and the connection is being closed with 1008.
+    #[error("send buffer limit of {limit} bytes exceeded")]
+    BufferLimit {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The frame breaks RFC 6455: a ping over 125 bytes, or a close code
+    /// that may not be sent. A caller bug; the connection is unaffected.
+    #[error(transparent)]
+    Invalid(#[from] EncodeError),
+}
+
+/// What every connection of a shard shares for sending: the encoder, the
+/// one compressor, the counters and the send buffer limit, and the names of
+/// the server's subprotocols.
+#[derive(Debug)]
+pub(crate) struct SendContext {
+    pub(crate) subprotocols: Box<[String]>,
+    pub(crate) encoder: Encoder<Server>,
+    pub(crate) deflater: RefCell<Deflater>,
+    pub(crate) counters: Arc<ShardCounters>,
+    pub(crate) send_limit: usize,
+}
+
+/// The close frame this end queued, remembered for [`Handler::on_close`](crate::Handler::on_close).
+#[derive(Debug, Clone)]
+pub(crate) struct SentClose {
+    pub(crate) code: CloseCode,
+    pub(crate) reason: Box<str>,
+}
+
+/// One connection as its handler sees it: identity, per-connection state
+/// and the calls that queue frames.
+///
+/// Frames are encoded into the connection's send buffer and written after
+/// the handler returns, together with everything else queued while the
+/// same batch of input was handled: one write per connection per loop turn.
+pub struct Conn<S> {
+    id: ConnId,
+    peer: SocketAddr,
+    state: S,
+    pub(crate) out: Vec<u8>,
+    compress: bool,
+    /// Index of the negotiated subprotocol in the server's list.
+    subprotocol: Option<usize>,
+    pub(crate) close_sent: Option<SentClose>,
+    ctx: Rc<SendContext>,
+}
+
+impl<S> fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("buffered", &self.out.len())
+            .field("closing", &self.close_sent.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Conn<S> {
+    pub(crate) fn new(
+        id: ConnId,
+        peer: SocketAddr,
+        state: S,
+        out: Vec<u8>,
+        compress: bool,
+        subprotocol: Option<usize>,
+        ctx: Rc<SendContext>,
+    ) -> Self {
+        Conn {
+            id,
+            peer,
+            state,
+            out,
+            compress,
+            subprotocol,
+            close_sent: None,
+            ctx,
+        }
+    }
+
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The subprotocol negotiated in the handshake (one of the server's
+    /// [`subprotocols`](crate::ServerBuilder::subprotocols)), or `None`
+    /// for raw WebSocket messages.
+    #[must_use]
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol
+            .map(|index| self.ctx.subprotocols[index].as_str())
+    }
+
+    /// Whether permessage-deflate was negotiated: messages at or above the
+    /// compression threshold are sent compressed when that saves bytes.
+    #[must_use]
+    pub fn is_compressed(&self) -> bool {
+        self.compress
+    }
+
+    /// The handler's state for this connection.
+    #[must_use]
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The handler's state for this connection, mutably.
+    #[must_use]
+    pub fn state_mut(&mut self) -> &mut S {
+        &mut self.state
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether a close frame has been queued: later sends fail.
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        self.close_sent.is_some()
+    }
+
+    /// Queues a text message, compressed when permessage-deflate was
+    /// negotiated, the message reaches the compression threshold and
+    /// compression makes it smaller.
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] after a close was queued;
+    /// [`SendError::BufferLimit`] if the send buffer would pass its limit,
+    /// in which case the connection is closed with 1008.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_data(|ctx, out, deflater| {
+            ctx.encoder.text(out, text, deflater, ());
+        })
+    }
+
+    /// Queues a binary message, compressed under the same conditions as
+    /// [`Conn::send_text`].
+    ///
+    /// # Errors
+    /// As for [`Conn::send_text`].
+    pub fn send_binary(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_data(|ctx, out, deflater| {
+            ctx.encoder.binary(out, payload, deflater, ());
+        })
+    }
+
+    /// Queues a ping; the peer answers with a pong carrying `payload`.
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] after a close was queued;
+    /// [`SendError::Invalid`] for a payload over 125 bytes.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent.is_some() {
+            return Err(SendError::Closing);
+        }
+        self.ctx.encoder.ping(&mut self.out, payload, ())?;
+        Ok(())
+    }
+
+    /// Starts the close handshake: queues a close frame with `code` and
+    /// `reason` (cut to fit 123 bytes). The engine then waits for the
+    /// peer's close frame, bounded by the close timeout, and drops the
+    /// connection; messages that arrive meanwhile are discarded.
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] if a close was already queued;
+    /// [`SendError::Invalid`] for a code that may not be sent (1005, 1006,
+    /// 1015, outside 1000-4999).
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if self.close_sent.is_some() {
+            return Err(SendError::Closing);
+        }
+        let frame = CloseFrame { code, reason };
+        self.ctx.encoder.close(&mut self.out, Some(frame), ())?;
+        self.close_sent = Some(SentClose {
+            code,
+            reason: reason.into(),
+        });
+        Ok(())
+    }
+
+    /// Queues a pong; used by the engine to answer pings.
+    pub(crate) fn pong(&mut self, payload: &[u8]) {
+        if self.close_sent.is_none() {
+            // The decoder refuses pings over 125 bytes, so this cannot fail.
+            let _ = self.ctx.encoder.pong(&mut self.out, payload, ());
+        }
+    }
+
+    /// Closes with an engine-chosen code that is always allowed on the
+    /// wire, unless a close is already queued.
+    pub(crate) fn close_with(&mut self, code: CloseCode, reason: &str) {
+        if self.close_sent.is_none() {
+            let code = if code.is_allowed_on_wire() {
+                code
+            } else {
+                CloseCode::PROTOCOL_ERROR
+            };
+            let _ = self.close(code, reason);
+        }
+    }
+
+    fn send_data(
+        &mut self,
+        encode: impl FnOnce(&SendContext, &mut Vec<u8>, Option<&mut Deflater>),
+    ) -> Result<(), SendError> {
+        if self.close_sent.is_some() {
+            return Err(SendError::Closing);
+        }
+        let ctx = &*self.ctx;
+        let before = self.out.len();
+        if self.compress {
+            let mut deflater = ctx.deflater.borrow_mut();
+            encode(ctx, &mut self.out, Some(&mut deflater));
+        } else {
+            encode(ctx, &mut self.out, None);
+        }
+        let limit = ctx.send_limit;
+        if self.out.len() > limit {
+            self.out.truncate(before);
+            self.close_with(CloseCode::POLICY_VIOLATION, "send buffer limit exceeded");
+            return Err(SendError::BufferLimit { limit });
+        }
+        self.ctx.counters.message_sent();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conn_id_carries_its_shard_and_sequence() {
+        let id = ConnId::new(ShardId(3), 42);
+        assert_eq!(id.shard(), ShardId(3));
+        assert_eq!(id.as_u64() & 0xffff_ffff_ffff, 42);
+        assert_eq!(id.to_string(), "3/42");
+    }
+}

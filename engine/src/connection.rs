@@ -1,0 +1,546 @@
+//! One connection's task: handshake, then reads, handler calls and corked
+//! writes until the close handshake ends.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use monoio::io::IntoPollIo;
+use monoio::io::poll_io::{AsyncRead, AsyncWrite, ReadBuf};
+use monoio::net::TcpStream;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
+use shardcast_proto::CloseCode;
+use shardcast_proto::deflate::DeflateConfig;
+use shardcast_proto::frame::{Decoder, DecoderConfig, Message as Frame};
+use shardcast_proto::handshake::{Progress, UpgradeRequest, parse_request, write_rejection};
+use shardcast_proto::role::Server;
+use tracing::{debug, error};
+
+use crate::conn::{Conn, ConnId};
+use crate::handler::{Handler, Message, Rejection};
+use crate::server::Shared;
+use crate::shard::{Shard, Slot};
+
+/// How many bytes the handshake reads at a time into its own small buffer.
+const HANDSHAKE_READ: usize = 1024;
+
+/// A send buffer with more capacity than this is freed once drained, so an
+/// idle connection does not pin the memory of its largest burst.
+const RETAINED_SEND_CAPACITY: usize = 4 * 1024;
+
+/// Reads handled in one turn before the connection writes and yields, so a
+/// peer that never stops sending cannot starve the shard's other
+/// connections or delay its own replies.
+const READ_BUDGET: u32 = 16;
+
+/// Counts the connection against the server-wide limit from accept to drop.
+struct Admitted<'a>(&'a Shared);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Removes the connection's slot from its shard, however the task ends.
+struct SlotGuard<'a, H> {
+    shard: &'a Shard<H>,
+    key: usize,
+}
+
+impl<H> Drop for SlotGuard<'_, H> {
+    fn drop(&mut self) {
+        self.shard.slots.borrow_mut().remove(self.key);
+        self.shard.counters.connection_closed();
+    }
+}
+
+/// How the handshake ended.
+enum Handshake<S> {
+    /// Upgraded: the state from `on_upgrade`, the 101 response, whether
+    /// permessage-deflate was negotiated, the subprotocol's index in the
+    /// server's list, and where the bytes after the head begin.
+    Accepted {
+        state: S,
+        response: Vec<u8>,
+        compress: bool,
+        subprotocol: Option<usize>,
+        head_len: usize,
+    },
+    /// Refused with this HTTP response.
+    Refused(Vec<u8>),
+}
+
+/// What a turn of reading ended with.
+enum Step {
+    /// Input was handled (or a close was queued): write, then read again.
+    Continue,
+    /// The peer closed its side of the TCP connection.
+    Eof,
+    /// The socket failed.
+    Failed(io::Error),
+}
+
+/// Runs one accepted TCP connection to its end.
+pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer: SocketAddr) {
+    let shared = &*shard.shared;
+    let full = shared.connections.fetch_add(1, Ordering::Relaxed) >= shard.config.max_connections;
+    let _admitted = Admitted(shared);
+    // Echo-style traffic is latency-bound; frames are corked by the engine.
+    let _ = stream.set_nodelay(true);
+    let mut stream = match stream.into_poll_io() {
+        Ok(stream) => stream,
+        Err(error) => {
+            debug!(%peer, %error, "could not switch the socket to readiness mode");
+            return;
+        }
+    };
+    let mut head = Vec::new();
+    let timeout = shard.config.handshake_timeout;
+    // Boxed, like the close timeout below: monoio's timer future takes
+    // about 640 bytes, and inline it would stay in every connection's task
+    // for the connection's whole life; on the heap it is freed as soon as
+    // the handshake is over.
+    let handshake = Box::pin(monoio::time::timeout(
+        timeout,
+        handshake(&shard, &mut stream, &mut head, peer, full),
+    ));
+    let (state, response, compress, subprotocol, head_len) = match handshake.await {
+        Ok(Some(Handshake::Accepted {
+            state,
+            response,
+            compress,
+            subprotocol,
+            head_len,
+        })) => (state, response, compress, subprotocol, head_len),
+        Ok(Some(Handshake::Refused(response))) => {
+            let _ = write_all(&mut stream, &response).await;
+            return;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            debug!(%peer, ?timeout, "handshake timed out");
+            return;
+        }
+    };
+    let id = ConnId::new(shard.id, shard.next_sequence());
+    let key = shard.slots.borrow_mut().insert(Slot {
+        waker: None,
+        last_active: shard.clock.get(),
+        expired: false,
+    });
+    shard.counters.connection_opened();
+    let _slot = SlotGuard { shard: &shard, key };
+    let mut connection = Connection {
+        shard: &shard,
+        stream,
+        decoder: Decoder::new(DecoderConfig {
+            compression: compress,
+            ..shard.config.decoder
+        }),
+        conn: Conn::new(
+            id,
+            peer,
+            state,
+            response,
+            compress,
+            subprotocol,
+            Rc::clone(&shard.send),
+        ),
+        key,
+        peer_close: None,
+        failed: false,
+        finished: false,
+    };
+    if guarded(|| shard.handler.borrow_mut().on_open(&mut connection.conn)).is_err() {
+        panicked(&mut connection.conn, "on_open");
+    }
+    // Frames the client sent right behind its request.
+    if head.len() > head_len {
+        let received = head.len() - head_len;
+        let messages = connection.handle_input(&mut head[head_len..]);
+        shard.counters.received(messages, received as u64);
+    }
+    drop(head);
+    connection.serve().await;
+    connection.finish();
+}
+
+/// Reads the upgrade request and decides on it. `None` when the peer went
+/// away or sent nothing parseable that deserves an answer.
+async fn handshake<H: Handler>(
+    shard: &Shard<H>,
+    stream: &mut TcpStreamPoll,
+    head: &mut Vec<u8>,
+    peer: SocketAddr,
+    full: bool,
+) -> Option<Handshake<H::State>> {
+    loop {
+        let filled = head.len();
+        head.resize(filled + HANDSHAKE_READ, 0);
+        let read = poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut head[filled..]);
+            Pin::new(&mut *stream)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().len())
+        })
+        .await;
+        let read = match read {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {
+                head.truncate(filled);
+                continue;
+            }
+            Err(error) => {
+                debug!(%peer, %error, "read failed during the handshake");
+                return None;
+            }
+        };
+        head.truncate(filled + read);
+        if read == 0 {
+            // End of stream before a complete request: nothing to answer.
+            return None;
+        }
+        match parse_request(head, &shard.config.head) {
+            Ok(Progress::NeedMore) => {}
+            Ok(Progress::Done { value, head_len }) => {
+                return Some(decide(shard, &value, peer, full, head_len));
+            }
+            Err(error) => {
+                debug!(%peer, %error, "invalid upgrade request");
+                let mut response = Vec::new();
+                error.write_response(&mut response);
+                return Some(Handshake::Refused(response));
+            }
+        }
+    }
+}
+
+/// Answers a valid upgrade request: 503 when the server is full or
+/// stopping, the handler's rejection, or the 101.
+fn decide<H: Handler>(
+    shard: &Shard<H>,
+    request: &UpgradeRequest<'_>,
+    peer: SocketAddr,
+    full: bool,
+    head_len: usize,
+) -> Handshake<H::State> {
+    if full || shard.shutting_down.get() {
+        debug!(%peer, full, "upgrade refused: the server is full or stopping");
+        return Handshake::Refused(rejection(&Rejection::new(503, "Service Unavailable")));
+    }
+    let state = match guarded(|| shard.handler.borrow_mut().on_upgrade(request, peer)) {
+        Ok(Ok(state)) => state,
+        Ok(Err(refusal)) => return Handshake::Refused(rejection(&refusal)),
+        Err(()) => {
+            error!(%peer, "handler panicked in on_upgrade; answering 500");
+            return Handshake::Refused(rejection(&Rejection::new(500, "Internal Server Error")));
+        }
+    };
+    let protocols: Vec<&str> = shard
+        .config
+        .subprotocols
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut deflate = DeflateConfig::default();
+    deflate.enabled = shard.config.compression;
+    let accept = request.accept(&protocols, &deflate);
+    let mut response = Vec::with_capacity(256);
+    // No extra headers, so nothing can be refused.
+    let _ = accept.write_response(&[], &mut response);
+    let negotiated = accept.negotiated();
+    Handshake::Accepted {
+        state,
+        response,
+        compress: negotiated.deflate.is_some(),
+        subprotocol: negotiated
+            .subprotocol
+            .and_then(|chosen| protocols.iter().position(|p| *p == chosen)),
+        head_len,
+    }
+}
+
+/// The HTTP response for a rejection; a status or reason the proto crate
+/// refuses becomes a plain 500.
+fn rejection(refusal: &Rejection) -> Vec<u8> {
+    let mut response = Vec::new();
+    let written = write_rejection(
+        refusal.status(),
+        refusal.reason(),
+        &[],
+        refusal.body(),
+        &mut response,
+    );
+    if written.is_err() {
+        response.clear();
+        // 500 and its reason are valid, so this cannot fail.
+        let _ = write_rejection(500, "Internal Server Error", &[], b"", &mut response);
+    }
+    response
+}
+
+/// Runs a handler callback, turning a panic into `Err(())`.
+fn guarded<T>(callback: impl FnOnce() -> T) -> Result<T, ()> {
+    catch_unwind(AssertUnwindSafe(callback)).map_err(|_| ())
+}
+
+/// Hands a message to the handler unless this end is closing; a panic
+/// closes this connection only, with 1011.
+fn deliver<H: Handler>(handler: &RefCell<H>, conn: &mut Conn<H::State>, message: Message<'_>) {
+    if conn.close_sent.is_some() {
+        return;
+    }
+    if guarded(|| handler.borrow_mut().on_message(conn, message)).is_err() {
+        panicked(conn, "on_message");
+    }
+}
+
+/// Logs a handler panic and closes the connection with 1011.
+fn panicked<S>(conn: &mut Conn<S>, callback: &str) {
+    error!(
+        conn = %conn.id(),
+        peer = %conn.peer_addr(),
+        callback,
+        "handler panicked; closing the connection with 1011"
+    );
+    conn.close_with(CloseCode::INTERNAL_ERROR, "internal error");
+}
+
+/// Writes all of `bytes`; `false` if the socket failed first.
+async fn write_all(stream: &mut TcpStreamPoll, bytes: &[u8]) -> bool {
+    let mut written = 0;
+    while written < bytes.len() {
+        let result = poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, &bytes[written..])).await;
+        match result {
+            Ok(0) => return false,
+            Ok(n) => written += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// An upgraded connection: its socket, decoder and handler-facing `Conn`.
+struct Connection<'s, H: Handler> {
+    shard: &'s Shard<H>,
+    stream: TcpStreamPoll,
+    decoder: Decoder<Server>,
+    conn: Conn<H::State>,
+    key: usize,
+    /// The peer's close frame, when the peer started the close handshake.
+    peer_close: Option<(CloseCode, Box<str>)>,
+    /// The decoder failed: what follows on the socket is discarded.
+    failed: bool,
+    /// The close handshake is over: write what is queued, then drop.
+    finished: bool,
+}
+
+impl<H: Handler> Connection<'_, H> {
+    /// Reads, handles and writes until the connection is over.
+    async fn serve(&mut self) {
+        let mut close_deadline = None;
+        loop {
+            if !self.flush().await || self.finished {
+                return;
+            }
+            if self.conn.close_sent.is_some() && close_deadline.is_none() {
+                close_deadline = Some(Instant::now() + self.shard.config.close_timeout);
+                if self.failed {
+                    // The decoder cannot find the peer's close frame any
+                    // more: half-close so the peer sees our close and its
+                    // end of stream, then wait for its end of stream.
+                    let _ = poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)).await;
+                }
+            }
+            let step = match close_deadline {
+                None => poll_fn(|cx| self.poll_input(cx)).await,
+                Some(deadline) => {
+                    // Boxed: only a closing connection needs the timer, so
+                    // idle connections do not carry its 640 bytes.
+                    let deadline = monoio::time::Instant::from_std(deadline);
+                    let input = poll_fn(|cx| self.poll_input(cx));
+                    match Box::pin(monoio::time::timeout_at(deadline, input)).await {
+                        Ok(step) => step,
+                        Err(_) => {
+                            debug!(peer = %self.conn.peer_addr(), "close handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            match step {
+                Step::Continue => {}
+                Step::Eof => return,
+                Step::Failed(error) => {
+                    debug!(peer = %self.conn.peer_addr(), %error, "read failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for input and handles it: reads into the shard's receive
+    /// buffer until the socket has no more (or the budget is spent),
+    /// feeding each read to the decoder and the handler.
+    ///
+    /// Why readiness and one shared buffer: an idle connection must hold no
+    /// receive buffer (uWebSockets keeps one per event loop; the engine's
+    /// goal is 2 KiB or less per idle connection). A completion-based read
+    /// (io_uring `recv` with a buffer per connection) pins that buffer for
+    /// as long as the connection waits. io_uring provided-buffer rings
+    /// would solve this in the kernel, but monoio does not expose them, so
+    /// the shard uses monoio's poll-io mode: it waits for readiness (an
+    /// epoll registration; on the io_uring driver, epoll driven through the
+    /// ring), then reads with a plain `recv` into the shard's one 64 KiB
+    /// buffer, borrowed only inside this synchronous step, never across an
+    /// await.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let shard = self.shard;
+        {
+            let mut slots = shard.slots.borrow_mut();
+            let slot = &mut slots[self.key];
+            slot.last_active = shard.clock.get();
+            if self.conn.close_sent.is_none() {
+                if shard.shutting_down.get() {
+                    self.conn
+                        .close_with(CloseCode::GOING_AWAY, "server shutting down");
+                    return Poll::Ready(Step::Continue);
+                }
+                if slot.expired {
+                    self.conn.close_with(CloseCode::GOING_AWAY, "idle timeout");
+                    return Poll::Ready(Step::Continue);
+                }
+            }
+            if !slot
+                .waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                slot.waker = Some(cx.waker().clone());
+            }
+        }
+        let mut reads = 0;
+        loop {
+            let mut receive = shard.receive.borrow_mut();
+            let mut buf = ReadBuf::new(&mut receive[..]);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Pending => {
+                    self.decoder.release_memory();
+                    return if reads > 0 {
+                        Poll::Ready(Step::Continue)
+                    } else {
+                        Poll::Pending
+                    };
+                }
+                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Step::Failed(error)),
+                Poll::Ready(Ok(())) => {
+                    let received = buf.filled().len();
+                    if received == 0 {
+                        return Poll::Ready(Step::Eof);
+                    }
+                    reads += 1;
+                    let messages = self.handle_input(&mut receive[..received]);
+                    shard.counters.received(messages, received as u64);
+                    if self.finished
+                        || self.conn.close_sent.is_some()
+                        || received < receive.len()
+                        || reads >= READ_BUDGET
+                    {
+                        return Poll::Ready(Step::Continue);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes `input` and acts on every message in it; returns how many
+    /// text and binary messages it held.
+    fn handle_input(&mut self, input: &mut [u8]) -> u64 {
+        let shard = self.shard;
+        let mut inflater = shard.inflater.borrow_mut();
+        let mut messages = 0;
+        let mut pos = 0;
+        while pos < input.len() && !self.decoder.is_closed() {
+            let (used, message) = match self.decoder.decode(&mut input[pos..], &mut inflater) {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    debug!(peer = %self.conn.peer_addr(), %error, "protocol error; closing");
+                    self.failed = true;
+                    self.conn.close_with(error.close_code(), &error.to_string());
+                    break;
+                }
+            };
+            match message {
+                None => {}
+                Some(Frame::Text(text)) => {
+                    messages += 1;
+                    deliver(&shard.handler, &mut self.conn, Message::Text(text));
+                }
+                Some(Frame::Binary(bytes)) => {
+                    messages += 1;
+                    deliver(&shard.handler, &mut self.conn, Message::Binary(bytes));
+                }
+                Some(Frame::Ping(payload)) => self.conn.pong(payload),
+                Some(Frame::Pong(_)) => {}
+                Some(Frame::Close(frame)) => {
+                    if self.conn.close_sent.is_none() {
+                        let (code, reason) =
+                            frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
+                        let reply = frame.map_or(CloseCode::NORMAL, |f| f.code);
+                        self.conn.close_with(reply, "");
+                        self.peer_close = Some((code, reason.into()));
+                    }
+                    if shard.shutting_down.get() {
+                        shard.shared.closed_cleanly.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.finished = true;
+                    break;
+                }
+            }
+            pos += used;
+        }
+        messages
+    }
+
+    /// Writes everything queued in one go; `false` if the socket failed.
+    async fn flush(&mut self) -> bool {
+        let queued = self.conn.out.len();
+        if queued == 0 {
+            return true;
+        }
+        if !write_all(&mut self.stream, &self.conn.out).await {
+            return false;
+        }
+        self.shard.counters.bytes_sent(queued as u64);
+        if self.conn.out.capacity() > RETAINED_SEND_CAPACITY {
+            self.conn.out = Vec::new();
+        } else {
+            self.conn.out.clear();
+        }
+        true
+    }
+
+    /// Tells the handler the connection is over, and why.
+    fn finish(mut self) {
+        let (code, reason) = match (self.peer_close.take(), &self.conn.close_sent) {
+            (Some(peer), _) => peer,
+            (None, Some(sent)) => (sent.code, sent.reason.clone()),
+            (None, None) => (CloseCode::ABNORMAL, "".into()),
+        };
+        let handler = &self.shard.handler;
+        let conn = &mut self.conn;
+        if guarded(|| handler.borrow_mut().on_close(conn, code, &reason)).is_err() {
+            error!(conn = %self.conn.id(), "handler panicked in on_close");
+        }
+    }
+}

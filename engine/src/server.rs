@@ -1,0 +1,274 @@
+//! [`Server`] and [`ServerHandle`]: starting the shards, and controlling
+//! and observing them from any thread.
+
+use std::io::Write;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::time::Instant;
+
+use crate::config::{ServerBuilder, ServerConfig, allowed_cores};
+use crate::error::Error;
+use crate::handler::{Handler, ShardId};
+use crate::shard::{self, ShardSetup};
+use crate::stats::{ShardCounters, ShardStats};
+
+/// A configured server, not yet started: [`Server::builder`] makes one,
+/// [`Server::start`] runs it.
+pub struct Server<H, F> {
+    pub(crate) config: ServerConfig,
+    pub(crate) factory: Arc<F>,
+    pub(crate) handler: PhantomData<fn() -> H>,
+}
+
+impl Server<(), ()> {
+    /// A builder with every default; see [`ServerBuilder`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+}
+
+/// What every shard and every handle share: connection accounting and the
+/// shutdown request. Touched per connection and at shutdown, never per
+/// message.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Connections open over all shards, from accept to close.
+    pub(crate) connections: AtomicUsize,
+    /// Connections that finished the close handshake after shutdown began.
+    pub(crate) closed_cleanly: AtomicU64,
+    /// Connections still open when their shard stopped at the deadline.
+    pub(crate) dropped: AtomicU64,
+    /// The shutdown deadline, once shutdown was asked for.
+    pub(crate) deadline: Mutex<Option<Instant>>,
+    /// Shards still running, and the condition their exit signals.
+    running: Mutex<usize>,
+    stopped: Condvar,
+}
+
+impl Shared {
+    /// Marks one shard as stopped and wakes the waiters of the last one.
+    pub(crate) fn shard_stopped(&self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        *running = running.saturating_sub(1);
+        if *running == 0 {
+            self.stopped.notify_all();
+        }
+    }
+
+    fn wait_stopped(&self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        while *running > 0 {
+            running = self
+                .stopped
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl<H, F> Server<H, F>
+where
+    H: Handler,
+    F: Fn(ShardId) -> H + Send + Sync + 'static,
+{
+    /// Starts the shards, one thread each, and returns once every shard
+    /// listens on every address.
+    ///
+    /// Shards start one after another: the first binds the configured
+    /// addresses (port 0 picks a port), the others bind the same resolved
+    /// addresses with `SO_REUSEPORT`, so the kernel spreads connections
+    /// over the shards.
+    ///
+    /// # Errors
+    /// No address, zero shards, an address that cannot be bound, a runtime
+    /// that cannot be built on either driver, or a thread that cannot be
+    /// spawned. Shards already started are stopped.
+    pub fn start(self) -> Result<ServerHandle, Error> {
+        let config = self.config;
+        if config.listen.is_empty() {
+            return Err(Error::NoListenAddress);
+        }
+        let cores = config.cores.clone().unwrap_or_else(allowed_cores);
+        let shards = match config.shards {
+            0 if !cores.is_empty() => cores.len(),
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        if config.cores.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::NoShards);
+        }
+        let config = Arc::new(ServerConfig { shards, ..config });
+        let shared = Arc::new(Shared {
+            running: Mutex::new(0),
+            ..Shared::default()
+        });
+        let mut counters = Vec::with_capacity(shards);
+        let mut controls = Vec::with_capacity(shards);
+        let mut addrs = config.listen.clone();
+        for index in 0..shards {
+            let setup_error = |source| Error::Setup {
+                shard: index,
+                source,
+            };
+            let (ours, theirs) = UnixStream::pair().map_err(setup_error)?;
+            let shard_counters = Arc::new(ShardCounters::default());
+            let (ready, started) = mpsc::channel();
+            let setup = ShardSetup {
+                id: ShardId(index),
+                config: Arc::clone(&config),
+                factory: Arc::clone(&self.factory),
+                counters: Arc::clone(&shard_counters),
+                shared: Arc::clone(&shared),
+                control: theirs,
+                listen: addrs.clone(),
+                core: (config.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]),
+                ready,
+            };
+            *shared
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) += 1;
+            let spawned = std::thread::Builder::new()
+                .name(format!("shardcast-{index}"))
+                .spawn(move || shard::run(setup));
+            if let Err(source) = spawned {
+                shared.shard_stopped();
+                abort(&shared, &controls);
+                return Err(setup_error(source));
+            }
+            counters.push(shard_counters);
+            controls.push(ours);
+            match started.recv() {
+                Ok(Ok(bound)) => addrs = bound,
+                Ok(Err(error)) => {
+                    abort(&shared, &controls);
+                    return Err(error);
+                }
+                Err(_) => {
+                    abort(&shared, &controls);
+                    return Err(Error::ShardStopped { shard: index });
+                }
+            }
+        }
+        Ok(ServerHandle {
+            inner: Arc::new(Inner {
+                shared,
+                counters,
+                controls,
+                local_addrs: addrs,
+            }),
+        })
+    }
+}
+
+/// Controls and observes a running server from any thread: addresses,
+/// stats, shutdown. Cheap to clone.
+///
+/// Dropping every handle without calling [`shutdown`](Self::shutdown)
+/// leaves the server running until the process exits.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    counters: Vec<Arc<ShardCounters>>,
+    /// One end of a socket pair per shard: a byte written wakes the shard
+    /// to begin shutdown, on either I/O driver.
+    controls: Vec<UnixStream>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+/// The outcome of [`ServerHandle::shutdown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections that answered the server's 1001 close frame (or closed
+    /// themselves) before the deadline.
+    pub closed_cleanly: u64,
+    /// Connections still open at the deadline, dropped without a finished
+    /// close handshake.
+    pub dropped: u64,
+}
+
+impl ServerHandle {
+    /// The addresses the server listens on, ports resolved: the port the
+    /// kernel picked where the builder said 0.
+    #[must_use]
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.inner.local_addrs
+    }
+
+    /// A snapshot of every shard's counters, in shard order.
+    #[must_use]
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.inner
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(index, counters)| counters.snapshot(index))
+            .collect()
+    }
+
+    /// Stops the server gracefully and blocks until every shard stopped.
+    ///
+    /// Each shard stops accepting, sends a 1001 close frame to every open
+    /// connection, and waits for the close handshakes until `deadline`;
+    /// connections still open then are dropped. Connections in their
+    /// handshake are refused with 503. Calling it again, from any handle,
+    /// waits for the same shutdown.
+    ///
+    /// It blocks the calling thread: call it from outside the shards (a
+    /// signal handler thread, `main`), never from a [`Handler`], whose shard
+    /// could then never stop.
+    pub fn shutdown(&self, deadline: Instant) -> ShutdownReport {
+        {
+            let mut slot = self
+                .inner
+                .shared
+                .deadline
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(deadline);
+                drop(slot);
+                wake_shards(&self.inner.controls);
+            }
+        }
+        self.wait();
+        ShutdownReport {
+            closed_cleanly: self.inner.shared.closed_cleanly.load(Ordering::Relaxed),
+            dropped: self.inner.shared.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Blocks until every shard has stopped: after a shutdown, or if every
+    /// shard thread ended on its own.
+    pub fn wait(&self) {
+        self.inner.shared.wait_stopped();
+    }
+}
+
+/// Writes one byte to each shard's control socket: the shard reads the
+/// deadline and begins shutdown.
+fn wake_shards(controls: &[UnixStream]) {
+    for mut control in controls {
+        // A shard that already stopped has closed its end; nothing to wake.
+        let _ = control.write_all(&[1]);
+    }
+}
+
+/// Stops the shards started before a later one failed to start.
+fn abort(shared: &Shared, controls: &[UnixStream]) {
+    *shared
+        .deadline
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    wake_shards(controls);
+    shared.wait_stopped();
+}
