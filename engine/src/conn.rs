@@ -94,7 +94,9 @@ pub struct Conn<S> {
     peer: SocketAddr,
     state: S,
     pub(crate) out: Vec<u8>,
-    compress: bool,
+    /// The longest message sent compressed (the window the client allowed
+    /// bounds it), or `None` when permessage-deflate was not negotiated.
+    compression_limit: Option<usize>,
     /// Index of the negotiated subprotocol in the server's list.
     subprotocol: Option<usize>,
     pub(crate) close_sent: Option<SentClose>,
@@ -118,7 +120,7 @@ impl<S> Conn<S> {
         peer: SocketAddr,
         state: S,
         out: Vec<u8>,
-        compress: bool,
+        compression_limit: Option<usize>,
         subprotocol: Option<usize>,
         ctx: Rc<SendContext>,
     ) -> Self {
@@ -127,7 +129,7 @@ impl<S> Conn<S> {
             peer,
             state,
             out,
-            compress,
+            compression_limit,
             subprotocol,
             close_sent: None,
             ctx,
@@ -159,7 +161,7 @@ impl<S> Conn<S> {
     /// compression threshold are sent compressed when that saves bytes.
     #[must_use]
     pub fn is_compressed(&self) -> bool {
-        self.compress
+        self.compression_limit.is_some()
     }
 
     /// The handler's state for this connection.
@@ -195,7 +197,7 @@ impl<S> Conn<S> {
     /// [`SendError::BufferLimit`] if the send buffer would pass its limit,
     /// in which case the connection is closed with 1008.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.send_data(|ctx, out, deflater| {
+        self.send_data(text.len(), |ctx, out, deflater| {
             ctx.encoder.text(out, text, deflater, ());
         })
     }
@@ -206,7 +208,7 @@ impl<S> Conn<S> {
     /// # Errors
     /// As for [`Conn::send_text`].
     pub fn send_binary(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.send_data(|ctx, out, deflater| {
+        self.send_data(payload.len(), |ctx, out, deflater| {
             ctx.encoder.binary(out, payload, deflater, ());
         })
     }
@@ -269,6 +271,7 @@ impl<S> Conn<S> {
 
     fn send_data(
         &mut self,
+        len: usize,
         encode: impl FnOnce(&SendContext, &mut Vec<u8>, Option<&mut Deflater>),
     ) -> Result<(), SendError> {
         if self.close_sent.is_some() {
@@ -276,7 +279,7 @@ impl<S> Conn<S> {
         }
         let ctx = &*self.ctx;
         let before = self.out.len();
-        if self.compress {
+        if self.compression_limit.is_some_and(|limit| len <= limit) {
             let mut deflater = ctx.deflater.borrow_mut();
             encode(ctx, &mut self.out, Some(&mut deflater));
         } else {

@@ -17,7 +17,7 @@ use monoio::io::poll_io::{AsyncRead, AsyncWrite, ReadBuf};
 use monoio::net::TcpStream;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use shardcast_proto::CloseCode;
-use shardcast_proto::deflate::DeflateConfig;
+use shardcast_proto::deflate::{DeflateConfig, DeflateParams};
 use shardcast_proto::frame::{Decoder, DecoderConfig, Message as Frame};
 use shardcast_proto::handshake::{Progress, UpgradeRequest, parse_request, write_rejection};
 use shardcast_proto::role::Server;
@@ -64,13 +64,14 @@ impl<H> Drop for SlotGuard<'_, H> {
 
 /// How the handshake ended.
 enum Handshake<S> {
-    /// Upgraded: the state from `on_upgrade`, the 101 response, whether
-    /// permessage-deflate was negotiated, the subprotocol's index in the
-    /// server's list, and where the bytes after the head begin.
+    /// Upgraded: the state from `on_upgrade`, the 101 response, the
+    /// permessage-deflate parameters if it was negotiated, the
+    /// subprotocol's index in the server's list, and where the bytes after
+    /// the head begin.
     Accepted {
         state: S,
         response: Vec<u8>,
-        compress: bool,
+        deflate: Option<DeflateParams>,
         subprotocol: Option<usize>,
         head_len: usize,
     },
@@ -112,14 +113,14 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
         timeout,
         handshake(&shard, &mut stream, &mut head, peer, full),
     ));
-    let (state, response, compress, subprotocol, head_len) = match handshake.await {
+    let (state, response, deflate, subprotocol, head_len) = match handshake.await {
         Ok(Some(Handshake::Accepted {
             state,
             response,
-            compress,
+            deflate,
             subprotocol,
             head_len,
-        })) => (state, response, compress, subprotocol, head_len),
+        })) => (state, response, deflate, subprotocol, head_len),
         Ok(Some(Handshake::Refused(response))) => {
             let _ = write_all(&mut stream, &response).await;
             return;
@@ -142,7 +143,7 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
         shard: &shard,
         stream,
         decoder: Decoder::new(DecoderConfig {
-            compression: compress,
+            compression: deflate.is_some(),
             ..shard.config.decoder
         }),
         conn: Conn::new(
@@ -150,7 +151,7 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
             peer,
             state,
             response,
-            compress,
+            deflate.map(|params| params.server_compression_limit()),
             subprotocol,
             Rc::clone(&shard.send),
         ),
@@ -260,7 +261,7 @@ fn decide<H: Handler>(
     Handshake::Accepted {
         state,
         response,
-        compress: negotiated.deflate.is_some(),
+        deflate: negotiated.deflate,
         subprotocol: negotiated
             .subprotocol
             .and_then(|chosen| protocols.iter().position(|p| *p == chosen)),

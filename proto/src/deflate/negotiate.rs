@@ -59,6 +59,25 @@ pub struct DeflateParams {
     pub client_max_window_bits: u8,
 }
 
+impl DeflateParams {
+    /// The largest message, in bytes, the server may send compressed.
+    ///
+    /// libdeflate always compresses with a 32 KiB window. A message no
+    /// longer than `2^server_max_window_bits` bytes cannot refer further
+    /// back than that window (each message is compressed alone), so it may
+    /// be compressed whatever the client allowed; a longer one goes
+    /// uncompressed, which permessage-deflate permits message by message.
+    #[must_use]
+    pub fn server_compression_limit(&self) -> usize {
+        window_limit(self.server_max_window_bits)
+    }
+}
+
+/// No limit for a full 32 KiB window, else the window's size in bytes.
+fn window_limit(bits: u8) -> usize {
+    if bits >= 15 { usize::MAX } else { 1 << bits }
+}
+
 /// Why a client fails the handshake on the server's
 /// `Sec-WebSocket-Extensions` (RFC 7692 §7.1: the client must fail the
 /// connection on a response it cannot accept).
@@ -98,8 +117,7 @@ pub enum DeflateResponseError {
 pub(crate) struct DeflateAcceptance {
     /// The parameters for the codec.
     pub(crate) params: DeflateParams,
-    /// The offer named `server_max_window_bits` (necessarily 15), which
-    /// the response echoes.
+    /// The offer named `server_max_window_bits`: the response echoes it.
     echo_server_max_window_bits: bool,
 }
 
@@ -110,7 +128,12 @@ impl DeflateAcceptance {
             b"permessage-deflate; server_no_context_takeover; client_no_context_takeover",
         );
         if self.echo_server_max_window_bits {
-            out.extend_from_slice(b"; server_max_window_bits=15");
+            out.extend_from_slice(b"; server_max_window_bits=");
+            let bits = self.params.server_max_window_bits;
+            if bits >= 10 {
+                out.push(b'1');
+            }
+            out.push(b'0' + bits % 10);
         }
     }
 }
@@ -227,7 +250,9 @@ fn parse_params(extension: &Extension<'_>, in_offer: bool) -> Result<Params, Par
 /// permessage-deflate offer we can honour, or `None`.
 ///
 /// Offers are declined (and the next one tried) for an unknown or repeated
-/// parameter, an invalid value, or a `server_max_window_bits` under 15.
+/// parameter or an invalid value. A `server_max_window_bits` under 15 is
+/// accepted and echoed: messages longer than that window are then sent
+/// uncompressed ([`DeflateParams::server_compression_limit`]).
 /// Other extensions are ignored. A malformed header ends the search with
 /// `None`: nothing after the error can be trusted, and running without
 /// compression is always valid.
@@ -242,14 +267,11 @@ pub(crate) fn accept_offers<'b>(
         let Ok(params) = parse_params(&offer, true) else {
             continue;
         };
-        if params.server_max_window_bits.is_some_and(|bits| bits < 15) {
-            continue;
-        }
         return Some(DeflateAcceptance {
             params: DeflateParams {
                 server_no_context_takeover: true,
                 client_no_context_takeover: true,
-                server_max_window_bits: 15,
+                server_max_window_bits: params.server_max_window_bits.unwrap_or(15),
                 client_max_window_bits: params.client_max_window_bits.flatten().unwrap_or(15),
             },
             echo_server_max_window_bits: params.server_max_window_bits.is_some(),
@@ -359,16 +381,25 @@ mod tests {
     }
 
     #[test]
-    fn server_declines_server_max_window_bits_below_15_and_tries_next_offer() {
-        assert_eq!(
-            accepted(&["permessage-deflate; server_max_window_bits=10"]),
-            None
-        );
-        let (params, _) = accepted(&[
-            "permessage-deflate; server_max_window_bits=10, permessage-deflate; client_no_context_takeover",
-        ])
-        .unwrap();
-        assert_eq!(params, server_params(15));
+    fn server_accepts_a_smaller_server_window_and_echoes_it() {
+        for bits in 8..=14u8 {
+            let offer = format!("permessage-deflate; server_max_window_bits={bits}");
+            let (params, answer) = accepted(&[offer.as_str()]).unwrap();
+            assert_eq!(params.server_max_window_bits, bits);
+            assert_eq!(
+                answer,
+                format!("{SERVER_ANSWER}; server_max_window_bits={bits}")
+            );
+        }
+    }
+
+    #[test]
+    fn server_compresses_only_messages_that_fit_the_agreed_window() {
+        let (params, _) = accepted(&["permessage-deflate; server_max_window_bits=9"]).unwrap();
+        assert_eq!(params.server_compression_limit(), 512);
+        let (params, _) = accepted(&["permessage-deflate; server_max_window_bits=15"]).unwrap();
+        assert_eq!(params.server_compression_limit(), usize::MAX);
+        assert_eq!(server_params(15).server_compression_limit(), usize::MAX);
     }
 
     #[test]
