@@ -18,9 +18,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use shardcast::CoreList;
 
 use crate::client::XorShift;
-use crate::cores::CoreList;
 use crate::echo::{self, Outcome};
 use crate::machine::Machine;
 use crate::report_file;
@@ -399,12 +399,7 @@ fn render(
         "Method: each server pinned with `taskset -c {}` and restarted for every run; the load (shardcast-bench echo, {} thread(s) on monoio's {driver} driver), pinned to core(s) {}, opens N connections that each keep {} message(s) in flight and send the next when an echo arrives, every echo checked against what was sent; {} s warm-up, {} s measured; {} round(s), servers in a fresh shuffled order for every scenario; figures are medians. Server CPU comes from /proc/PID/stat over the measured window.{}\n",
         args.server_cores,
         args.threads,
-        args.load_cores
-            .0
-            .iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        args.load_cores,
         args.in_flight,
         args.warmup,
         args.duration,
@@ -605,7 +600,7 @@ mod tests {
             warmup: 3.0,
             duration: 10.0,
             server_cores: "0".into(),
-            load_cores: CoreList(vec![1]),
+            load_cores: "1".parse().expect("a core list"),
             threads: 1,
             in_flight: 1,
             text: false,

@@ -18,6 +18,8 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::client::{self, Counters, Load, Shared, Target, XorShift, phase};
+use shardcast::CoreList;
+
 use crate::cores;
 use crate::proc_stat::{self, CpuSpent, CpuTimes};
 
@@ -50,7 +52,7 @@ pub(crate) struct Args {
     /// Cores to pin the generator's threads to, round-robin (`1`, `2,3`,
     /// `0-3`); unpinned when absent.
     #[arg(long)]
-    pub(crate) cores: Option<cores::CoreList>,
+    pub(crate) cores: Option<CoreList>,
     /// Send binary messages (the default).
     #[arg(long, conflicts_with = "text")]
     pub(crate) binary: bool,
@@ -261,7 +263,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         bail!("fewer connections than threads");
     }
     if let Some(cores) = &args.cores {
-        cores::check_available(&cores.0)?;
+        cores::check_available(cores.as_slice())?;
     }
     let target = Arc::new(Target::parse(&args.url)?);
     let load = Load {
@@ -285,7 +287,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         let core = args
             .cores
             .as_ref()
-            .map(|cores| cores.0[index % cores.0.len()]);
+            .map(|cores| cores.as_slice()[index % cores.as_slice().len()]);
         let target = Arc::clone(&target);
         let shared = Arc::clone(&shared);
         let seed = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);

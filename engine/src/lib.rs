@@ -35,6 +35,7 @@
 mod config;
 mod conn;
 mod connection;
+mod core_list;
 mod error;
 mod handler;
 mod server;
@@ -43,6 +44,7 @@ mod stats;
 
 pub use config::ServerBuilder;
 pub use conn::{Conn, ConnId, SendError};
+pub use core_list::{CoreList, CoreListError};
 pub use error::Error;
 pub use handler::{Echo, Handler, Message, Rejection, ShardId};
 pub use server::{Server, ServerHandle, ShutdownReport};

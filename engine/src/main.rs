@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use shardcast::{Echo, Server};
+use shardcast::{CoreList, Echo, Server};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -50,8 +50,8 @@ struct ServeArgs {
     shards: Option<usize>,
     /// Cores to pin shards to, in order, as a list of numbers and ranges
     /// such as 0,1 or 0-3 or 0,2-3. Default: the cores of the affinity mask.
-    #[arg(long, value_name = "LIST", value_parser = parse_cores)]
-    cores: Option<Cores>,
+    #[arg(long, value_name = "LIST", value_parser = str::parse::<CoreList>)]
+    cores: Option<CoreList>,
     /// Negotiate permessage-deflate with clients that offer it; messages
     /// are sent compressed only when that makes them smaller.
     #[arg(long, value_enum, default_value_t = Switch::On)]
@@ -83,35 +83,6 @@ enum LogFormat {
     Json,
 }
 
-/// A parsed `--cores` list.
-#[derive(Clone, Debug)]
-struct Cores(Vec<usize>);
-
-fn parse_cores(list: &str) -> Result<Cores, String> {
-    let mut cores = Vec::new();
-    for part in list.split(',').map(str::trim) {
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("`{s}` is not a core number"))
-        };
-        match part.split_once('-') {
-            Some((first, last)) => {
-                let (first, last) = (parse(first)?, parse(last)?);
-                if first > last {
-                    return Err(format!("range `{part}` runs backwards"));
-                }
-                cores.extend(first..=last);
-            }
-            None => cores.push(parse(part)?),
-        }
-    }
-    if cores.is_empty() {
-        return Err("the core list is empty".into());
-    }
-    Ok(Cores(cores))
-}
-
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -135,8 +106,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }
-    if let Some(Cores(cores)) = args.cores {
-        builder = builder.cores(cores);
+    if let Some(cores) = args.cores {
+        builder = builder.cores(cores.into_vec());
     }
     let handle = builder
         .build(|_shard| Echo)
@@ -191,21 +162,6 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn core_lists_take_numbers_and_ranges() {
-        assert_eq!(parse_cores("0").unwrap().0, [0]);
-        assert_eq!(parse_cores("0,1").unwrap().0, [0, 1]);
-        assert_eq!(parse_cores("0-3").unwrap().0, [0, 1, 2, 3]);
-        assert_eq!(parse_cores("0, 2-3").unwrap().0, [0, 2, 3]);
-    }
-
-    #[test]
-    fn bad_core_lists_are_refused() {
-        for list in ["", "a", "3-1", "1-", "0,,1"] {
-            assert!(parse_cores(list).is_err(), "{list}");
-        }
-    }
 
     #[test]
     fn the_command_line_is_consistent() {
