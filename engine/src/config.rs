@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shardcast_proto::CloseCode;
 use shardcast_proto::deflate::Deflater;
 use shardcast_proto::frame::{DecoderConfig, Encoder};
 use shardcast_proto::handshake::HeadLimits;
@@ -27,12 +28,60 @@ pub(crate) struct ServerConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
+    pub(crate) heartbeat: Option<Heartbeat>,
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_send_buffer: usize,
+    pub(crate) backpressure: Backpressure,
     pub(crate) compression: bool,
     pub(crate) compression_threshold: usize,
     pub(crate) compression_level: u8,
     pub(crate) subprotocols: Vec<String>,
+}
+
+/// How often the server pings each connection and how long it waits for
+/// the pong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
+/// What the engine does with a message that would take a connection's
+/// send buffer past [`ServerBuilder::max_send_buffer`]: the connection's
+/// peer reads slower than the application writes to it.
+///
+/// Either way the slow connection alone pays: its queue is bounded, and
+/// the shard's other connections are served as before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backpressure {
+    /// Close the connection with this code, whatever the message: 1008
+    /// (policy violation) or 1013 (try again later) are the usual ones.
+    Close(CloseCode),
+    /// Drop the new message if it is marked
+    /// [droppable](crate::PreparedMessage::droppable), and count it in the
+    /// shard's stats; the connection stays open and gets the messages that
+    /// fit. A message not marked droppable closes with this code.
+    DropNewest(CloseCode),
+}
+
+impl Backpressure {
+    /// The code a connection is closed with when a message cannot be
+    /// queued; a code that may not be sent becomes 1008.
+    pub(crate) fn close_code(self) -> CloseCode {
+        let (Backpressure::Close(code) | Backpressure::DropNewest(code)) = self;
+        if code.is_allowed_on_wire() {
+            code
+        } else {
+            CloseCode::POLICY_VIOLATION
+        }
+    }
+
+    /// Whether droppable messages are dropped rather than closing.
+    pub(crate) fn drops_droppable(self) -> bool {
+        matches!(self, Backpressure::DropNewest(_))
+    }
 }
 
 /// The cores this process may run on, in order; empty if unknown.
@@ -66,6 +115,10 @@ impl ServerBuilder {
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
     /// Default close timeout: 5 s for the peer to answer our close frame.
     pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default heartbeat interval: a ping every 30 s.
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+    /// Default heartbeat timeout: 30 s for the pong.
+    pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default limit on connections, upgraded or in their handshake, over
     /// all shards: 100,000.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
@@ -89,8 +142,14 @@ impl ServerBuilder {
                 handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
                 idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
                 close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
+                heartbeat: Some(Heartbeat {
+                    interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+                    timeout: Self::DEFAULT_HEARTBEAT_TIMEOUT,
+                }),
                 max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+                max_connections_per_ip: None,
                 max_send_buffer: Self::DEFAULT_MAX_SEND_BUFFER,
+                backpressure: Backpressure::DropNewest(CloseCode::POLICY_VIOLATION),
                 compression: true,
                 compression_threshold: Encoder::<ServerRole>::DEFAULT_COMPRESSION_THRESHOLD,
                 compression_level: Deflater::DEFAULT_LEVEL,
@@ -196,12 +255,43 @@ impl ServerBuilder {
         self
     }
 
-    /// The most bytes one connection's send buffer may hold; a send that
-    /// would pass it is dropped and the connection closed with 1008.
+    /// The most connections open at once from one client address, over
+    /// all shards; the next upgrade request from it is answered 503.
+    /// IPv6 clients are counted per /64 prefix, the block one host is
+    /// usually given. Default: no limit (`None`), since many users behind
+    /// one NAT or proxy share an address.
+    pub fn max_connections_per_ip(mut self, max: Option<usize>) -> Self {
+        self.config.max_connections_per_ip = max;
+        self
+    }
+
+    /// The server pings every upgraded connection each `interval` and
+    /// closes it with 1001 ("heartbeat timeout") when no pong arrives
+    /// within `timeout`; `None` turns heartbeats off. Default 30 s and
+    /// 30 s. Catches peers that vanished without closing (a dead NAT
+    /// mapping, a suspended laptop) long before TCP would. Checked once a
+    /// second, so either may fire up to a second late.
+    pub fn heartbeat(mut self, heartbeat: Option<(Duration, Duration)>) -> Self {
+        self.config.heartbeat =
+            heartbeat.map(|(interval, timeout)| Heartbeat { interval, timeout });
+        self
+    }
+
+    /// The most bytes one connection's send buffer may hold; a message
+    /// that would pass it is handled by the [`Backpressure`] policy.
     /// Default 64 MiB + 64 KiB. It must exceed the largest message the
     /// application sends, plus its 14-byte header.
     pub fn max_send_buffer(mut self, bytes: usize) -> Self {
         self.config.max_send_buffer = bytes;
+        self
+    }
+
+    /// What happens to a message that would take a send buffer past its
+    /// limit. Default: [`Backpressure::DropNewest`] with 1008, so messages
+    /// marked droppable are dropped and any other closes the connection
+    /// with 1008.
+    pub fn backpressure(mut self, policy: Backpressure) -> Self {
+        self.config.backpressure = policy;
         self
     }
 

@@ -12,7 +12,10 @@ use shardcast_proto::deflate::Deflater;
 use shardcast_proto::frame::{CloseFrame, EncodeError, Encoder};
 use shardcast_proto::role::Server;
 
+use crate::config::Backpressure;
 use crate::handler::ShardId;
+use crate::prepared::PreparedMessage;
+use crate::send_queue::SendQueue;
 use crate::stats::ShardCounters;
 
 /// A connection's identity, unique across the server for its lifetime: the
@@ -51,10 +54,19 @@ pub enum SendError {
     /// A close frame has already been queued; nothing may follow it.
     #[error("the connection is closing")]
     Closing,
-    /// The frame would have taken the send buffer past its limit. The frame
-    /// was dropped and the connection is being closed with 1008.
+    /// The message would have taken the send buffer past its limit. It
+    /// was not queued, and the connection is being closed with the code of
+    /// the [`Backpressure`] policy.
     #[error("send buffer limit of {limit} bytes exceeded")]
     BufferLimit {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The message was marked droppable and would have taken the send
+    /// buffer past its limit: it was dropped for this connection, which
+    /// stays open.
+    #[error("droppable message dropped: send buffer limit of {limit} bytes reached")]
+    Dropped {
         /// The configured limit, in bytes.
         limit: usize,
     },
@@ -65,8 +77,8 @@ pub enum SendError {
 }
 
 /// What every connection of a shard shares for sending: the encoder, the
-/// one compressor, the counters and the send buffer limit, and the names of
-/// the server's subprotocols.
+/// one compressor, the counters, the send buffer limit and its policy, and
+/// the names of the server's subprotocols.
 #[derive(Debug)]
 pub(crate) struct SendContext {
     pub(crate) subprotocols: Box<[String]>,
@@ -74,6 +86,7 @@ pub(crate) struct SendContext {
     pub(crate) deflater: RefCell<Deflater>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) send_limit: usize,
+    pub(crate) backpressure: Backpressure,
 }
 
 /// The close frame this end queued, remembered for [`Handler::on_close`](crate::Handler::on_close).
@@ -86,14 +99,15 @@ pub(crate) struct SentClose {
 /// One connection as its handler sees it: identity, per-connection state
 /// and the calls that queue frames.
 ///
-/// Frames are encoded into the connection's send buffer and written after
+/// Frames are queued in the connection's send buffer and written after
 /// the handler returns, together with everything else queued while the
-/// same batch of input was handled: one write per connection per loop turn.
+/// same batch of input was handled: one vectored write per connection per
+/// loop turn.
 pub struct Conn<S> {
     id: ConnId,
     peer: SocketAddr,
     state: S,
-    pub(crate) out: Vec<u8>,
+    pub(crate) queue: SendQueue,
     /// The longest message sent compressed (the window the client allowed
     /// bounds it), or `None` when permessage-deflate was not negotiated.
     compression_limit: Option<usize>,
@@ -108,7 +122,7 @@ impl<S> fmt::Debug for Conn<S> {
         f.debug_struct("Conn")
             .field("id", &self.id)
             .field("peer", &self.peer)
-            .field("buffered", &self.out.len())
+            .field("buffered", &self.queue.len())
             .field("closing", &self.close_sent.is_some())
             .finish_non_exhaustive()
     }
@@ -119,7 +133,7 @@ impl<S> Conn<S> {
         id: ConnId,
         peer: SocketAddr,
         state: S,
-        out: Vec<u8>,
+        response: Vec<u8>,
         compression_limit: Option<usize>,
         subprotocol: Option<usize>,
         ctx: Rc<SendContext>,
@@ -128,7 +142,7 @@ impl<S> Conn<S> {
             id,
             peer,
             state,
-            out,
+            queue: SendQueue::with_bytes(response),
             compression_limit,
             subprotocol,
             close_sent: None,
@@ -179,7 +193,7 @@ impl<S> Conn<S> {
     /// Bytes queued and not yet written to the socket.
     #[must_use]
     pub fn buffered_bytes(&self) -> usize {
-        self.out.len()
+        self.queue.len()
     }
 
     /// Whether a close frame has been queued: later sends fail.
@@ -195,7 +209,8 @@ impl<S> Conn<S> {
     /// # Errors
     /// [`SendError::Closing`] after a close was queued;
     /// [`SendError::BufferLimit`] if the send buffer would pass its limit,
-    /// in which case the connection is closed with 1008.
+    /// in which case the connection is closed as the
+    /// [`Backpressure`] policy says.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
         self.send_data(text.len(), |ctx, out, deflater| {
             ctx.encoder.text(out, text, deflater, ());
@@ -213,6 +228,44 @@ impl<S> Conn<S> {
         })
     }
 
+    /// Queues a [`PreparedMessage`] by reference: its frame (compressed
+    /// once for all connections when permessage-deflate was negotiated) is
+    /// shared, not copied.
+    ///
+    /// # Errors
+    /// [`SendError::Closing`] after a close was queued;
+    /// [`SendError::Dropped`] if the message is droppable, the policy is
+    /// [`Backpressure::DropNewest`] and the send buffer would pass its
+    /// limit; [`SendError::BufferLimit`] if it would pass it otherwise,
+    /// and the connection is closed as the policy says.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), SendError> {
+        if self.close_sent.is_some() {
+            return Err(SendError::Closing);
+        }
+        let ctx = &*self.ctx;
+        let mut frame = message.plain_frame();
+        if self
+            .compression_limit
+            .is_some_and(|limit| message.payload().len() <= limit)
+        {
+            let mut deflater = ctx.deflater.borrow_mut();
+            if let Some(compressed) = message.compressed_frame(&ctx.encoder, &mut deflater) {
+                frame = compressed;
+            }
+        }
+        let limit = ctx.send_limit;
+        if self.queue.push_shared(frame, limit) {
+            ctx.counters.message_sent();
+            return Ok(());
+        }
+        if message.is_droppable() && ctx.backpressure.drops_droppable() {
+            ctx.counters.message_dropped();
+            return Err(SendError::Dropped { limit });
+        }
+        self.overflowed();
+        Err(SendError::BufferLimit { limit })
+    }
+
     /// Queues a ping; the peer answers with a pong carrying `payload`.
     ///
     /// # Errors
@@ -222,8 +275,12 @@ impl<S> Conn<S> {
         if self.close_sent.is_some() {
             return Err(SendError::Closing);
         }
-        self.ctx.encoder.ping(&mut self.out, payload, ())?;
-        Ok(())
+        let encoder = &self.ctx.encoder;
+        let mut encoded = Ok(());
+        // Nothing is appended when encoding fails.
+        self.queue
+            .encode_control(|out| encoded = encoder.ping(out, payload, ()));
+        Ok(encoded?)
     }
 
     /// Starts the close handshake: queues a close frame with `code` and
@@ -239,8 +296,13 @@ impl<S> Conn<S> {
         if self.close_sent.is_some() {
             return Err(SendError::Closing);
         }
-        let frame = CloseFrame { code, reason };
-        self.ctx.encoder.close(&mut self.out, Some(frame), ())?;
+        let encoder = &self.ctx.encoder;
+        let frame = Some(CloseFrame { code, reason });
+        let mut encoded = Ok(());
+        // Nothing is appended when encoding fails.
+        self.queue
+            .encode_control(|out| encoded = encoder.close(out, frame, ()));
+        encoded?;
         self.close_sent = Some(SentClose {
             code,
             reason: reason.into(),
@@ -251,8 +313,10 @@ impl<S> Conn<S> {
     /// Queues a pong; used by the engine to answer pings.
     pub(crate) fn pong(&mut self, payload: &[u8]) {
         if self.close_sent.is_none() {
+            let encoder = &self.ctx.encoder;
             // The decoder refuses pings over 125 bytes, so this cannot fail.
-            let _ = self.ctx.encoder.pong(&mut self.out, payload, ());
+            self.queue
+                .encode_control(|out| drop(encoder.pong(out, payload, ())));
         }
     }
 
@@ -278,21 +342,32 @@ impl<S> Conn<S> {
             return Err(SendError::Closing);
         }
         let ctx = &*self.ctx;
-        let before = self.out.len();
-        if self.compression_limit.is_some_and(|limit| len <= limit) {
-            let mut deflater = ctx.deflater.borrow_mut();
-            encode(ctx, &mut self.out, Some(&mut deflater));
-        } else {
-            encode(ctx, &mut self.out, None);
-        }
         let limit = ctx.send_limit;
-        if self.out.len() > limit {
-            self.out.truncate(before);
-            self.close_with(CloseCode::POLICY_VIOLATION, "send buffer limit exceeded");
+        let queued = if self.compression_limit.is_some_and(|limit| len <= limit) {
+            let mut deflater = ctx.deflater.borrow_mut();
+            self.queue
+                .encode(limit, |out| encode(ctx, out, Some(&mut deflater)))
+        } else {
+            self.queue.encode(limit, |out| encode(ctx, out, None))
+        };
+        if !queued {
+            self.overflowed();
             return Err(SendError::BufferLimit { limit });
         }
-        self.ctx.counters.message_sent();
+        ctx.counters.message_sent();
         Ok(())
+    }
+
+    /// Queues a heartbeat ping, unless a close is queued.
+    pub(crate) fn heartbeat(&mut self) {
+        // An empty payload always encodes.
+        let _ = self.ping(&[]);
+    }
+
+    /// A message did not fit in the send buffer: close as the policy says.
+    fn overflowed(&mut self) {
+        let code = self.ctx.backpressure.close_code();
+        self.close_with(code, "send buffer limit exceeded");
     }
 }
 

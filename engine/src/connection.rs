@@ -2,15 +2,14 @@
 //! writes until the close handshake ends.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
-use std::io;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use monoio::io::IntoPollIo;
 use monoio::io::poll_io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,29 +24,16 @@ use tracing::{debug, error};
 
 use crate::conn::{Conn, ConnId};
 use crate::handler::{Handler, Message, Rejection};
-use crate::server::Shared;
-use crate::shard::{Shard, Slot};
+use crate::send_queue::MAX_SLICES;
+use crate::shard::{Alarm, Shard, Slot};
 
 /// How many bytes the handshake reads at a time into its own small buffer.
 const HANDSHAKE_READ: usize = 1024;
-
-/// A send buffer with more capacity than this is freed once drained, so an
-/// idle connection does not pin the memory of its largest burst.
-const RETAINED_SEND_CAPACITY: usize = 4 * 1024;
 
 /// Reads handled in one turn before the connection writes and yields, so a
 /// peer that never stops sending cannot starve the shard's other
 /// connections or delay its own replies.
 const READ_BUDGET: u32 = 16;
-
-/// Counts the connection against the server-wide limit from accept to drop.
-struct Admitted<'a>(&'a Shared);
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Removes the connection's slot from its shard, however the task ends.
 struct SlotGuard<'a, H> {
@@ -79,21 +65,34 @@ enum Handshake<S> {
     Refused(Vec<u8>),
 }
 
-/// What a turn of reading ended with.
-enum Step {
-    /// Input was handled (or a close was queued): write, then read again.
-    Continue,
+/// What a batch of reads ended with.
+enum Read {
+    /// Input was handled: write what it produced, then read again.
+    Handled,
+    /// The socket has nothing more to read for now.
+    Pending,
     /// The peer closed its side of the TCP connection.
     Eof,
     /// The socket failed.
     Failed(io::Error),
 }
 
+/// How an upgraded connection's task ended.
+enum End {
+    /// The close handshake is over and our last frames are written.
+    Closed,
+    /// The peer closed its side of the TCP connection.
+    Eof,
+    /// The socket failed.
+    Failed(io::Error),
+    /// The peer did not answer our close frame within the close timeout.
+    CloseTimedOut,
+}
+
 /// Runs one accepted TCP connection to its end.
 pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer: SocketAddr) {
-    let shared = &*shard.shared;
-    let full = shared.connections.fetch_add(1, Ordering::Relaxed) >= shard.config.max_connections;
-    let _admitted = Admitted(shared);
+    let ticket = shard.shared.admission.admit(peer.ip());
+    let full = ticket.refused;
     // Echo-style traffic is latency-bound; frames are corked by the engine.
     let _ = stream.set_nodelay(true);
     let mut stream = match stream.into_poll_io() {
@@ -132,11 +131,10 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
         }
     };
     let id = ConnId::new(shard.id, shard.next_sequence());
-    let key = shard.slots.borrow_mut().insert(Slot {
-        waker: None,
-        last_active: shard.clock.get(),
-        expired: false,
-    });
+    let key = shard
+        .slots
+        .borrow_mut()
+        .insert(Slot::new(shard.clock.get()));
     shard.counters.connection_opened();
     let _slot = SlotGuard { shard: &shard, key };
     let mut connection = Connection {
@@ -156,8 +154,12 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
             Rc::clone(&shard.send),
         ),
         key,
+        close_timer: None,
         peer_close: None,
+        pong_received: false,
+        blocked: false,
         failed: false,
+        half_closed: false,
         finished: false,
     };
     if guarded(|| shard.handler.borrow_mut().on_open(&mut connection.conn)).is_err() {
@@ -170,8 +172,13 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
         shard.counters.received(messages, received as u64);
     }
     drop(head);
-    connection.serve().await;
+    match poll_fn(|cx| connection.poll_serve(cx)).await {
+        End::Closed | End::Eof => {}
+        End::Failed(error) => debug!(%peer, %error, "socket failed"),
+        End::CloseTimedOut => debug!(%peer, "close handshake timed out"),
+    }
     connection.finish();
+    drop(ticket);
 }
 
 /// Reads the upgrade request and decides on it. `None` when the peer went
@@ -224,8 +231,8 @@ async fn handshake<H: Handler>(
     }
 }
 
-/// Answers a valid upgrade request: 503 when the server is full or
-/// stopping, the handler's rejection, or the 101.
+/// Answers a valid upgrade request: 503 when the server (or this client
+/// address) is at its connection limit or the server is stopping, the handler's rejection, or the 101.
 fn decide<H: Handler>(
     shard: &Shard<H>,
     request: &UpgradeRequest<'_>,
@@ -337,61 +344,171 @@ struct Connection<'s, H: Handler> {
     decoder: Decoder<Server>,
     conn: Conn<H::State>,
     key: usize,
+    /// Runs from the moment our close frame is queued. Boxed: only a
+    /// closing connection needs a timer, so idle connections do not carry
+    /// its 640 bytes.
+    close_timer: Option<Pin<Box<monoio::time::Sleep>>>,
     /// The peer's close frame, when the peer started the close handshake.
     peer_close: Option<(CloseCode, Box<str>)>,
+    /// A pong arrived in the last batch of input.
+    pong_received: bool,
+    /// The socket pushed back since the send queue was last empty: the
+    /// handler hears `on_drain` when it empties.
+    blocked: bool,
     /// The decoder failed: what follows on the socket is discarded.
     failed: bool,
+    /// Our side of the TCP connection is shut down (after a failure).
+    half_closed: bool,
     /// The close handshake is over: write what is queued, then drop.
     finished: bool,
 }
 
 impl<H: Handler> Connection<'_, H> {
-    /// Reads, handles and writes until the connection is over.
-    async fn serve(&mut self) {
-        let mut close_deadline = None;
+    /// Serves the connection until it is over: acts on the shard's alarms,
+    /// writes what is queued, reads and handles input, in a loop, as one
+    /// future woken by socket readiness in either direction, by the
+    /// shard's sweep and by shutdown.
+    ///
+    /// Everything queued while one batch of input was handled leaves in
+    /// one vectored write before the next read (corking). A connection
+    /// whose peer does not read keeps its queue (bounded by the send
+    /// buffer limit) and goes on reading, so a close frame or a heartbeat
+    /// timeout still reaches it; the shard's other connections never wait
+    /// for it.
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let mut reads = 0;
         loop {
-            if !self.flush().await || self.finished {
-                return;
+            self.act_on_alarms(cx);
+            match self.poll_write(cx) {
+                Poll::Ready(Err(error)) => return Poll::Ready(End::Failed(error)),
+                Poll::Ready(Ok(())) if self.blocked => {
+                    self.blocked = false;
+                    self.drained();
+                    continue;
+                }
+                Poll::Ready(Ok(())) | Poll::Pending => {}
             }
-            if self.conn.close_sent.is_some() && close_deadline.is_none() {
-                close_deadline = Some(Instant::now() + self.shard.config.close_timeout);
-                if self.failed {
+            let written = self.conn.queue.is_empty();
+            if self.finished {
+                return if written {
+                    Poll::Ready(End::Closed)
+                } else {
+                    Poll::Pending
+                };
+            }
+            if self.conn.is_closing() {
+                if self.failed && written && !self.half_closed {
                     // The decoder cannot find the peer's close frame any
                     // more: half-close so the peer sees our close and its
                     // end of stream, then wait for its end of stream.
-                    let _ = poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)).await;
+                    self.half_closed = true;
+                    let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
+                }
+                let timeout = self.shard.config.close_timeout;
+                let timer = self
+                    .close_timer
+                    .get_or_insert_with(|| Box::pin(monoio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(End::CloseTimedOut);
                 }
             }
-            let step = match close_deadline {
-                None => poll_fn(|cx| self.poll_input(cx)).await,
-                Some(deadline) => {
-                    // Boxed: only a closing connection needs the timer, so
-                    // idle connections do not carry its 640 bytes.
-                    let deadline = monoio::time::Instant::from_std(deadline);
-                    let input = poll_fn(|cx| self.poll_input(cx));
-                    match Box::pin(monoio::time::timeout_at(deadline, input)).await {
-                        Ok(step) => step,
-                        Err(_) => {
-                            debug!(peer = %self.conn.peer_addr(), "close handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            match step {
-                Step::Continue => {}
-                Step::Eof => return,
-                Step::Failed(error) => {
-                    debug!(peer = %self.conn.peer_addr(), %error, "read failed");
-                    return;
-                }
+            if reads >= READ_BUDGET {
+                // Let the shard's other connections run; come back soon.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match self.poll_read(cx, &mut reads) {
+                Read::Handled => {}
+                Read::Pending => return Poll::Pending,
+                Read::Eof => return Poll::Ready(End::Eof),
+                Read::Failed(error) => return Poll::Ready(End::Failed(error)),
             }
         }
     }
 
-    /// Waits for input and handles it: reads into the shard's receive
-    /// buffer until the socket has no more (or the budget is spent),
-    /// feeding each read to the decoder and the handler.
+    /// Registers the task's waker in its slot and acts on what the shard
+    /// asks: close on shutdown, idle or heartbeat timeout; ping when a
+    /// heartbeat is due.
+    fn act_on_alarms(&mut self, cx: &mut Context<'_>) {
+        let shard = self.shard;
+        let mut slots = shard.slots.borrow_mut();
+        let slot = &mut slots[self.key];
+        if !slot
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            slot.waker = Some(cx.waker().clone());
+        }
+        let alarm = std::mem::take(&mut slot.alarm);
+        if !self.conn.is_closing() {
+            if shard.shutting_down.get() {
+                self.conn
+                    .close_with(CloseCode::GOING_AWAY, "server shutting down");
+            } else {
+                match alarm {
+                    Alarm::None => {}
+                    Alarm::PingDue => {
+                        self.conn.heartbeat();
+                        slot.last_ping = shard.clock.get();
+                        slot.awaiting_pong = true;
+                    }
+                    Alarm::PongTimeout => {
+                        self.conn
+                            .close_with(CloseCode::GOING_AWAY, "heartbeat timeout");
+                    }
+                    Alarm::Idle => self.conn.close_with(CloseCode::GOING_AWAY, "idle timeout"),
+                }
+            }
+        }
+        slot.closing = self.conn.is_closing();
+    }
+
+    /// Writes what is queued, in vectored writes, until the queue is empty
+    /// (`Ready(Ok)`) or the socket is full (`Pending`).
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.conn.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.conn.queue.io_slices(&mut slices);
+            let stream = Pin::new(&mut self.stream);
+            let result = if count == 1 {
+                stream.poll_write(cx, &slices[0])
+            } else {
+                stream.poll_write_vectored(cx, &slices[..count])
+            };
+            match result {
+                Poll::Pending => {
+                    self.blocked = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => {
+                    self.conn.queue.advance(written);
+                    self.shard.counters.bytes_sent(written as u64);
+                }
+                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The queue emptied after the socket had pushed back: tell the
+    /// handler, which may queue more.
+    fn drained(&mut self) {
+        if self.conn.is_closing() {
+            return;
+        }
+        let handler = &self.shard.handler;
+        let conn = &mut self.conn;
+        if guarded(|| handler.borrow_mut().on_drain(conn)).is_err() {
+            panicked(conn, "on_drain");
+        }
+    }
+
+    /// Reads into the shard's receive buffer until the socket has no more
+    /// (or the read budget is spent), feeding each read to the decoder and
+    /// the handler.
     ///
     /// Why readiness and one shared buffer: an idle connection must hold no
     /// receive buffer (uWebSockets keeps one per event loop; the engine's
@@ -404,66 +521,52 @@ impl<H: Handler> Connection<'_, H> {
     /// ring), then reads with a plain `recv` into the shard's one 64 KiB
     /// buffer, borrowed only inside this synchronous step, never across an
     /// await.
-    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, reads: &mut u32) -> Read {
         let shard = self.shard;
-        {
-            let mut slots = shard.slots.borrow_mut();
-            let slot = &mut slots[self.key];
-            slot.last_active = shard.clock.get();
-            if self.conn.close_sent.is_none() {
-                if shard.shutting_down.get() {
-                    self.conn
-                        .close_with(CloseCode::GOING_AWAY, "server shutting down");
-                    return Poll::Ready(Step::Continue);
-                }
-                if slot.expired {
-                    self.conn.close_with(CloseCode::GOING_AWAY, "idle timeout");
-                    return Poll::Ready(Step::Continue);
-                }
-            }
-            if !slot
-                .waker
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
-            {
-                slot.waker = Some(cx.waker().clone());
-            }
-        }
-        let mut reads = 0;
-        loop {
+        let mut handled = false;
+        let outcome = loop {
             let mut receive = shard.receive.borrow_mut();
             let mut buf = ReadBuf::new(&mut receive[..]);
             match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
                 Poll::Pending => {
                     self.decoder.release_memory();
-                    return if reads > 0 {
-                        Poll::Ready(Step::Continue)
+                    break if handled {
+                        Read::Handled
                     } else {
-                        Poll::Pending
+                        Read::Pending
                     };
                 }
                 Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(error)) => return Poll::Ready(Step::Failed(error)),
+                Poll::Ready(Err(error)) => break Read::Failed(error),
                 Poll::Ready(Ok(())) => {
                     let received = buf.filled().len();
                     if received == 0 {
-                        return Poll::Ready(Step::Eof);
+                        break Read::Eof;
                     }
-                    reads += 1;
+                    handled = true;
+                    *reads += 1;
                     let messages = self.handle_input(&mut receive[..received]);
                     shard.counters.received(messages, received as u64);
                     if self.finished
-                        || self.conn.close_sent.is_some()
+                        || self.conn.is_closing()
                         || received < receive.len()
-                        || reads >= READ_BUDGET
+                        || *reads >= READ_BUDGET
                     {
-                        return Poll::Ready(Step::Continue);
+                        break Read::Handled;
                     }
                 }
             }
+        };
+        if handled {
+            let mut slots = shard.slots.borrow_mut();
+            let slot = &mut slots[self.key];
+            slot.last_active = shard.clock.get();
+            if std::mem::take(&mut self.pong_received) {
+                slot.awaiting_pong = false;
+            }
         }
+        outcome
     }
-
     /// Decodes `input` and acts on every message in it; returns how many
     /// text and binary messages it held.
     fn handle_input(&mut self, input: &mut [u8]) -> u64 {
@@ -492,7 +595,7 @@ impl<H: Handler> Connection<'_, H> {
                     deliver(&shard.handler, &mut self.conn, Message::Binary(bytes));
                 }
                 Some(Frame::Ping(payload)) => self.conn.pong(payload),
-                Some(Frame::Pong(_)) => {}
+                Some(Frame::Pong(_)) => self.pong_received = true,
                 Some(Frame::Close(frame)) => {
                     if self.conn.close_sent.is_none() {
                         let (code, reason) =
@@ -511,24 +614,6 @@ impl<H: Handler> Connection<'_, H> {
             pos += used;
         }
         messages
-    }
-
-    /// Writes everything queued in one go; `false` if the socket failed.
-    async fn flush(&mut self) -> bool {
-        let queued = self.conn.out.len();
-        if queued == 0 {
-            return true;
-        }
-        if !write_all(&mut self.stream, &self.conn.out).await {
-            return false;
-        }
-        self.shard.counters.bytes_sent(queued as u64);
-        if self.conn.out.capacity() > RETAINED_SEND_CAPACITY {
-            self.conn.out = Vec::new();
-        } else {
-            self.conn.out.clear();
-        }
-        true
     }
 
     /// Tells the handler the connection is over, and why.

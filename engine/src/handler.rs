@@ -111,8 +111,8 @@ impl Rejection {
 /// between reads: a method that blocks stalls every connection of the
 /// shard.
 ///
-/// A panic in [`on_message`](Handler::on_message) is caught: that one
-/// connection is closed with 1011 and the shard goes on.
+/// A panic in a callback is caught: that one connection is closed with
+/// 1011 (an upgrade is answered 500) and the shard goes on.
 pub trait Handler: 'static {
     /// Per-connection state the handler keeps, reachable through
     /// [`Conn::state`] and [`Conn::state_mut`].
@@ -138,15 +138,25 @@ pub trait Handler: 'static {
     /// A whole text or binary message arrived.
     fn on_message(&mut self, conn: &mut Conn<Self::State>, message: Message<'_>);
 
+    /// The send buffer has drained: the socket had pushed back (the peer
+    /// read slower than the connection was written to) and everything
+    /// queued has now been written. A producer that paused when
+    /// [`Conn::buffered_bytes`] grew can resume here. Not called for
+    /// buffers that were written at once.
+    fn on_drain(&mut self, conn: &mut Conn<Self::State>) {
+        let _ = conn;
+    }
+
     /// The connection is over; called once for every opened connection,
     /// except those still open when their shard stops at the shutdown
     /// deadline.
     ///
     /// `code` and `reason` say why: the peer's close frame (1005 when it
     /// carried no code), the close this end sent (a protocol error's code,
-    /// 1001 on shutdown or idle timeout, 1008 past the send buffer limit,
-    /// 1011 after a panic, the application's own), or 1006 when the TCP
-    /// connection ended without a close frame. The socket is gone: frames
+    /// 1001 on shutdown, idle or heartbeat timeout, the code of the
+    /// [`Backpressure`](crate::Backpressure) policy past the send buffer
+    /// limit, 1011 after a panic, the application's own), or 1006 when the
+    /// TCP connection ended without a close frame. The socket is gone: frames
     /// queued from here are discarded. Release the connection's resources.
     fn on_close(&mut self, conn: &mut Conn<Self::State>, code: CloseCode, reason: &str) {
         let _ = (conn, code, reason);

@@ -25,28 +25,31 @@
 //! ```
 //!
 //! What it does not do yet: rooms and broadcast across shards, the
-//! `shardcast.v1` envelope protocol, backpressure beyond a per-connection
-//! send buffer limit, heartbeats, per-IP and rate limits, TLS, and the HTTP
-//! side (metrics, admin, long-polling). The library sets no global
+//! `shardcast.v1` envelope protocol, rate limits, TLS, and the HTTP side
+//! (metrics, admin, long-polling). The library sets no global
 //! allocator and no logger; the `shardcast` binary does both.
 #![deny(unsafe_code)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod admission;
 mod config;
 mod conn;
 mod connection;
 mod core_list;
 mod error;
 mod handler;
+mod prepared;
+mod send_queue;
 mod server;
 mod shard;
 mod stats;
 
-pub use config::ServerBuilder;
+pub use config::{Backpressure, ServerBuilder};
 pub use conn::{Conn, ConnId, SendError};
 pub use core_list::{CoreList, CoreListError};
 pub use error::Error;
 pub use handler::{Echo, Handler, Message, Rejection, ShardId};
+pub use prepared::PreparedMessage;
 pub use server::{Server, ServerHandle, ShutdownReport};
 pub use shardcast_proto::CloseCode;
 pub use shardcast_proto::handshake::UpgradeRequest;

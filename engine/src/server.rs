@@ -5,10 +5,11 @@ use std::io::Write;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::Instant;
 
+use crate::admission::Admission;
 use crate::config::{ServerBuilder, ServerConfig, allowed_cores};
 use crate::error::Error;
 use crate::handler::{Handler, ShardId};
@@ -33,10 +34,10 @@ impl Server<(), ()> {
 /// What every shard and every handle share: connection accounting and the
 /// shutdown request. Touched per connection and at shutdown, never per
 /// message.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
-    /// Connections open over all shards, from accept to close.
-    pub(crate) connections: AtomicUsize,
+    /// Connections open over all shards and per client address.
+    pub(crate) admission: Admission,
     /// Connections that finished the close handshake after shutdown began.
     pub(crate) closed_cleanly: AtomicU64,
     /// Connections still open when their shard stopped at the deadline.
@@ -102,8 +103,12 @@ where
         }
         let config = Arc::new(ServerConfig { shards, ..config });
         let shared = Arc::new(Shared {
+            admission: Admission::new(config.max_connections, config.max_connections_per_ip),
+            closed_cleanly: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            deadline: Mutex::new(None),
             running: Mutex::new(0),
-            ..Shared::default()
+            stopped: Condvar::new(),
         });
         let mut counters = Vec::with_capacity(shards);
         let mut controls = Vec::with_capacity(shards);

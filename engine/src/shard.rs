@@ -53,13 +53,62 @@ pub(crate) struct ShardSetup<F> {
     pub(crate) ready: mpsc::Sender<Result<Vec<SocketAddr>, Error>>,
 }
 
-/// What the shard's connection tasks know about one upgraded connection:
-/// how to wake it, and whether the idle sweep expired it.
-#[derive(Debug, Default)]
+/// What the shard's once-a-second sweep found for a connection to act on,
+/// most urgent last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Alarm {
+    /// Nothing.
+    #[default]
+    None,
+    /// A heartbeat ping is due.
+    PingDue,
+    /// The last heartbeat ping went unanswered for the timeout.
+    PongTimeout,
+    /// Nothing was received for the idle timeout.
+    Idle,
+}
+
+/// What the shard knows about one upgraded connection, beside its task:
+/// how to wake it, and the times the sweep checks (seconds of the shard's
+/// clock).
+#[derive(Debug)]
 pub(crate) struct Slot {
     pub(crate) waker: Option<Waker>,
+    /// When a byte was last received.
     pub(crate) last_active: u32,
-    pub(crate) expired: bool,
+    /// When the last heartbeat ping was queued, or the connection opened.
+    pub(crate) last_ping: u32,
+    /// A heartbeat ping is out and its pong has not come.
+    pub(crate) awaiting_pong: bool,
+    /// The connection queued its close frame: the sweep leaves it alone.
+    pub(crate) closing: bool,
+    /// For the task to act on when it next runs.
+    pub(crate) alarm: Alarm,
+}
+
+impl Slot {
+    /// A slot for a connection opened at `now`.
+    pub(crate) fn new(now: u32) -> Slot {
+        Slot {
+            waker: None,
+            last_active: now,
+            last_ping: now,
+            awaiting_pong: false,
+            closing: false,
+            alarm: Alarm::None,
+        }
+    }
+
+    /// Raises `alarm` and wakes the task, unless something as urgent is
+    /// already raised.
+    fn raise(&mut self, alarm: Alarm) {
+        if alarm > self.alarm {
+            self.alarm = alarm;
+            if let Some(waker) = self.waker.take() {
+                waker.wake();
+            }
+        }
+    }
 }
 
 /// A shard's state, reached by its tasks through an `Rc`: touched by the
@@ -78,7 +127,7 @@ pub(crate) struct Shard<H> {
     pub(crate) send: Rc<SendContext>,
     pub(crate) slots: RefCell<Slab<Slot>>,
     pub(crate) shutting_down: Cell<bool>,
-    /// Seconds since the shard started, advanced by the idle sweep.
+    /// Seconds since the shard started, advanced by the sweep.
     pub(crate) clock: Cell<u32>,
     next_sequence: Cell<u64>,
 }
@@ -213,6 +262,7 @@ where
             deflater: RefCell::new(Deflater::new(config.compression_level)),
             counters: Arc::clone(&counters),
             send_limit: config.max_send_buffer,
+            backpressure: config.backpressure,
         }),
         slots: RefCell::new(Slab::new()),
         shutting_down: Cell::new(false),
@@ -229,8 +279,8 @@ where
         .into_iter()
         .map(|listener| monoio::spawn(accept_loop(Rc::clone(&shard), listener, canceller.handle())))
         .collect();
-    if let Some(idle) = shard.config.idle_timeout {
-        monoio::spawn(idle_sweep(Rc::clone(&shard), idle));
+    if shard.config.idle_timeout.is_some() || shard.config.heartbeat.is_some() {
+        monoio::spawn(sweep(Rc::clone(&shard)));
     }
     wait_for_shutdown(control).await;
     let deadline = *shard
@@ -299,20 +349,43 @@ async fn accept_loop<H: Handler>(shard: Rc<Shard<H>>, listener: TcpListener, can
     }
 }
 
-/// Advances the shard's clock once a second and expires connections that
-/// received nothing for `idle`; each expired one is woken to close itself.
-async fn idle_sweep<H: Handler>(shard: Rc<Shard<H>>, idle: Duration) {
-    let limit = u32::try_from(idle.as_secs().max(1)).unwrap_or(u32::MAX);
+/// Whole seconds of a timeout, at least one: the sweep's granularity.
+fn seconds(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX)
+}
+
+/// Advances the shard's clock once a second and raises the alarms of
+/// connections whose idle timeout passed, whose heartbeat ping is due, or
+/// whose ping went unanswered; each such connection is woken to act.
+///
+/// One pass over the slots a second costs a few nanoseconds per
+/// connection and needs no timer per connection (monoio's timer future is
+/// some 640 bytes, more than an idle connection's whole budget).
+async fn sweep<H: Handler>(shard: Rc<Shard<H>>) {
+    let idle = shard.config.idle_timeout.map(seconds);
+    let heartbeat = shard
+        .config
+        .heartbeat
+        .map(|beat| (seconds(beat.interval), seconds(beat.timeout)));
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         let now = shard.clock.get().wrapping_add(1);
         shard.clock.set(now);
         for (key, slot) in shard.slots.borrow_mut().iter_mut() {
-            if !slot.expired && now.wrapping_sub(slot.last_active) >= limit {
-                slot.expired = true;
+            if slot.closing {
+                continue;
+            }
+            if idle.is_some_and(|limit| now.wrapping_sub(slot.last_active) >= limit) {
                 debug!(shard = shard.id.index(), key, "connection idle too long");
-                if let Some(waker) = slot.waker.take() {
-                    waker.wake();
+                slot.raise(Alarm::Idle);
+            }
+            if let Some((interval, timeout)) = heartbeat {
+                let since_ping = now.wrapping_sub(slot.last_ping);
+                if slot.awaiting_pong && since_ping >= timeout {
+                    debug!(shard = shard.id.index(), key, "heartbeat ping unanswered");
+                    slot.raise(Alarm::PongTimeout);
+                } else if !slot.awaiting_pong && since_ping >= interval {
+                    slot.raise(Alarm::PingDue);
                 }
             }
         }

@@ -46,6 +46,7 @@ pub(crate) struct ShardCounters {
     accepted: AtomicU64,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+    messages_dropped: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
 }
@@ -87,6 +88,10 @@ impl ShardCounters {
         bump(&self.messages_out, 1);
     }
 
+    pub(crate) fn message_dropped(&self) {
+        bump(&self.messages_dropped, 1);
+    }
+
     pub(crate) fn bytes_sent(&self, bytes: u64) {
         bump(&self.bytes_out, bytes);
     }
@@ -99,6 +104,7 @@ impl ShardCounters {
             connections_accepted: self.accepted.load(Ordering::Relaxed),
             messages_in: self.messages_in.load(Ordering::Relaxed),
             messages_out: self.messages_out.load(Ordering::Relaxed),
+            messages_dropped: self.messages_dropped.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
         }
@@ -121,6 +127,9 @@ pub struct ShardStats {
     pub messages_in: u64,
     /// Text and binary messages sent (control frames not counted).
     pub messages_out: u64,
+    /// Droppable messages dropped because a connection's send buffer was
+    /// full (see [`Backpressure`](crate::Backpressure)).
+    pub messages_dropped: u64,
     /// Bytes read from WebSocket connections after their handshake.
     pub bytes_in: u64,
     /// Bytes written to upgraded connections, their 101 responses included

@@ -161,7 +161,7 @@ impl<R: SendMask> Encoder<R> {
         deflater: Option<&mut Deflater>,
         key: R::Key,
     ) -> bool {
-        self.data_message(out, OpCode::Text, text.as_bytes(), deflater, key)
+        self.message(out, OpCode::Text, text.as_bytes(), deflater, key)
     }
 
     /// Appends a whole binary message as one frame, compressed under the
@@ -174,7 +174,7 @@ impl<R: SendMask> Encoder<R> {
         deflater: Option<&mut Deflater>,
         key: R::Key,
     ) -> bool {
-        self.data_message(out, OpCode::Binary, payload, deflater, key)
+        self.message(out, OpCode::Binary, payload, deflater, key)
     }
 
     /// Appends a ping frame carrying `payload` (echoed back in the pong).
@@ -241,7 +241,14 @@ impl<R: SendMask> Encoder<R> {
         Ok(())
     }
 
-    fn data_message(
+    /// Appends a whole message of `opcode` as one frame, compressed under
+    /// the same conditions as [`Encoder::text`]; returns whether it was.
+    ///
+    /// For callers that hold a message's bytes without its type, such as a
+    /// frame prepared once for many connections. Like [`Encoder::frame`],
+    /// it trusts the caller: a Text payload must be UTF-8, and `opcode`
+    /// should be Text or Binary.
+    pub fn message(
         &self,
         out: &mut Vec<u8>,
         opcode: OpCode,

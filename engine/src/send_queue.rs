@@ -1,0 +1,289 @@
+//! [`SendQueue`]: the frames waiting to be written to one connection, in
+//! order, left in one vectored write.
+//!
+//! Two kinds of frames are queued: bytes encoded for this connection alone
+//! (echoes, pongs, close frames), appended to one growing buffer, and
+//! shared frames (a [`PreparedMessage`](crate::PreparedMessage)'s),
+//! queued by reference so that a frame sent to many connections is stored
+//! once. A connection that never receives a shared frame never allocates
+//! the shared list.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+/// The most pieces handed to one `writev`; the rest go in the next call.
+pub(crate) const MAX_SLICES: usize = 64;
+
+/// Buffers with more capacity than this are freed once the queue empties,
+/// so an idle connection does not keep the memory of its largest burst.
+const RETAINED_CAPACITY: usize = 4 * 1024;
+
+/// Written bytes at the front of the owned buffer are dropped once there
+/// are more than this many and they are most of it, so a queue that never
+/// quite empties does not grow without bound.
+const COMPACT_AFTER: usize = 64 * 1024;
+
+/// A shared frame and where it goes: right after `owned[..at]`.
+#[derive(Debug)]
+struct SharedFrame {
+    at: usize,
+    frame: Arc<[u8]>,
+}
+
+/// The unsent frames of one connection, in the order they were queued.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    /// Frames encoded for this connection; `owned[..sent]` is written.
+    owned: Vec<u8>,
+    sent: usize,
+    /// Shared frames, each placed between two runs of owned bytes.
+    shared: VecDeque<SharedFrame>,
+    /// Bytes of `shared[0]` already written.
+    shared_sent: usize,
+    /// Unsent bytes, owned and shared.
+    len: usize,
+}
+
+impl SendQueue {
+    /// A queue that starts with `bytes` (the handshake's 101 response).
+    pub(crate) fn with_bytes(bytes: Vec<u8>) -> SendQueue {
+        SendQueue {
+            len: bytes.len(),
+            owned: bytes,
+            ..SendQueue::default()
+        }
+    }
+
+    /// Unsent bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether everything queued has been written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends frames encoded by `encode` into the owned buffer. If the
+    /// queue would then hold more than `limit` bytes, they are taken back
+    /// and `false` returned.
+    pub(crate) fn encode(&mut self, limit: usize, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let before = self.owned.len();
+        encode(&mut self.owned);
+        let added = self.owned.len() - before;
+        if self.len + added > limit {
+            self.owned.truncate(before);
+            return false;
+        }
+        self.len += added;
+        true
+    }
+
+    /// Appends frames encoded by `encode` whatever the limit: control
+    /// frames the protocol requires (pongs, close frames).
+    pub(crate) fn encode_control(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let before = self.owned.len();
+        encode(&mut self.owned);
+        self.len += self.owned.len() - before;
+    }
+
+    /// Queues a shared frame by reference, unless the queue would then
+    /// hold more than `limit` bytes (then `false`).
+    pub(crate) fn push_shared(&mut self, frame: &Arc<[u8]>, limit: usize) -> bool {
+        if self.len + frame.len() > limit {
+            return false;
+        }
+        self.len += frame.len();
+        self.shared.push_back(SharedFrame {
+            at: self.owned.len(),
+            frame: Arc::clone(frame),
+        });
+        true
+    }
+
+    /// Fills `slices` with the unsent bytes, in order, as far as they go;
+    /// returns how many slices were used.
+    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+        let mut count = 0;
+        let mut pos = self.sent;
+        for (index, shared) in self.shared.iter().enumerate() {
+            if shared.at > pos {
+                slices[count] = IoSlice::new(&self.owned[pos..shared.at]);
+                count += 1;
+                pos = shared.at;
+                if count == MAX_SLICES {
+                    return count;
+                }
+            }
+            let start = if index == 0 { self.shared_sent } else { 0 };
+            slices[count] = IoSlice::new(&shared.frame[start..]);
+            count += 1;
+            if count == MAX_SLICES {
+                return count;
+            }
+        }
+        if self.owned.len() > pos {
+            slices[count] = IoSlice::new(&self.owned[pos..]);
+            count += 1;
+        }
+        count
+    }
+
+    /// Marks the first `written` unsent bytes as written.
+    pub(crate) fn advance(&mut self, written: usize) {
+        debug_assert!(written <= self.len);
+        self.len -= written;
+        let mut left = written;
+        loop {
+            let owned_end = self.shared.front().map_or(self.owned.len(), |s| s.at);
+            let take = left.min(owned_end - self.sent);
+            self.sent += take;
+            left -= take;
+            if self.sent < owned_end {
+                break;
+            }
+            let Some(front) = self.shared.front() else {
+                break;
+            };
+            let rest = front.frame.len() - self.shared_sent;
+            if left < rest {
+                self.shared_sent += left;
+                break;
+            }
+            left -= rest;
+            self.shared_sent = 0;
+            self.shared.pop_front();
+        }
+        if self.len == 0 {
+            self.reset();
+        } else if self.sent > COMPACT_AFTER && self.sent * 2 > self.owned.len() {
+            self.compact();
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.owned.capacity() > RETAINED_CAPACITY {
+            self.owned = Vec::new();
+        } else {
+            self.owned.clear();
+        }
+        self.sent = 0;
+        self.shared_sent = 0;
+        self.shared.clear();
+        if self.shared.capacity() * size_of::<SharedFrame>() > RETAINED_CAPACITY {
+            self.shared = VecDeque::new();
+        }
+    }
+
+    /// Drops the written front of the owned buffer.
+    fn compact(&mut self) {
+        let sent = self.sent;
+        self.owned.drain(..sent);
+        for shared in &mut self.shared {
+            shared.at -= sent;
+        }
+        self.sent = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything unsent, as `writev` would see it.
+    fn unsent(queue: &SendQueue) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = queue.io_slices(&mut slices);
+        slices[..count]
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect()
+    }
+
+    fn shared(bytes: &[u8]) -> Arc<[u8]> {
+        Arc::from(bytes)
+    }
+
+    #[test]
+    fn owned_and_shared_frames_leave_in_the_order_queued() {
+        let mut queue = SendQueue::with_bytes(b"101 ".to_vec());
+        assert!(queue.push_shared(&shared(b"S1 "), usize::MAX));
+        assert!(queue.encode(usize::MAX, |out| out.extend_from_slice(b"o1 ")));
+        assert!(queue.push_shared(&shared(b"S2 "), usize::MAX));
+        assert!(queue.push_shared(&shared(b"S3 "), usize::MAX));
+        queue.encode_control(|out| out.extend_from_slice(b"o2"));
+        assert_eq!(unsent(&queue), b"101 S1 o1 S2 S3 o2");
+        assert_eq!(queue.len(), 18);
+    }
+
+    #[test]
+    fn partial_writes_resume_at_any_byte() {
+        let expected = b"ab0123cdef4567gh".to_vec();
+        for step in 1..=expected.len() {
+            let mut queue = SendQueue::with_bytes(b"ab".to_vec());
+            queue.push_shared(&shared(b"0123"), usize::MAX);
+            queue.encode(usize::MAX, |out| out.extend_from_slice(b"cdef"));
+            queue.push_shared(&shared(b"4567"), usize::MAX);
+            queue.encode(usize::MAX, |out| out.extend_from_slice(b"gh"));
+            let mut written = Vec::new();
+            while !queue.is_empty() {
+                let chunk = unsent(&queue);
+                let n = step.min(chunk.len());
+                written.extend_from_slice(&chunk[..n]);
+                queue.advance(n);
+            }
+            assert_eq!(written, expected, "writes of {step} bytes");
+        }
+    }
+
+    #[test]
+    fn a_frame_past_the_limit_is_not_queued() {
+        let mut queue = SendQueue::default();
+        assert!(queue.encode(10, |out| out.extend_from_slice(b"12345678")));
+        assert!(!queue.encode(10, |out| out.extend_from_slice(b"abc")));
+        assert!(!queue.push_shared(&shared(b"abc"), 10));
+        assert_eq!(unsent(&queue), b"12345678");
+        queue.encode_control(|out| out.extend_from_slice(b"close"));
+        assert_eq!(queue.len(), 13);
+    }
+
+    #[test]
+    fn an_emptied_queue_frees_a_large_buffer() {
+        let mut queue = SendQueue::default();
+        queue.encode(usize::MAX, |out| out.resize(1 << 20, 7));
+        queue.advance(1 << 20);
+        assert!(queue.is_empty());
+        assert_eq!(queue.owned.capacity(), 0);
+    }
+
+    #[test]
+    fn a_queue_that_never_empties_drops_its_written_front() {
+        let mut queue = SendQueue::default();
+        for round in 0..100u8 {
+            queue.encode(usize::MAX, |out| out.resize(out.len() + 4096, round));
+            queue.push_shared(&shared(&[round; 16]), usize::MAX);
+            let len = queue.len();
+            queue.advance(len - 100);
+        }
+        assert!(
+            queue.owned.len() < 2 * COMPACT_AFTER,
+            "{}",
+            queue.owned.len()
+        );
+        assert_eq!(unsent(&queue).len(), 100);
+    }
+
+    #[test]
+    fn more_pieces_than_one_writev_takes_are_written_in_turns() {
+        let mut queue = SendQueue::default();
+        for i in 0..200u8 {
+            queue.push_shared(&shared(&[i]), usize::MAX);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        assert_eq!(queue.io_slices(&mut slices), MAX_SLICES);
+        queue.advance(MAX_SLICES);
+        assert_eq!(unsent(&queue)[0], MAX_SLICES as u8);
+        assert_eq!(queue.len(), 200 - MAX_SLICES);
+    }
+}
