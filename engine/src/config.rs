@@ -32,6 +32,7 @@ pub(crate) struct ServerConfig {
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_send_buffer: usize,
+    pub(crate) drain_threshold: usize,
     pub(crate) backpressure: Backpressure,
     pub(crate) compression: bool,
     pub(crate) compression_threshold: usize,
@@ -126,6 +127,8 @@ impl ServerBuilder {
     /// to echo one message of the default largest size with the frames
     /// batched beside it.
     pub const DEFAULT_MAX_SEND_BUFFER: usize = (64 << 20) + (64 << 10);
+    /// Default drain threshold: 64 KiB.
+    pub const DEFAULT_DRAIN_THRESHOLD: usize = 64 << 10;
 
     /// A builder with every default and no listen address.
     pub fn new() -> Self {
@@ -149,6 +152,7 @@ impl ServerBuilder {
                 max_connections: Self::DEFAULT_MAX_CONNECTIONS,
                 max_connections_per_ip: None,
                 max_send_buffer: Self::DEFAULT_MAX_SEND_BUFFER,
+                drain_threshold: Self::DEFAULT_DRAIN_THRESHOLD,
                 backpressure: Backpressure::DropNewest(CloseCode::POLICY_VIOLATION),
                 compression: true,
                 compression_threshold: Encoder::<ServerRole>::DEFAULT_COMPRESSION_THRESHOLD,
@@ -283,6 +287,16 @@ impl ServerBuilder {
     /// application sends, plus its 14-byte header.
     pub fn max_send_buffer(mut self, bytes: usize) -> Self {
         self.config.max_send_buffer = bytes;
+        self
+    }
+
+    /// The send buffer size from which a connection counts as
+    /// backpressured ([`Conn::is_backpressured`](crate::Conn::is_backpressured)):
+    /// once its buffer reaches it, or the socket pushes back,
+    /// [`Handler::on_drain`](crate::Handler::on_drain) is called when the
+    /// buffer has been written out. Default 64 KiB.
+    pub fn drain_threshold(mut self, bytes: usize) -> Self {
+        self.config.drain_threshold = bytes;
         self
     }
 

@@ -86,6 +86,7 @@ pub(crate) struct SendContext {
     pub(crate) deflater: RefCell<Deflater>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) send_limit: usize,
+    pub(crate) drain_threshold: usize,
     pub(crate) backpressure: Backpressure,
 }
 
@@ -194,6 +195,16 @@ impl<S> Conn<S> {
     #[must_use]
     pub fn buffered_bytes(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Whether the send buffer holds at least the server's
+    /// [drain threshold](crate::ServerBuilder::drain_threshold): a
+    /// producer should pause and resume in
+    /// [`Handler::on_drain`](crate::Handler::on_drain), which is then sure
+    /// to come.
+    #[must_use]
+    pub fn is_backpressured(&self) -> bool {
+        self.queue.len() >= self.ctx.drain_threshold
     }
 
     /// Whether a close frame has been queued: later sends fail.

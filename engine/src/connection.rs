@@ -352,8 +352,9 @@ struct Connection<'s, H: Handler> {
     peer_close: Option<(CloseCode, Box<str>)>,
     /// A pong arrived in the last batch of input.
     pong_received: bool,
-    /// The socket pushed back since the send queue was last empty: the
-    /// handler hears `on_drain` when it empties.
+    /// The send queue reached the drain threshold or the socket pushed
+    /// back since the queue was last empty: the handler hears `on_drain`
+    /// when it empties.
     blocked: bool,
     /// The decoder failed: what follows on the socket is discarded.
     failed: bool,
@@ -379,6 +380,9 @@ impl<H: Handler> Connection<'_, H> {
         let mut reads = 0;
         loop {
             self.act_on_alarms(cx);
+            if self.conn.is_backpressured() {
+                self.blocked = true;
+            }
             match self.poll_write(cx) {
                 Poll::Ready(Err(error)) => return Poll::Ready(End::Failed(error)),
                 Poll::Ready(Ok(())) if self.blocked => {

@@ -138,11 +138,11 @@ pub trait Handler: 'static {
     /// A whole text or binary message arrived.
     fn on_message(&mut self, conn: &mut Conn<Self::State>, message: Message<'_>);
 
-    /// The send buffer has drained: the socket had pushed back (the peer
-    /// read slower than the connection was written to) and everything
-    /// queued has now been written. A producer that paused when
-    /// [`Conn::buffered_bytes`] grew can resume here. Not called for
-    /// buffers that were written at once.
+    /// The send buffer has been written out after it was backpressured:
+    /// it reached the [drain threshold](crate::ServerBuilder::drain_threshold)
+    /// or the socket pushed back (the peer reads slower than it is written
+    /// to). A producer that paused on [`Conn::is_backpressured`] resumes
+    /// here. Not called for small buffers written at once.
     fn on_drain(&mut self, conn: &mut Conn<Self::State>) {
         let _ = conn;
     }

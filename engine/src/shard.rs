@@ -262,6 +262,7 @@ where
             deflater: RefCell::new(Deflater::new(config.compression_level)),
             counters: Arc::clone(&counters),
             send_limit: config.max_send_buffer,
+            drain_threshold: config.drain_threshold,
             backpressure: config.backpressure,
         }),
         slots: RefCell::new(Slab::new()),
