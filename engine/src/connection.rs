@@ -35,19 +35,6 @@ const HANDSHAKE_READ: usize = 1024;
 /// connections or delay its own replies.
 const READ_BUDGET: u32 = 16;
 
-/// Removes the connection's slot from its shard, however the task ends.
-struct SlotGuard<'a, H> {
-    shard: &'a Shard<H>,
-    key: usize,
-}
-
-impl<H> Drop for SlotGuard<'_, H> {
-    fn drop(&mut self) {
-        self.shard.slots.borrow_mut().remove(self.key);
-        self.shard.counters.connection_closed();
-    }
-}
-
 /// How the handshake ended.
 enum Handshake<S> {
     /// Upgraded: the state from `on_upgrade`, the 101 response, the
@@ -90,29 +77,48 @@ enum End {
 }
 
 /// Runs one accepted TCP connection to its end.
+///
+/// The opening phase (handshake, then setting up the connection) runs as
+/// a boxed future, freed once it ends: its timer (some 640 bytes in
+/// monoio) and buffers would otherwise stay in every connection's task for
+/// the connection's whole life. An idle connection's task holds its
+/// [`Connection`] and little else.
 pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer: SocketAddr) {
     let ticket = shard.shared.admission.admit(peer.ip());
-    let full = ticket.refused;
+    let Some(mut connection) = Box::pin(open(&shard, stream, peer, ticket.refused)).await else {
+        return;
+    };
+    connection.serve().await;
+    connection.finish();
+    drop(ticket);
+}
+
+/// Reads the upgrade request within the handshake timeout and answers it;
+/// on an upgrade, sets the connection up and tells the handler. `None`
+/// once a refusal was written or the client went away or was too slow.
+async fn open<H: Handler>(
+    shard: &Shard<H>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    full: bool,
+) -> Option<Connection<'_, H>> {
     // Echo-style traffic is latency-bound; frames are corked by the engine.
     let _ = stream.set_nodelay(true);
     let mut stream = match stream.into_poll_io() {
         Ok(stream) => stream,
         Err(error) => {
             debug!(%peer, %error, "could not switch the socket to readiness mode");
-            return;
+            return None;
         }
     };
     let mut head = Vec::new();
     let timeout = shard.config.handshake_timeout;
-    // Boxed, like the close timeout below: monoio's timer future takes
-    // about 640 bytes, and inline it would stay in every connection's task
-    // for the connection's whole life; on the heap it is freed as soon as
-    // the handshake is over.
-    let handshake = Box::pin(monoio::time::timeout(
+    let decided = monoio::time::timeout(
         timeout,
-        handshake(&shard, &mut stream, &mut head, peer, full),
-    ));
-    let (state, response, deflate, subprotocol, head_len) = match handshake.await {
+        handshake(shard, &mut stream, &mut head, peer, full),
+    )
+    .await;
+    let (state, response, deflate, subprotocol, head_len) = match decided {
         Ok(Some(Handshake::Accepted {
             state,
             response,
@@ -122,12 +128,12 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
         })) => (state, response, deflate, subprotocol, head_len),
         Ok(Some(Handshake::Refused(response))) => {
             let _ = write_all(&mut stream, &response).await;
-            return;
+            return None;
         }
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(_) => {
             debug!(%peer, ?timeout, "handshake timed out");
-            return;
+            return None;
         }
     };
     let id = ConnId::new(shard.id, shard.next_sequence());
@@ -136,9 +142,8 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
         .borrow_mut()
         .insert(Slot::new(shard.clock.get()));
     shard.counters.connection_opened();
-    let _slot = SlotGuard { shard: &shard, key };
     let mut connection = Connection {
-        shard: &shard,
+        shard,
         stream,
         decoder: Decoder::new(DecoderConfig {
             compression: deflate.is_some(),
@@ -171,14 +176,7 @@ pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer
         let messages = connection.handle_input(&mut head[head_len..]);
         shard.counters.received(messages, received as u64);
     }
-    drop(head);
-    match poll_fn(|cx| connection.poll_serve(cx)).await {
-        End::Closed | End::Eof => {}
-        End::Failed(error) => debug!(%peer, %error, "socket failed"),
-        End::CloseTimedOut => debug!(%peer, "close handshake timed out"),
-    }
-    connection.finish();
-    drop(ticket);
+    Some(connection)
 }
 
 /// Reads the upgrade request and decides on it. `None` when the peer went
@@ -364,7 +362,25 @@ struct Connection<'s, H: Handler> {
     finished: bool,
 }
 
+/// Removes the connection's slot from its shard, however the task ends.
+impl<H: Handler> Drop for Connection<'_, H> {
+    fn drop(&mut self) {
+        self.shard.slots.borrow_mut().remove(self.key);
+        self.shard.counters.connection_closed();
+    }
+}
+
 impl<H: Handler> Connection<'_, H> {
+    /// Serves the connection until it is over.
+    async fn serve(&mut self) {
+        let peer = self.conn.peer_addr();
+        match poll_fn(|cx| self.poll_serve(cx)).await {
+            End::Closed | End::Eof => {}
+            End::Failed(error) => debug!(%peer, %error, "socket failed"),
+            End::CloseTimedOut => debug!(%peer, "close handshake timed out"),
+        }
+    }
+
     /// Serves the connection until it is over: acts on the shard's alarms,
     /// writes what is queued, reads and handles input, in a loop, as one
     /// future woken by socket readiness in either direction, by the
@@ -621,7 +637,7 @@ impl<H: Handler> Connection<'_, H> {
     }
 
     /// Tells the handler the connection is over, and why.
-    fn finish(mut self) {
+    fn finish(&mut self) {
         let (code, reason) = match (self.peer_close.take(), &self.conn.close_sent) {
             (Some(peer), _) => peer,
             (None, Some(sent)) => (sent.code, sent.reason.clone()),
