@@ -14,7 +14,7 @@ use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Stripes of the per-address map.
 const STRIPES: usize = 64;
@@ -108,10 +108,10 @@ impl Admission {
     /// Counts a connection just accepted from `peer`. The ticket says
     /// whether a limit was passed (the upgrade is then answered 503) and
     /// gives the count back when dropped.
-    pub(crate) fn admit(&self, peer: IpAddr) -> Ticket<'_> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Ticket {
         let full = self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total;
         let mut ticket = Ticket {
-            admission: self,
+            admission: Arc::clone(self),
             address: None,
             refused: full,
         };
@@ -131,15 +131,15 @@ impl Admission {
 
 /// One connection's place in the counts, given back on drop.
 #[derive(Debug)]
-pub(crate) struct Ticket<'a> {
-    admission: &'a Admission,
+pub(crate) struct Ticket {
+    admission: Arc<Admission>,
     /// The address counted for this connection, if one was.
     address: Option<AddrKey>,
     /// A limit was passed: the connection only gets its 503.
     pub(crate) refused: bool,
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.total.fetch_sub(1, Ordering::Relaxed);
         if let (Some(key), Some(per_address)) = (self.address, &self.admission.per_address) {
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_total_limit_refuses_the_connection_past_it() {
-        let admission = Admission::new(2, None);
+        let admission = Arc::new(Admission::new(2, None));
         let first = admission.admit(ip("127.0.0.1"));
         let second = admission.admit(ip("127.0.0.2"));
         let third = admission.admit(ip("127.0.0.3"));
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn the_per_address_limit_counts_each_address_alone() {
-        let admission = Admission::new(100, Some(2));
+        let admission = Arc::new(Admission::new(100, Some(2)));
         let a1 = admission.admit(ip("10.0.0.1"));
         let a2 = admission.admit(ip("10.0.0.1"));
         let b1 = admission.admit(ip("10.0.0.2"));
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_does_not_hold_a_per_address_place() {
-        let admission = Admission::new(100, Some(1));
+        let admission = Arc::new(Admission::new(100, Some(1)));
         let first = admission.admit(ip("10.0.0.1"));
         for _ in 0..5 {
             assert!(admission.admit(ip("10.0.0.1")).refused);

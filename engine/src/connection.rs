@@ -22,6 +22,7 @@ use shardcast_proto::handshake::{Progress, UpgradeRequest, parse_request, write_
 use shardcast_proto::role::Server;
 use tracing::{debug, error};
 
+use crate::admission::Ticket;
 use crate::conn::{Conn, ConnId};
 use crate::handler::{Handler, Message, Rejection};
 use crate::send_queue::MAX_SLICES;
@@ -78,30 +79,35 @@ enum End {
 
 /// Runs one accepted TCP connection to its end.
 ///
-/// The opening phase (handshake, then setting up the connection) runs as
-/// a boxed future, freed once it ends: its timer (some 640 bytes in
-/// monoio) and buffers would otherwise stay in every connection's task for
-/// the connection's whole life. An idle connection's task holds its
-/// [`Connection`] and little else.
-pub(crate) async fn run<H: Handler>(shard: Rc<Shard<H>>, stream: TcpStream, peer: SocketAddr) {
-    let ticket = shard.shared.admission.admit(peer.ip());
-    let Some(mut connection) = Box::pin(open(&shard, stream, peer, ticket.refused)).await else {
-        return;
-    };
-    connection.serve().await;
-    connection.finish();
-    drop(ticket);
+/// The opening phase (handshake, then setting up the connection) is a
+/// boxed future, made here and freed once it ends: its timer (some 640
+/// bytes in monoio) and buffers would otherwise stay in every connection's
+/// task for the connection's whole life. An idle connection's task holds
+/// its [`Connection`] and little else.
+pub(crate) fn run<H: Handler>(
+    shard: Rc<Shard<H>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
+    let opening = Box::pin(open(shard, stream, peer));
+    async move {
+        let Some(mut connection) = opening.await else {
+            return;
+        };
+        connection.serve().await;
+        connection.finish();
+    }
 }
 
 /// Reads the upgrade request within the handshake timeout and answers it;
 /// on an upgrade, sets the connection up and tells the handler. `None`
 /// once a refusal was written or the client went away or was too slow.
 async fn open<H: Handler>(
-    shard: &Shard<H>,
+    shard: Rc<Shard<H>>,
     stream: TcpStream,
     peer: SocketAddr,
-    full: bool,
-) -> Option<Connection<'_, H>> {
+) -> Option<Connection<H>> {
+    let ticket = shard.shared.admission.admit(peer.ip());
     // Echo-style traffic is latency-bound; frames are corked by the engine.
     let _ = stream.set_nodelay(true);
     let mut stream = match stream.into_poll_io() {
@@ -115,7 +121,7 @@ async fn open<H: Handler>(
     let timeout = shard.config.handshake_timeout;
     let decided = monoio::time::timeout(
         timeout,
-        handshake(shard, &mut stream, &mut head, peer, full),
+        handshake(&shard, &mut stream, &mut head, peer, ticket.refused),
     )
     .await;
     let (state, response, deflate, subprotocol, head_len) = match decided {
@@ -143,7 +149,6 @@ async fn open<H: Handler>(
         .insert(Slot::new(shard.clock.get()));
     shard.counters.connection_opened();
     let mut connection = Connection {
-        shard,
         stream,
         decoder: Decoder::new(DecoderConfig {
             compression: deflate.is_some(),
@@ -158,7 +163,9 @@ async fn open<H: Handler>(
             subprotocol,
             Rc::clone(&shard.send),
         ),
+        shard: Rc::clone(&shard),
         key,
+        _ticket: ticket,
         close_timer: None,
         peer_close: None,
         pong_received: false,
@@ -230,7 +237,8 @@ async fn handshake<H: Handler>(
 }
 
 /// Answers a valid upgrade request: 503 when the server (or this client
-/// address) is at its connection limit or the server is stopping, the handler's rejection, or the 101.
+/// address) is at its connection limit or the server is stopping, the
+/// handler's rejection, or the 101.
 fn decide<H: Handler>(
     shard: &Shard<H>,
     request: &UpgradeRequest<'_>,
@@ -336,12 +344,14 @@ async fn write_all(stream: &mut TcpStreamPoll, bytes: &[u8]) -> bool {
 }
 
 /// An upgraded connection: its socket, decoder and handler-facing `Conn`.
-struct Connection<'s, H: Handler> {
-    shard: &'s Shard<H>,
+struct Connection<H: Handler> {
+    shard: Rc<Shard<H>>,
     stream: TcpStreamPoll,
     decoder: Decoder<Server>,
     conn: Conn<H::State>,
     key: usize,
+    /// The connection's place in the server's connection counts.
+    _ticket: Ticket,
     /// Runs from the moment our close frame is queued. Boxed: only a
     /// closing connection needs a timer, so idle connections do not carry
     /// its 640 bytes.
@@ -363,18 +373,19 @@ struct Connection<'s, H: Handler> {
 }
 
 /// Removes the connection's slot from its shard, however the task ends.
-impl<H: Handler> Drop for Connection<'_, H> {
+impl<H: Handler> Drop for Connection<H> {
     fn drop(&mut self) {
         self.shard.slots.borrow_mut().remove(self.key);
         self.shard.counters.connection_closed();
     }
 }
 
-impl<H: Handler> Connection<'_, H> {
+impl<H: Handler> Connection<H> {
     /// Serves the connection until it is over.
     async fn serve(&mut self) {
+        let end = poll_fn(|cx| self.poll_serve(cx)).await;
         let peer = self.conn.peer_addr();
-        match poll_fn(|cx| self.poll_serve(cx)).await {
+        match end {
             End::Closed | End::Eof => {}
             End::Failed(error) => debug!(%peer, %error, "socket failed"),
             End::CloseTimedOut => debug!(%peer, "close handshake timed out"),
@@ -450,7 +461,7 @@ impl<H: Handler> Connection<'_, H> {
     /// asks: close on shutdown, idle or heartbeat timeout; ping when a
     /// heartbeat is due.
     fn act_on_alarms(&mut self, cx: &mut Context<'_>) {
-        let shard = self.shard;
+        let shard = Rc::clone(&self.shard);
         let mut slots = shard.slots.borrow_mut();
         let slot = &mut slots[self.key];
         if !slot
@@ -519,7 +530,8 @@ impl<H: Handler> Connection<'_, H> {
         if self.conn.is_closing() {
             return;
         }
-        let handler = &self.shard.handler;
+        let shard = Rc::clone(&self.shard);
+        let handler = &shard.handler;
         let conn = &mut self.conn;
         if guarded(|| handler.borrow_mut().on_drain(conn)).is_err() {
             panicked(conn, "on_drain");
@@ -542,7 +554,7 @@ impl<H: Handler> Connection<'_, H> {
     /// buffer, borrowed only inside this synchronous step, never across an
     /// await.
     fn poll_read(&mut self, cx: &mut Context<'_>, reads: &mut u32) -> Read {
-        let shard = self.shard;
+        let shard = Rc::clone(&self.shard);
         let mut handled = false;
         let outcome = loop {
             let mut receive = shard.receive.borrow_mut();
@@ -590,7 +602,7 @@ impl<H: Handler> Connection<'_, H> {
     /// Decodes `input` and acts on every message in it; returns how many
     /// text and binary messages it held.
     fn handle_input(&mut self, input: &mut [u8]) -> u64 {
-        let shard = self.shard;
+        let shard = Rc::clone(&self.shard);
         let mut inflater = shard.inflater.borrow_mut();
         let mut messages = 0;
         let mut pos = 0;
@@ -643,7 +655,8 @@ impl<H: Handler> Connection<'_, H> {
             (None, Some(sent)) => (sent.code, sent.reason.clone()),
             (None, None) => (CloseCode::ABNORMAL, "".into()),
         };
-        let handler = &self.shard.handler;
+        let shard = Rc::clone(&self.shard);
+        let handler = &shard.handler;
         let conn = &mut self.conn;
         if guarded(|| handler.borrow_mut().on_close(conn, code, &reason)).is_err() {
             error!(conn = %self.conn.id(), "handler panicked in on_close");

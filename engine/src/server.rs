@@ -37,7 +37,7 @@ impl Server<(), ()> {
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// Connections open over all shards and per client address.
-    pub(crate) admission: Admission,
+    pub(crate) admission: Arc<Admission>,
     /// Connections that finished the close handshake after shutdown began.
     pub(crate) closed_cleanly: AtomicU64,
     /// Connections still open when their shard stopped at the deadline.
@@ -103,7 +103,10 @@ where
         }
         let config = Arc::new(ServerConfig { shards, ..config });
         let shared = Arc::new(Shared {
-            admission: Admission::new(config.max_connections, config.max_connections_per_ip),
+            admission: Arc::new(Admission::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            )),
             closed_cleanly: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             deadline: Mutex::new(None),
