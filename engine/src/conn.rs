@@ -12,6 +12,7 @@ use shardcast_proto::deflate::Deflater;
 use shardcast_proto::frame::{CloseFrame, EncodeError, Encoder};
 use shardcast_proto::role::Server;
 
+use crate::buffer_pool::BufferPool;
 use crate::config::Backpressure;
 use crate::handler::ShardId;
 use crate::prepared::PreparedMessage;
@@ -77,13 +78,14 @@ pub enum SendError {
 }
 
 /// What every connection of a shard shares for sending: the encoder, the
-/// one compressor, the counters, the send buffer limit and its policy, and
-/// the names of the server's subprotocols.
+/// one compressor, the pool of send buffers, the counters, the send buffer
+/// limit and its policy, and the names of the server's subprotocols.
 #[derive(Debug)]
 pub(crate) struct SendContext {
     pub(crate) subprotocols: Box<[String]>,
     pub(crate) encoder: Encoder<Server>,
     pub(crate) deflater: RefCell<Deflater>,
+    pub(crate) pool: RefCell<BufferPool>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) send_limit: usize,
     pub(crate) drain_threshold: usize,
@@ -289,8 +291,9 @@ impl<S> Conn<S> {
         let encoder = &self.ctx.encoder;
         let mut encoded = Ok(());
         // Nothing is appended when encoding fails.
+        let mut pool = self.ctx.pool.borrow_mut();
         self.queue
-            .encode_control(|out| encoded = encoder.ping(out, payload, ()));
+            .encode_control(&mut pool, |out| encoded = encoder.ping(out, payload, ()));
         Ok(encoded?)
     }
 
@@ -311,8 +314,9 @@ impl<S> Conn<S> {
         let frame = Some(CloseFrame { code, reason });
         let mut encoded = Ok(());
         // Nothing is appended when encoding fails.
+        let mut pool = self.ctx.pool.borrow_mut();
         self.queue
-            .encode_control(|out| encoded = encoder.close(out, frame, ()));
+            .encode_control(&mut pool, |out| encoded = encoder.close(out, frame, ()));
         encoded?;
         self.close_sent = Some(SentClose {
             code,
@@ -326,8 +330,9 @@ impl<S> Conn<S> {
         if self.close_sent.is_none() {
             let encoder = &self.ctx.encoder;
             // The decoder refuses pings over 125 bytes, so this cannot fail.
+            let mut pool = self.ctx.pool.borrow_mut();
             self.queue
-                .encode_control(|out| drop(encoder.pong(out, payload, ())));
+                .encode_control(&mut pool, |out| drop(encoder.pong(out, payload, ())));
         }
     }
 
@@ -354,13 +359,17 @@ impl<S> Conn<S> {
         }
         let ctx = &*self.ctx;
         let limit = ctx.send_limit;
+        let mut pool = ctx.pool.borrow_mut();
         let queued = if self.compression_limit.is_some_and(|limit| len <= limit) {
             let mut deflater = ctx.deflater.borrow_mut();
-            self.queue
-                .encode(limit, |out| encode(ctx, out, Some(&mut deflater)))
+            self.queue.encode(limit, &mut pool, |out| {
+                encode(ctx, out, Some(&mut deflater))
+            })
         } else {
-            self.queue.encode(limit, |out| encode(ctx, out, None))
+            self.queue
+                .encode(limit, &mut pool, |out| encode(ctx, out, None))
         };
+        drop(pool);
         if !queued {
             self.overflowed();
             return Err(SendError::BufferLimit { limit });

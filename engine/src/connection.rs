@@ -514,7 +514,8 @@ impl<H: Handler> Connection<H> {
                 }
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(written)) => {
-                    self.conn.queue.advance(written);
+                    let mut pool = self.shard.send.pool.borrow_mut();
+                    self.conn.queue.advance(written, &mut pool);
                     self.shard.counters.bytes_sent(written as u64);
                 }
                 Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}

@@ -32,6 +32,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod admission;
+mod buffer_pool;
 mod config;
 mod conn;
 mod connection;

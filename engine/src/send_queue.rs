@@ -12,11 +12,14 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 
+use crate::buffer_pool::BufferPool;
+
 /// The most pieces handed to one `writev`; the rest go in the next call.
 pub(crate) const MAX_SLICES: usize = 64;
 
-/// Buffers with more capacity than this are freed once the queue empties,
-/// so an idle connection does not keep the memory of its largest burst.
+/// A shared-frame list with more capacity than this is freed once the
+/// queue empties, so an idle connection does not keep the memory of its
+/// largest burst. (The owned buffer always goes back to the shard's pool.)
 const RETAINED_CAPACITY: usize = 4 * 1024;
 
 /// Written bytes at the front of the owned buffer are dropped once there
@@ -65,10 +68,16 @@ impl SendQueue {
         self.len == 0
     }
 
-    /// Appends frames encoded by `encode` into the owned buffer. If the
-    /// queue would then hold more than `limit` bytes, they are taken back
-    /// and `false` returned.
-    pub(crate) fn encode(&mut self, limit: usize, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+    /// Appends frames encoded by `encode` into the owned buffer (one from
+    /// `pool` if the queue holds none). If the queue would then hold more
+    /// than `limit` bytes, they are taken back and `false` returned.
+    pub(crate) fn encode(
+        &mut self,
+        limit: usize,
+        pool: &mut BufferPool,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> bool {
+        self.borrow_buffer(pool);
         let before = self.owned.len();
         encode(&mut self.owned);
         let added = self.owned.len() - before;
@@ -82,7 +91,12 @@ impl SendQueue {
 
     /// Appends frames encoded by `encode` whatever the limit: control
     /// frames the protocol requires (pongs, close frames).
-    pub(crate) fn encode_control(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn encode_control(
+        &mut self,
+        pool: &mut BufferPool,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.borrow_buffer(pool);
         let before = self.owned.len();
         encode(&mut self.owned);
         self.len += self.owned.len() - before;
@@ -130,8 +144,9 @@ impl SendQueue {
         count
     }
 
-    /// Marks the first `written` unsent bytes as written.
-    pub(crate) fn advance(&mut self, written: usize) {
+    /// Marks the first `written` unsent bytes as written; once nothing is
+    /// left, the owned buffer goes back to `pool`.
+    pub(crate) fn advance(&mut self, written: usize, pool: &mut BufferPool) {
         debug_assert!(written <= self.len);
         self.len -= written;
         let mut left = written;
@@ -156,18 +171,22 @@ impl SendQueue {
             self.shared.pop_front();
         }
         if self.len == 0 {
-            self.reset();
+            self.reset(pool);
         } else if self.sent > COMPACT_AFTER && self.sent * 2 > self.owned.len() {
             self.compact();
         }
     }
 
-    fn reset(&mut self) {
-        if self.owned.capacity() > RETAINED_CAPACITY {
-            self.owned = Vec::new();
-        } else {
-            self.owned.clear();
+    /// Takes a buffer from `pool` when the queue has none.
+    fn borrow_buffer(&mut self, pool: &mut BufferPool) {
+        if self.owned.capacity() == 0 {
+            self.owned = pool.take();
         }
+    }
+
+    /// Empties the queue, giving the owned buffer back to `pool`.
+    fn reset(&mut self, pool: &mut BufferPool) {
+        pool.put(std::mem::take(&mut self.owned));
         self.sent = 0;
         self.shared_sent = 0;
         self.shared.clear();
@@ -201,37 +220,46 @@ mod tests {
             .collect()
     }
 
+    fn pool() -> BufferPool {
+        BufferPool::new(
+            BufferPool::DEFAULT_BUFFERS,
+            BufferPool::DEFAULT_MAX_CAPACITY,
+        )
+    }
+
     fn shared(bytes: &[u8]) -> Arc<[u8]> {
         Arc::from(bytes)
     }
 
     #[test]
     fn owned_and_shared_frames_leave_in_the_order_queued() {
+        let mut pool = pool();
         let mut queue = SendQueue::with_bytes(b"101 ".to_vec());
         assert!(queue.push_shared(&shared(b"S1 "), usize::MAX));
-        assert!(queue.encode(usize::MAX, |out| out.extend_from_slice(b"o1 ")));
+        assert!(queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"o1 ")));
         assert!(queue.push_shared(&shared(b"S2 "), usize::MAX));
         assert!(queue.push_shared(&shared(b"S3 "), usize::MAX));
-        queue.encode_control(|out| out.extend_from_slice(b"o2"));
+        queue.encode_control(&mut pool, |out| out.extend_from_slice(b"o2"));
         assert_eq!(unsent(&queue), b"101 S1 o1 S2 S3 o2");
         assert_eq!(queue.len(), 18);
     }
 
     #[test]
     fn partial_writes_resume_at_any_byte() {
+        let mut pool = pool();
         let expected = b"ab0123cdef4567gh".to_vec();
         for step in 1..=expected.len() {
             let mut queue = SendQueue::with_bytes(b"ab".to_vec());
             queue.push_shared(&shared(b"0123"), usize::MAX);
-            queue.encode(usize::MAX, |out| out.extend_from_slice(b"cdef"));
+            queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"cdef"));
             queue.push_shared(&shared(b"4567"), usize::MAX);
-            queue.encode(usize::MAX, |out| out.extend_from_slice(b"gh"));
+            queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"gh"));
             let mut written = Vec::new();
             while !queue.is_empty() {
                 let chunk = unsent(&queue);
                 let n = step.min(chunk.len());
                 written.extend_from_slice(&chunk[..n]);
-                queue.advance(n);
+                queue.advance(n, &mut pool);
             }
             assert_eq!(written, expected, "writes of {step} bytes");
         }
@@ -239,32 +267,44 @@ mod tests {
 
     #[test]
     fn a_frame_past_the_limit_is_not_queued() {
+        let mut pool = pool();
         let mut queue = SendQueue::default();
-        assert!(queue.encode(10, |out| out.extend_from_slice(b"12345678")));
-        assert!(!queue.encode(10, |out| out.extend_from_slice(b"abc")));
+        assert!(queue.encode(10, &mut pool, |out| out.extend_from_slice(b"12345678")));
+        assert!(!queue.encode(10, &mut pool, |out| out.extend_from_slice(b"abc")));
         assert!(!queue.push_shared(&shared(b"abc"), 10));
         assert_eq!(unsent(&queue), b"12345678");
-        queue.encode_control(|out| out.extend_from_slice(b"close"));
+        queue.encode_control(&mut pool, |out| out.extend_from_slice(b"close"));
         assert_eq!(queue.len(), 13);
     }
 
     #[test]
-    fn an_emptied_queue_frees_a_large_buffer() {
-        let mut queue = SendQueue::default();
-        queue.encode(usize::MAX, |out| out.resize(1 << 20, 7));
-        queue.advance(1 << 20);
-        assert!(queue.is_empty());
+    fn an_emptied_queue_gives_its_buffer_back_to_the_pool() {
+        let mut pool = pool();
+        let mut queue = SendQueue::with_bytes(b"HTTP/1.1 101".to_vec());
+        queue.advance(12, &mut pool);
+        assert_eq!(
+            queue.owned.capacity(),
+            0,
+            "an idle connection holds no buffer"
+        );
+        queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"echo"));
+        assert!(queue.owned.capacity() >= 12, "the pooled buffer is reused");
+        queue.encode(usize::MAX, &mut pool, |out| out.resize(1 << 20, 7));
+        queue.advance(queue.len(), &mut pool);
         assert_eq!(queue.owned.capacity(), 0);
     }
 
     #[test]
     fn a_queue_that_never_empties_drops_its_written_front() {
+        let mut pool = pool();
         let mut queue = SendQueue::default();
         for round in 0..100u8 {
-            queue.encode(usize::MAX, |out| out.resize(out.len() + 4096, round));
+            queue.encode(usize::MAX, &mut pool, |out| {
+                out.resize(out.len() + 4096, round)
+            });
             queue.push_shared(&shared(&[round; 16]), usize::MAX);
             let len = queue.len();
-            queue.advance(len - 100);
+            queue.advance(len - 100, &mut pool);
         }
         assert!(
             queue.owned.len() < 2 * COMPACT_AFTER,
@@ -276,13 +316,14 @@ mod tests {
 
     #[test]
     fn more_pieces_than_one_writev_takes_are_written_in_turns() {
+        let mut pool = pool();
         let mut queue = SendQueue::default();
         for i in 0..200u8 {
             queue.push_shared(&shared(&[i]), usize::MAX);
         }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         assert_eq!(queue.io_slices(&mut slices), MAX_SLICES);
-        queue.advance(MAX_SLICES);
+        queue.advance(MAX_SLICES, &mut pool);
         assert_eq!(unsent(&queue)[0], MAX_SLICES as u8);
         assert_eq!(queue.len(), 200 - MAX_SLICES);
     }

@@ -18,6 +18,7 @@ use shardcast_proto::frame::Encoder;
 use slab::Slab;
 use tracing::{debug, error, info, warn};
 
+use crate::buffer_pool::BufferPool;
 use crate::config::ServerConfig;
 use crate::conn::SendContext;
 use crate::connection;
@@ -260,6 +261,10 @@ where
             subprotocols: config.subprotocols.clone().into_boxed_slice(),
             encoder: Encoder::with_compression_threshold(config.compression_threshold),
             deflater: RefCell::new(Deflater::new(config.compression_level)),
+            pool: RefCell::new(BufferPool::new(
+                BufferPool::DEFAULT_BUFFERS,
+                BufferPool::DEFAULT_MAX_CAPACITY,
+            )),
             counters: Arc::clone(&counters),
             send_limit: config.max_send_buffer,
             drain_threshold: config.drain_threshold,
