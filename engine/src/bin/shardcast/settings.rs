@@ -1,0 +1,267 @@
+//! The configuration of `shardcast serve`: one struct per table of
+//! `default.toml`, one field per key, and how they become a
+//! [`ServerBuilder`].
+//!
+//! To add a key: add the field to its table's struct here, add the key with
+//! a comment and its default to `default.toml`, and pass it on in
+//! [`Settings::builder`] (or wherever the binary uses it). The environment
+//! variable, `--print-config` and the checks for bad values follow from
+//! these. A command-line flag for it, if it deserves one, goes in `cli.rs`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use shardcast::ServerBuilder;
+use shardcast_proto::handshake::HeadLimits;
+
+use crate::duration::{HumanDuration, Timeout};
+use crate::logging::{LogFilter, LogFormat};
+use crate::placement::{Cores, Shards};
+use crate::size::ByteSize;
+
+/// The embedded defaults: every key, each with a comment. The
+/// documentation of the file format.
+pub(crate) const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Everything `shardcast serve` runs with. No key has a serde default:
+/// `default.toml` must list every one.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Settings {
+    /// `[server]`
+    pub(crate) server: ServerTable,
+    /// `[limits]`
+    pub(crate) limits: LimitsTable,
+    /// `[timeouts]`
+    pub(crate) timeouts: TimeoutsTable,
+    /// `[compression]`
+    pub(crate) compression: CompressionTable,
+    /// `[log]`
+    pub(crate) log: LogTable,
+}
+
+/// `[server]`: addresses, shards and cores. The keys of every table are
+/// documented in `default.toml`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerTable {
+    pub(crate) listen: Listen,
+    pub(crate) shards: Shards,
+    pub(crate) cores: Cores,
+    pub(crate) pin_cores: bool,
+    pub(crate) force_epoll: bool,
+    pub(crate) backlog: u32,
+    pub(crate) subprotocols: Vec<String>,
+}
+
+/// `[limits]`: connections and sizes.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsTable {
+    pub(crate) max_connections: usize,
+    pub(crate) max_frame_size: ByteSize,
+    pub(crate) max_message_size: ByteSize,
+    pub(crate) max_decompressed_size: ByteSize,
+    pub(crate) max_send_buffer: ByteSize,
+    pub(crate) max_request_head: ByteSize,
+    pub(crate) max_request_headers: usize,
+}
+
+/// `[timeouts]`
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TimeoutsTable {
+    pub(crate) handshake: HumanDuration,
+    pub(crate) idle: Timeout,
+    pub(crate) close: HumanDuration,
+    pub(crate) shutdown: HumanDuration,
+}
+
+/// `[compression]`: permessage-deflate.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompressionTable {
+    pub(crate) enabled: bool,
+    pub(crate) threshold: ByteSize,
+    pub(crate) level: CompressionLevel,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogTable {
+    pub(crate) format: LogFormat,
+    pub(crate) level: LogFilter,
+}
+
+/// At least one address to listen on.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "Vec<SocketAddr>", into = "Vec<SocketAddr>")]
+pub(crate) struct Listen(Vec<SocketAddr>);
+
+/// An empty list of addresses.
+#[derive(Debug, thiserror::Error)]
+#[error("the server needs at least one address to listen on")]
+pub(crate) struct NoAddress;
+
+impl TryFrom<Vec<SocketAddr>> for Listen {
+    type Error = NoAddress;
+
+    fn try_from(addrs: Vec<SocketAddr>) -> Result<Listen, NoAddress> {
+        if addrs.is_empty() {
+            Err(NoAddress)
+        } else {
+            Ok(Listen(addrs))
+        }
+    }
+}
+
+impl From<Listen> for Vec<SocketAddr> {
+    fn from(listen: Listen) -> Vec<SocketAddr> {
+        listen.0
+    }
+}
+
+/// A libdeflate level, 1 (fastest) to 12 (smallest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub(crate) struct CompressionLevel(u8);
+
+/// A level outside 1 to 12.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not a compression level: use 1 (fastest) to 12 (smallest)")]
+pub(crate) struct LevelOutOfRange(u8);
+
+impl TryFrom<u8> for CompressionLevel {
+    type Error = LevelOutOfRange;
+
+    fn try_from(level: u8) -> Result<CompressionLevel, LevelOutOfRange> {
+        if (1..=12).contains(&level) {
+            Ok(CompressionLevel(level))
+        } else {
+            Err(LevelOutOfRange(level))
+        }
+    }
+}
+
+impl From<CompressionLevel> for u8 {
+    fn from(level: CompressionLevel) -> u8 {
+        level.0
+    }
+}
+
+impl Settings {
+    /// The embedded defaults.
+    #[cfg(test)]
+    pub(crate) fn defaults() -> Settings {
+        toml::from_str(DEFAULT_TOML).expect("default.toml is a valid configuration")
+    }
+
+    /// A server builder with every knob of these settings.
+    pub(crate) fn builder(&self) -> ServerBuilder {
+        let Settings {
+            server,
+            limits,
+            timeouts,
+            compression,
+            log: _,
+        } = self;
+        let mut head = HeadLimits::default();
+        head.max_head_bytes = limits.max_request_head.bytes();
+        head.max_headers = limits.max_request_headers;
+        let mut builder = ServerBuilder::new()
+            .pin_cores(server.pin_cores)
+            .force_epoll(server.force_epoll)
+            .backlog(server.backlog)
+            .subprotocols(server.subprotocols.iter().cloned())
+            .max_connections(limits.max_connections)
+            .max_frame_size(limits.max_frame_size.bytes())
+            .max_message_size(limits.max_message_size.bytes())
+            .max_decompressed_size(limits.max_decompressed_size.bytes())
+            .max_send_buffer(limits.max_send_buffer.bytes())
+            .head_limits(head)
+            .handshake_timeout(timeouts.handshake.get())
+            .idle_timeout(timeouts.idle.get())
+            .close_timeout(timeouts.close.get())
+            .compression(compression.enabled)
+            .compression_threshold(compression.threshold.bytes())
+            .compression_level(compression.level.into());
+        for addr in &server.listen.0 {
+            builder = builder.listen(*addr);
+        }
+        if let Shards::Count(count) = server.shards {
+            builder = builder.shards(count.get());
+        }
+        if let Cores::List(cores) = &server.cores {
+            builder = builder.cores(cores.clone().into_vec());
+        }
+        builder
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_defaults_are_the_library_defaults() {
+        let expected = ServerBuilder::new().listen("127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            format!("{:?}", Settings::defaults().builder()),
+            format!("{expected:?}")
+        );
+    }
+
+    #[test]
+    fn the_defaults_print_as_a_config_that_reads_back_the_same() {
+        let defaults = Settings::defaults();
+        let printed = toml::to_string(&defaults).unwrap();
+        assert_eq!(toml::from_str::<Settings>(&printed).unwrap(), defaults);
+    }
+
+    #[test]
+    fn every_key_is_in_the_defaults_and_no_other() {
+        let mut missing = DEFAULT_TOML.replace("idle = \"2m\"", "");
+        let error = toml::from_str::<Settings>(&missing).unwrap_err();
+        assert!(error.message().contains("missing field `idle`"), "{error}");
+        missing = DEFAULT_TOML.replace("[log]", "[log]\ncolour = true");
+        let error = toml::from_str::<Settings>(&missing).unwrap_err();
+        assert!(
+            error.message().contains("unknown field `colour`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn keys_reach_the_builder() {
+        let mut settings = Settings::defaults();
+        settings.server.shards = "3".parse().unwrap();
+        settings.server.cores = "1-2".parse().unwrap();
+        settings.server.backlog = 64;
+        settings.timeouts.idle = Timeout::Off;
+        settings.limits.max_request_head = "16KiB".parse().unwrap();
+        let debug = format!("{:?}", settings.builder());
+        for field in [
+            "shards: 3",
+            "cores: Some([1, 2])",
+            "backlog: 64",
+            "idle_timeout: None",
+            "max_head_bytes: 16384",
+        ] {
+            assert!(debug.contains(field), "{field} not in {debug}");
+        }
+    }
+
+    #[test]
+    fn an_empty_listen_list_and_a_level_out_of_range_are_refused() {
+        let empty = DEFAULT_TOML.replace("listen = [\"127.0.0.1:8080\"]", "listen = []");
+        let error = toml::from_str::<Settings>(&empty).unwrap_err();
+        assert!(error.message().contains("at least one address"), "{error}");
+        let level = DEFAULT_TOML.replace("level = 6", "level = 13");
+        let error = toml::from_str::<Settings>(&level).unwrap_err();
+        assert!(
+            error.message().contains("13 is not a compression level"),
+            "{error}"
+        );
+    }
+}
