@@ -8,6 +8,7 @@ mod cli;
 mod duration;
 mod layers;
 mod logging;
+mod nofile;
 mod placement;
 mod serve;
 mod settings;

@@ -12,7 +12,7 @@ use tracing::info;
 
 use crate::cli::ServeArgs;
 use crate::settings::{DEFAULT_TOML, Settings};
-use crate::{layers, logging};
+use crate::{layers, logging, nofile};
 
 /// Runs `shardcast serve` with `args`.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -35,6 +35,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         bail!("no application selected: pass --echo (the only one for now)");
     }
     logging::init(settings.log.format, &settings.log.level);
+    nofile::raise_and_log(settings.limits.max_connections);
     serve(&settings)
 }
 
