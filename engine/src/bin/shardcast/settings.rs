@@ -4,9 +4,11 @@
 //!
 //! To add a key: add the field to its table's struct here, add the key with
 //! a comment and its default to `default.toml`, and pass it on in
-//! [`Settings::builder`] (or wherever the binary uses it). The environment
-//! variable, `--print-config` and the checks for bad values follow from
-//! these. A command-line flag for it, if it deserves one, goes in `cli.rs`.
+//! [`Settings::builder`] (which does not compile until you do). The
+//! environment variable, `--print-config` and the checks for bad values
+//! follow from these. A command-line flag for it, if it deserves one, goes
+//! in `cli.rs`. A new table is a struct like those below and a field of
+//! [`Settings`].
 
 use std::net::SocketAddr;
 
@@ -158,41 +160,76 @@ impl Settings {
     }
 
     /// A server builder with every knob of these settings.
+    ///
+    /// Every table is taken apart field by field, so a key added to a
+    /// table does not compile until it is passed on here or marked as used
+    /// elsewhere (`shutdown: _`).
     pub(crate) fn builder(&self) -> ServerBuilder {
         let Settings {
-            server,
-            limits,
-            timeouts,
-            compression,
+            server:
+                ServerTable {
+                    listen,
+                    shards,
+                    cores,
+                    pin_cores,
+                    force_epoll,
+                    backlog,
+                    subprotocols,
+                },
+            limits:
+                LimitsTable {
+                    max_connections,
+                    max_frame_size,
+                    max_message_size,
+                    max_decompressed_size,
+                    max_send_buffer,
+                    max_request_head,
+                    max_request_headers,
+                },
+            timeouts:
+                TimeoutsTable {
+                    handshake,
+                    idle,
+                    close,
+                    // Used by serve.rs, after the server starts.
+                    shutdown: _,
+                },
+            compression:
+                CompressionTable {
+                    enabled,
+                    threshold,
+                    level,
+                },
+            // Used by logging.rs, before the server starts.
             log: _,
         } = self;
         let mut head = HeadLimits::default();
-        head.max_head_bytes = limits.max_request_head.bytes();
-        head.max_headers = limits.max_request_headers;
+        head.max_head_bytes = max_request_head.bytes();
+        head.max_headers = *max_request_headers;
         let mut builder = ServerBuilder::new()
-            .pin_cores(server.pin_cores)
-            .force_epoll(server.force_epoll)
-            .backlog(server.backlog)
-            .subprotocols(server.subprotocols.iter().cloned())
-            .max_connections(limits.max_connections)
-            .max_frame_size(limits.max_frame_size.bytes())
-            .max_message_size(limits.max_message_size.bytes())
-            .max_decompressed_size(limits.max_decompressed_size.bytes())
-            .max_send_buffer(limits.max_send_buffer.bytes())
+            .pin_cores(*pin_cores)
+            .force_epoll(*force_epoll)
+            .backlog(*backlog)
+            .subprotocols(subprotocols.iter().cloned())
+            .max_connections(*max_connections)
+            .max_frame_size(max_frame_size.bytes())
+            .max_message_size(max_message_size.bytes())
+            .max_decompressed_size(max_decompressed_size.bytes())
+            .max_send_buffer(max_send_buffer.bytes())
             .head_limits(head)
-            .handshake_timeout(timeouts.handshake.get())
-            .idle_timeout(timeouts.idle.get())
-            .close_timeout(timeouts.close.get())
-            .compression(compression.enabled)
-            .compression_threshold(compression.threshold.bytes())
-            .compression_level(compression.level.into());
-        for addr in &server.listen.0 {
+            .handshake_timeout(handshake.get())
+            .idle_timeout(idle.get())
+            .close_timeout(close.get())
+            .compression(*enabled)
+            .compression_threshold(threshold.bytes())
+            .compression_level((*level).into());
+        for addr in &listen.0 {
             builder = builder.listen(*addr);
         }
-        if let Shards::Count(count) = server.shards {
+        if let Shards::Count(count) = shards {
             builder = builder.shards(count.get());
         }
-        if let Cores::List(cores) = &server.cores {
+        if let Cores::List(cores) = cores {
             builder = builder.cores(cores.clone().into_vec());
         }
         builder
