@@ -443,13 +443,17 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains(&file.0.display().to_string()), "{message}");
         assert!(
-            message.contains("max_connections, max_decompressed_size"),
+            message.contains("max_connections, max_connections_per_ip, max_decompressed_size"),
             "{message}"
         );
 
         let file = TempFile::new("unknown-table", "[limit]\nmax_connections = 5000\n");
         let message = load_with(Some(&file), &[]).unwrap_err().to_string();
-        assert!(message.contains("unknown key `limit`; the keys here are: compression, limits"));
+        let known = "backpressure, compression, limits, log, server, timeouts";
+        assert!(
+            message.contains(&format!("unknown key `limit`; the keys here are: {known}")),
+            "{message}"
+        );
     }
 
     #[test]
@@ -492,6 +496,18 @@ mod tests {
                 "unknown variant `xml`",
             ),
             ("limits = 5", "limits", "5", "expected struct LimitsTable"),
+            (
+                "[backpressure]\nclose_code = 1005",
+                "backpressure.close_code",
+                "1005",
+                "1005 may not be sent",
+            ),
+            (
+                "[backpressure]\npolicy = \"drop_oldest\"",
+                "backpressure.policy",
+                "\"drop_oldest\"",
+                "unknown variant `drop_oldest`, expected `close` or `drop_newest`",
+            ),
         ] {
             let file = TempFile::new("bad-value", text);
             let error = load_with(Some(&file), &[]).unwrap_err();
@@ -533,6 +549,10 @@ mod tests {
                 ("SHARDCAST_SERVER_CORES", "0-1"),
                 ("SHARDCAST_SERVER_SUBPROTOCOLS", "chat.v2,chat.v1"),
                 ("SHARDCAST_LIMITS_MAX_CONNECTIONS", "5000"),
+                ("SHARDCAST_LIMITS_MAX_CONNECTIONS_PER_IP", "10"),
+                ("SHARDCAST_TIMEOUTS_PING_INTERVAL", "off"),
+                ("SHARDCAST_BACKPRESSURE_POLICY", "close"),
+                ("SHARDCAST_BACKPRESSURE_CLOSE_CODE", "1013"),
                 ("SHARDCAST_COMPRESSION_THRESHOLD", "1KiB"),
                 ("SHARDCAST_LOG_FORMAT", "json"),
             ],
@@ -547,6 +567,10 @@ mod tests {
             "cores = \"0,1\"",
             "subprotocols = [\"chat.v2\", \"chat.v1\"]",
             "max_connections = 5000",
+            "max_connections_per_ip = 10",
+            "ping_interval = \"off\"",
+            "policy = \"close\"",
+            "close_code = 1013",
             "threshold = \"1KiB\"",
             "format = \"json\"",
         ] {

@@ -4,6 +4,7 @@
 //! defaults, a TOML file, environment variables, flags; see `default.toml`)
 //! and serves WebSocket connections with the `shardcast` library.
 
+mod backpressure;
 mod cli;
 mod duration;
 mod layers;

@@ -9,13 +9,23 @@
 //! follow from these. A command-line flag for it, if it deserves one, goes
 //! in `cli.rs`. A new table is a struct like those below and a field of
 //! [`Settings`].
+//!
+//! Value types: [`ByteSize`] for bytes (`"64KiB"`), [`HumanDuration`] for a
+//! duration (`"10s"`) and [`Timeout`] for one that may be `"off"`, a serde
+//! enum with `rename_all` for a choice of words (like
+//! [`Policy`]), and a `try_from` newtype for a checked number (like
+//! [`CompressionLevel`]). An integer or boolean needs nothing more.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shardcast::ServerBuilder;
 use shardcast_proto::handshake::HeadLimits;
 
+use crate::backpressure::{Policy, SendableCode};
 use crate::duration::{HumanDuration, Timeout};
 use crate::logging::{LogFilter, LogFormat};
 use crate::placement::{Cores, Shards};
@@ -36,6 +46,8 @@ pub(crate) struct Settings {
     pub(crate) limits: LimitsTable,
     /// `[timeouts]`
     pub(crate) timeouts: TimeoutsTable,
+    /// `[backpressure]`
+    pub(crate) backpressure: BackpressureTable,
     /// `[compression]`
     pub(crate) compression: CompressionTable,
     /// `[log]`
@@ -61,10 +73,10 @@ pub(crate) struct ServerTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LimitsTable {
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: PerAddress,
     pub(crate) max_frame_size: ByteSize,
     pub(crate) max_message_size: ByteSize,
     pub(crate) max_decompressed_size: ByteSize,
-    pub(crate) max_send_buffer: ByteSize,
     pub(crate) max_request_head: ByteSize,
     pub(crate) max_request_headers: usize,
 }
@@ -76,7 +88,19 @@ pub(crate) struct TimeoutsTable {
     pub(crate) handshake: HumanDuration,
     pub(crate) idle: Timeout,
     pub(crate) close: HumanDuration,
+    pub(crate) ping_interval: Timeout,
+    pub(crate) pong_timeout: HumanDuration,
     pub(crate) shutdown: HumanDuration,
+}
+
+/// `[backpressure]`: slow readers.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackpressureTable {
+    pub(crate) max_send_buffer: ByteSize,
+    pub(crate) drain_threshold: ByteSize,
+    pub(crate) policy: Policy,
+    pub(crate) close_code: SendableCode,
 }
 
 /// `[compression]`: permessage-deflate.
@@ -152,6 +176,67 @@ impl From<CompressionLevel> for u8 {
     }
 }
 
+/// A limit on connections per client address: `"off"` or at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PerAddress {
+    /// No limit.
+    Off,
+    /// At most this many.
+    Max(NonZeroUsize),
+}
+
+impl Serialize for PerAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PerAddress::Off => serializer.serialize_str("off"),
+            PerAddress::Max(max) => serializer.serialize_u64(max.get() as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PerAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PerAddressVisitor)
+    }
+}
+
+/// Reads a [`PerAddress`] from `"off"` or an integer.
+struct PerAddressVisitor;
+
+impl Visitor<'_> for PerAddressVisitor {
+    type Value = PerAddress;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"off\" or a number of connections of at least 1")
+    }
+
+    fn visit_i64<E: de::Error>(self, max: i64) -> Result<PerAddress, E> {
+        usize::try_from(max)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .map(PerAddress::Max)
+            .ok_or_else(|| E::invalid_value(de::Unexpected::Signed(max), &self))
+    }
+
+    fn visit_u64<E: de::Error>(self, max: u64) -> Result<PerAddress, E> {
+        usize::try_from(max)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .map(PerAddress::Max)
+            .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(max), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<PerAddress, E> {
+        match text.trim() {
+            "off" => Ok(PerAddress::Off),
+            number => match number.parse::<u64>() {
+                Ok(max) => self.visit_u64(max),
+                Err(_) => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+            },
+        }
+    }
+}
+
 impl Settings {
     /// The embedded defaults.
     #[cfg(test)]
@@ -179,10 +264,10 @@ impl Settings {
             limits:
                 LimitsTable {
                     max_connections,
+                    max_connections_per_ip,
                     max_frame_size,
                     max_message_size,
                     max_decompressed_size,
-                    max_send_buffer,
                     max_request_head,
                     max_request_headers,
                 },
@@ -191,8 +276,17 @@ impl Settings {
                     handshake,
                     idle,
                     close,
+                    ping_interval,
+                    pong_timeout,
                     // Used by serve.rs, after the server starts.
                     shutdown: _,
+                },
+            backpressure:
+                BackpressureTable {
+                    max_send_buffer,
+                    drain_threshold,
+                    policy,
+                    close_code,
                 },
             compression:
                 CompressionTable {
@@ -212,14 +306,21 @@ impl Settings {
             .backlog(*backlog)
             .subprotocols(subprotocols.iter().cloned())
             .max_connections(*max_connections)
+            .max_connections_per_ip(match max_connections_per_ip {
+                PerAddress::Off => None,
+                PerAddress::Max(max) => Some(max.get()),
+            })
             .max_frame_size(max_frame_size.bytes())
             .max_message_size(max_message_size.bytes())
             .max_decompressed_size(max_decompressed_size.bytes())
             .max_send_buffer(max_send_buffer.bytes())
+            .drain_threshold(drain_threshold.bytes())
+            .backpressure(policy.with_code(*close_code))
             .head_limits(head)
             .handshake_timeout(handshake.get())
             .idle_timeout(idle.get())
             .close_timeout(close.get())
+            .heartbeat(ping_interval.get().map(|every| (every, pong_timeout.get())))
             .compression(*enabled)
             .compression_threshold(threshold.bytes())
             .compression_level((*level).into());
@@ -277,6 +378,10 @@ mod tests {
         settings.server.backlog = 64;
         settings.timeouts.idle = Timeout::Off;
         settings.limits.max_request_head = "16KiB".parse().unwrap();
+        settings.limits.max_connections_per_ip = PerAddress::Max(NonZeroUsize::MIN);
+        settings.timeouts.ping_interval = Timeout::Off;
+        settings.backpressure.policy = Policy::Close;
+        settings.backpressure.close_code = SendableCode::try_from(4000).unwrap();
         let debug = format!("{:?}", settings.builder());
         for field in [
             "shards: 3",
@@ -284,6 +389,9 @@ mod tests {
             "backlog: 64",
             "idle_timeout: None",
             "max_head_bytes: 16384",
+            "max_connections_per_ip: Some(1)",
+            "heartbeat: None",
+            "backpressure: Close(CloseCode(4000))",
         ] {
             assert!(debug.contains(field), "{field} not in {debug}");
         }
@@ -300,5 +408,32 @@ mod tests {
             error.message().contains("13 is not a compression level"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_per_address_limit_is_off_or_at_least_one() {
+        let read = |value: &str| {
+            let text = DEFAULT_TOML.replace(
+                "max_connections_per_ip = \"off\"",
+                &format!("max_connections_per_ip = {value}"),
+            );
+            toml::from_str::<Settings>(&text).map(|s| s.limits.max_connections_per_ip)
+        };
+        assert_eq!(read("\"off\"").unwrap(), PerAddress::Off);
+        assert_eq!(
+            read("8").unwrap(),
+            PerAddress::Max(NonZeroUsize::new(8).unwrap())
+        );
+        assert_eq!(
+            read("\"8\"").unwrap(),
+            PerAddress::Max(NonZeroUsize::new(8).unwrap())
+        );
+        for bad in ["0", "-1", "\"none\""] {
+            let error = read(bad).unwrap_err();
+            assert!(
+                error.message().contains("expected \"off\" or a number"),
+                "{error}"
+            );
+        }
     }
 }
