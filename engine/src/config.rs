@@ -92,6 +92,12 @@ pub(crate) fn allowed_cores() -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// A backlog as `listen(2)` takes it; values past `i32::MAX` mean the
+/// most the kernel allows, as they would anyway.
+fn backlog_arg(connections: u32) -> i32 {
+    i32::try_from(connections).unwrap_or(i32::MAX)
+}
+
 /// Builds a [`Server`]: listen addresses, shards and cores, limits,
 /// compression and subprotocols. Start from [`Server::builder`].
 ///
@@ -129,6 +135,8 @@ impl ServerBuilder {
     pub const DEFAULT_MAX_SEND_BUFFER: usize = (64 << 20) + (64 << 10);
     /// Default drain threshold: 64 KiB.
     pub const DEFAULT_DRAIN_THRESHOLD: usize = 64 << 10;
+    /// Default listen backlog: 1024 connections waiting to be accepted.
+    pub const DEFAULT_BACKLOG: u32 = 1024;
 
     /// A builder with every default and no listen address.
     pub fn new() -> Self {
@@ -139,7 +147,7 @@ impl ServerBuilder {
                 cores: None,
                 pin_cores: true,
                 force_epoll: false,
-                backlog: 1024,
+                backlog: backlog_arg(Self::DEFAULT_BACKLOG),
                 decoder: DecoderConfig::DEFAULT,
                 head: HeadLimits::default(),
                 handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
@@ -197,6 +205,15 @@ impl ServerBuilder {
     /// off. For comparisons and for hosts where io_uring misbehaves.
     pub fn force_epoll(mut self, force: bool) -> Self {
         self.config.force_epoll = force;
+        self
+    }
+
+    /// How many connections each listening socket queues before a shard
+    /// accepts them (the `listen(2)` backlog). Default 1024. The kernel
+    /// caps it at `net.core.somaxconn`; raise both for bursts of
+    /// connections, such as every client reconnecting after a restart.
+    pub fn backlog(mut self, connections: u32) -> Self {
+        self.config.backlog = backlog_arg(connections);
         self
     }
 

@@ -1,0 +1,223 @@
+//! The `shardcast` binary as operators run it: its configuration layers
+//! seen through `--print-config`, its errors for bad config files, and
+//! `serve --echo` from a config file answering a WebSocket client.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tungstenite::Message;
+
+/// A file in this test target's temporary directory.
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// The binary, with none of the caller's configuration variables.
+fn shardcast() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardcast"));
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(|name| name.starts_with("SHARDCAST_"))
+        {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn print_config_shows_each_layer_over_the_one_below() {
+    let config = temp_file(
+        "layers.toml",
+        "[server]\nbacklog = 100\n\
+         [limits]\nmax_connections = 5000\n\
+         [timeouts]\nidle = \"30s\"\nclose = \"1s\"\n",
+    );
+    let output = run(shardcast()
+        .args(["serve", "--print-config", "--backlog", "300"])
+        .arg("--config")
+        .arg(&config)
+        .env("SHARDCAST_SERVER_BACKLOG", "200")
+        .env("SHARDCAST_TIMEOUTS_IDLE", "off"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: toml::Table = String::from_utf8(output.stdout).unwrap().parse().unwrap();
+    let get = |table: &str, key: &str| printed[table][key].to_string();
+    assert_eq!(get("server", "backlog"), "300", "flag over variable");
+    assert_eq!(get("timeouts", "idle"), "\"off\"", "variable over file");
+    assert_eq!(get("timeouts", "close"), "\"1s\"", "file over defaults");
+    assert_eq!(
+        get("limits", "max_connections"),
+        "5000",
+        "file over defaults"
+    );
+    assert_eq!(get("timeouts", "handshake"), "\"10s\"", "defaults");
+    assert_eq!(get("server", "listen"), "[\"127.0.0.1:8080\"]", "defaults");
+}
+
+#[test]
+fn the_config_file_may_come_from_shardcast_config() {
+    let config = temp_file("from-env.toml", "[compression]\nlevel = 9\n");
+    let output = run(shardcast()
+        .args(["serve", "--print-config"])
+        .env("SHARDCAST_CONFIG", &config));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains("\nlevel = 9\n"), "{printed}");
+}
+
+#[test]
+fn a_bad_config_file_exits_non_zero_naming_the_key() {
+    let config = temp_file("bad-value.toml", "[limits]\nmax_frame_size = \"64MB\"\n");
+    let output = run(shardcast()
+        .args(["serve", "--echo", "--config"])
+        .arg(&config));
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains(&config.display().to_string()), "{message}");
+    assert!(
+        message.contains("`limits.max_frame_size` = \"64MB\""),
+        "{message}"
+    );
+
+    let config = temp_file("unknown-key.toml", "[limits]\nmax_conections = 10\n");
+    let output = run(shardcast()
+        .args(["serve", "--echo", "--config"])
+        .arg(&config));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("unknown key `limits.max_conections`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn an_unknown_variable_exits_non_zero_naming_it() {
+    let output = run(shardcast()
+        .args(["serve", "--echo"])
+        .env("SHARDCAST_LIMITS_MAX_CONECTIONS", "10"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("unknown environment variable SHARDCAST_LIMITS_MAX_CONECTIONS"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A running server process, killed if the test ends without stopping it.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects to `addr`, retrying while the server starts.
+fn connect(addr: SocketAddr, server: &mut Running) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(stream) = TcpStream::connect(addr) {
+            return stream;
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("the server exited with {status}:\n{}", server.log());
+        }
+        assert!(Instant::now() < deadline, "no listener:\n{}", server.log());
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_echo_listens_where_the_config_file_says_and_stops_on_sigterm() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = temp_file(
+        "serve.toml",
+        &format!(
+            "[server]\nlisten = [\"{addr}\"]\nshards = 1\npin_cores = false\n\
+             [timeouts]\nshutdown = \"2s\"\n"
+        ),
+    );
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-serve.log");
+    let child = shardcast()
+        .args(["serve", "--echo", "--config"])
+        .arg(&config)
+        .env("SHARDCAST_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running { child, log };
+
+    let stream = connect(addr, &mut server);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut socket, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
+    socket
+        .send(Message::text("hello from a config file"))
+        .unwrap();
+    assert_eq!(
+        socket.read().unwrap(),
+        Message::text("hello from a config file")
+    );
+    socket.close(None).unwrap();
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let log = server.log();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("open file limit"), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+}
