@@ -24,8 +24,26 @@
 //! println!("{} connections closed cleanly", report.closed_cleanly);
 //! ```
 //!
-//! What it does not do yet: rooms and broadcast across shards, the
-//! `shardcast.v1` envelope protocol, rate limits, TLS, and the HTTP side
+//! Sending: [`Conn::send_text`] and [`Conn::send_binary`] frame a message
+//! into the connection's send buffer (lent by the shard's pool while it
+//! holds frames, so an idle connection holds none); a [`PreparedMessage`]
+//! is framed, and compressed, once and queued by reference on every
+//! connection it is sent to. Whatever a connection queued during one
+//! batch of input leaves in one vectored write.
+//!
+//! Flow control: each send buffer is bounded
+//! ([`ServerBuilder::max_send_buffer`]); a message past the bound is
+//! dropped if marked droppable, or closes that connection, as the
+//! [`Backpressure`] policy says. Producers that would rather wait pause on
+//! [`Conn::is_backpressured`] and resume in [`Handler::on_drain`]. A slow
+//! reader costs only its own bounded buffer: the shard's other
+//! connections are served as before. Heartbeat pings
+//! ([`ServerBuilder::heartbeat`]) and the idle timeout reach a connection
+//! even while its peer does not read.
+//!
+//! What it does not do yet: sending to a connection from outside its own
+//! callbacks, rooms and broadcast across shards, the `shardcast.v1`
+//! envelope protocol, rate limits, TLS, and the HTTP side
 //! (metrics, admin, long-polling). The library sets no global
 //! allocator and no logger; the `shardcast` binary does both.
 #![deny(unsafe_code)]
