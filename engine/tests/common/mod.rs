@@ -3,8 +3,8 @@
 //! hand-built frames (or any bytes) and reads frames back, and payloads.
 //!
 //! Every test binary compiles its own copy of this module and uses only
-//! part of it, so what one binary leaves unused is not dead code: another
-//! binary uses it.
+//! part of it (a binary may not even use the macro, or its re-export), so
+//! what one binary leaves unused is not dead code: another binary uses it.
 #![allow(dead_code, unused_macros, unused_imports)]
 
 use std::fmt;
@@ -46,7 +46,7 @@ impl Driver {
 
 impl fmt::Display for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Driver::IoUring => "io_uring",
             Driver::Epoll => "epoll",
         })
@@ -55,19 +55,22 @@ impl fmt::Display for Driver {
 
 /// Runs a test function `fn name(driver: Driver)` on both I/O drivers: it
 /// becomes a module `name` with the tests `name::io_uring` and
-/// `name::epoll`. A function left out of it is dead code, which the lints
-/// refuse, so no test is forgotten.
+/// `name::epoll`, each with the attributes given before the name (such as
+/// `#[ignore = "why"]`). A function left out of it is dead code, which the
+/// lints refuse, so no test is forgotten.
 macro_rules! on_both_drivers {
-    ($name:ident) => {
+    ($(#[$attribute:meta])* $name:ident) => {
         mod $name {
             use $crate::common::Driver;
 
             #[test]
+            $(#[$attribute])*
             fn io_uring() {
                 super::$name(Driver::IoUring);
             }
 
             #[test]
+            $(#[$attribute])*
             fn epoll() {
                 super::$name(Driver::Epoll);
             }
@@ -76,10 +79,9 @@ macro_rules! on_both_drivers {
 }
 pub(crate) use on_both_drivers;
 
-/// A server started for a test, with the driver it was asked to run on.
+/// A server started for a test.
 pub(crate) struct TestServer {
     pub(crate) handle: ServerHandle,
-    pub(crate) driver: Driver,
 }
 
 impl TestServer {
@@ -128,7 +130,7 @@ where
         "asked for {driver}, the shards run on {:?}",
         stats.iter().map(|shard| shard.driver).collect::<Vec<_>>()
     );
-    TestServer { handle, driver }
+    TestServer { handle }
 }
 
 /// A tungstenite client, connected and upgraded.
