@@ -562,7 +562,11 @@ impl<H: Handler> Connection<H> {
             let mut buf = ReadBuf::new(&mut receive[..]);
             match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
                 Poll::Pending => {
-                    self.decoder.release_memory();
+                    // Idle for now: the decoder's buffer goes back to the
+                    // pool unless it holds part of a message.
+                    if let Some(buffer) = self.decoder.take_buffer() {
+                        shard.send.pool.borrow_mut().put(buffer);
+                    }
                     break if handled {
                         Read::Handled
                     } else {
@@ -577,6 +581,14 @@ impl<H: Handler> Connection<H> {
                         break Read::Eof;
                     }
                     handled = true;
+                    if self.decoder.heap_bytes() == 0 {
+                        // Fragmented, compressed or split messages gather
+                        // in a pooled buffer rather than a new one.
+                        let mut pool = shard.send.pool.borrow_mut();
+                        if let Some(unused) = self.decoder.lend_buffer(pool.take()) {
+                            pool.put(unused);
+                        }
+                    }
                     *reads += 1;
                     let messages = self.handle_input(&mut receive[..received]);
                     shard.counters.received(messages, received as u64);

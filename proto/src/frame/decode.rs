@@ -221,10 +221,36 @@ impl<R: Role> Decoder<R> {
     /// buffering allocates again. Not calling it keeps up to 64 KiB per
     /// connection for reuse.
     pub fn release_memory(&mut self) {
-        if self.message.is_none() {
-            self.buf = Vec::new();
-            self.buf_returned = false;
+        drop(self.take_buffer());
+    }
+
+    /// Takes the message buffer out, emptied, unless it holds part of a
+    /// message still being received (then `None`), or has no capacity.
+    ///
+    /// With [`Decoder::lend_buffer`], lets many decoders share a pool of
+    /// buffers: a server takes the buffer back when a connection goes idle
+    /// and lends one before feeding the next bytes, so idle connections
+    /// hold no heap memory and busy ones do not allocate.
+    pub fn take_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.message.is_some() || self.buf.capacity() == 0 {
+            return None;
         }
+        self.buf_returned = false;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        Some(buf)
+    }
+
+    /// Gives the decoder `buffer` to gather messages in, if it holds no
+    /// buffer of its own; otherwise hands `buffer` back. Its contents are
+    /// discarded.
+    pub fn lend_buffer(&mut self, mut buffer: Vec<u8>) -> Option<Vec<u8>> {
+        if self.buf.capacity() != 0 {
+            return Some(buffer);
+        }
+        buffer.clear();
+        self.buf = buffer;
+        None
     }
 
     /// Feeds bytes read from the connection and returns how many were
@@ -1150,6 +1176,28 @@ mod tests {
         let again = feed(&mut decoder, &bytes, 1000).unwrap();
         assert_eq!(again, vec![Owned::Binary([[1; 100], [2; 100]].concat())]);
         decoder.release_memory();
+        assert_eq!(decoder.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn a_lent_buffer_is_used_and_taken_back_only_between_messages() {
+        let mut decoder = server();
+        let mut inflater = Inflater::new();
+        assert!(decoder.take_buffer().is_none(), "nothing to take");
+        let lent = Vec::with_capacity(4096);
+        let address = lent.as_ptr();
+        assert!(decoder.lend_buffer(lent).is_none());
+        assert!(decoder.lend_buffer(vec![1]).is_some(), "it already has one");
+        // A fragmented message goes through the lent buffer.
+        let mut first = client(false, OpCode::Text, b"hel");
+        assert_eq!(decoder.decode(&mut first, &mut inflater).unwrap().1, None);
+        assert!(decoder.take_buffer().is_none(), "a message is in progress");
+        let mut last = client(true, OpCode::Continuation, b"lo");
+        let (_, message) = decoder.decode(&mut last, &mut inflater).unwrap();
+        assert_eq!(message, Some(Message::Text("hello")));
+        let back = decoder.take_buffer().expect("the buffer comes back");
+        assert!(back.is_empty());
+        assert_eq!(back.as_ptr(), address, "no allocation of its own");
         assert_eq!(decoder.heap_bytes(), 0);
     }
 
