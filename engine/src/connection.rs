@@ -562,11 +562,6 @@ impl<H: Handler> Connection<H> {
             let mut buf = ReadBuf::new(&mut receive[..]);
             match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
                 Poll::Pending => {
-                    // Idle for now: the decoder's buffer goes back to the
-                    // pool unless it holds part of a message.
-                    if let Some(buffer) = self.decoder.take_buffer() {
-                        shard.send.pool.borrow_mut().put(buffer);
-                    }
                     break if handled {
                         Read::Handled
                     } else {
@@ -592,6 +587,12 @@ impl<H: Handler> Connection<H> {
                     *reads += 1;
                     let messages = self.handle_input(&mut receive[..received]);
                     shard.counters.received(messages, received as u64);
+                    // The decoder's buffer goes back to the pool unless it
+                    // holds part of a message: idle connections hold none,
+                    // and the next read borrows it again.
+                    if let Some(buffer) = self.decoder.take_buffer() {
+                        shard.send.pool.borrow_mut().put(buffer);
+                    }
                     if self.finished
                         || self.conn.is_closing()
                         || received < receive.len()

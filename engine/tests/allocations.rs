@@ -359,18 +359,12 @@ fn echoes_1_kib_text_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(TEXT, 1024, false));
 }
 
-on_both_drivers!(
-    #[ignore = "allocates 3 per message: 2 in shardcast_proto Decoder::advance (a frame split across reads of the 64 KiB receive buffer goes through the message buffer, freed again above 64 KiB and by Decoder::release_memory), 1 in shardcast_proto encode::write_frame (the send buffer, freed by Connection::flush above 4 KiB); see issue 4"]
-    echoes_64_kib_binary_without_allocating
-);
+on_both_drivers!(echoes_64_kib_binary_without_allocating);
 fn echoes_64_kib_binary_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(BINARY, 64 * 1024, false));
 }
 
-on_both_drivers!(
-    #[ignore = "allocates 3 per message: 2 in shardcast_proto Decoder::advance (a frame split across reads of the 64 KiB receive buffer goes through the message buffer, freed again above 64 KiB and by Decoder::release_memory), 1 in shardcast_proto encode::write_frame (the send buffer, freed by Connection::flush above 4 KiB); see issue 4"]
-    echoes_64_kib_text_without_allocating
-);
+on_both_drivers!(echoes_64_kib_text_without_allocating);
 fn echoes_64_kib_text_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(TEXT, 64 * 1024, false));
 }
@@ -385,34 +379,22 @@ fn echoes_16_b_text_with_deflate_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(TEXT, 16, true));
 }
 
-on_both_drivers!(
-    #[ignore = "allocates 1.5 to 2 per message: 1 in shardcast_proto Decoder::advance (a compressed message goes through the message buffer, which Connection::poll_input frees with Decoder::release_memory whenever the socket goes idle) and 1 in Inflater::inflate (the RFC 7692 tail appended to that exactly-sized buffer); see issue 4"]
-    echoes_1_kib_binary_with_deflate_without_allocating
-);
+on_both_drivers!(echoes_1_kib_binary_with_deflate_without_allocating);
 fn echoes_1_kib_binary_with_deflate_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(BINARY, 1024, true));
 }
 
-on_both_drivers!(
-    #[ignore = "allocates 1.5 to 2 per message: 1 in shardcast_proto Decoder::advance (a compressed message goes through the message buffer, which Connection::poll_input frees with Decoder::release_memory whenever the socket goes idle) and 1 in Inflater::inflate (the RFC 7692 tail appended to that exactly-sized buffer); see issue 4"]
-    echoes_1_kib_text_with_deflate_without_allocating
-);
+on_both_drivers!(echoes_1_kib_text_with_deflate_without_allocating);
 fn echoes_1_kib_text_with_deflate_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(TEXT, 1024, true));
 }
 
-on_both_drivers!(
-    #[ignore = "allocates 1.5 to 2 per message: 1 in shardcast_proto Decoder::advance (a compressed message goes through the message buffer, which Connection::poll_input frees with Decoder::release_memory whenever the socket goes idle) and 1 in Inflater::inflate (the RFC 7692 tail appended to that exactly-sized buffer); see issue 4"]
-    echoes_64_kib_binary_with_deflate_without_allocating
-);
+on_both_drivers!(echoes_64_kib_binary_with_deflate_without_allocating);
 fn echoes_64_kib_binary_with_deflate_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(BINARY, 64 * 1024, true));
 }
 
-on_both_drivers!(
-    #[ignore = "allocates 1.5 to 2 per message: 1 in shardcast_proto Decoder::advance (a compressed message goes through the message buffer, which Connection::poll_input frees with Decoder::release_memory whenever the socket goes idle) and 1 in Inflater::inflate (the RFC 7692 tail appended to that exactly-sized buffer); see issue 4"]
-    echoes_64_kib_text_with_deflate_without_allocating
-);
+on_both_drivers!(echoes_64_kib_text_with_deflate_without_allocating);
 fn echoes_64_kib_text_with_deflate_without_allocating(driver: Driver) {
     echoes_without_allocating(driver, case(TEXT, 64 * 1024, true));
 }
