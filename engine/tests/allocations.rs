@@ -12,7 +12,10 @@
 //! When a case allocates, the test echoes a few messages more with a
 //! backtrace taken at each allocation and names the call paths in its
 //! failure message. Run with `--nocapture` (nextest: `--no-capture`) for
-//! the table of allocations per message.
+//! the table of allocations per message. With `SHARDCAST_ALLOCATIONS_OUT`
+//! set to a file, each case also appends its result to it as one JSON
+//! line, which `shardcast-bench allocations-report` turns into the
+//! allocations section of BENCHMARKS.md.
 
 mod common;
 
@@ -249,6 +252,7 @@ fn echoes_without_allocating(driver: Driver, case: Case) {
         "| {case} | {driver:8} | {MEASURED:>8} echoes | {allocations:>8} allocations | \
          {per_message:>6.2} per message |"
     );
+    write_result(case, driver, allocations);
     let paths = if allocations == 0 {
         String::new()
     } else {
@@ -265,6 +269,30 @@ fn echoes_without_allocating(driver: Driver, case: Case) {
         "{case} on {driver}: {allocations} allocations in {MEASURED} echoes \
          ({per_message:.2} per message), goal 0; allocation paths:\n{paths}"
     );
+}
+
+/// Appends a case's result as one JSON line to the file named by
+/// `SHARDCAST_ALLOCATIONS_OUT`, if it is set.
+fn write_result(case: Case, driver: Driver, allocations: u64) {
+    let Some(path) = std::env::var_os("SHARDCAST_ALLOCATIONS_OUT") else {
+        return;
+    };
+    let message = if case.opcode == TEXT {
+        "text"
+    } else {
+        "binary"
+    };
+    let line = format!(
+        "{{\"message\":\"{message}\",\"bytes\":{},\"deflate\":{},\"driver\":\"{driver}\",\
+         \"echoes\":{MEASURED},\"allocations\":{allocations}}}\n",
+        case.len, case.deflate
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|error| panic!("cannot open {:?}: {error}", path));
+    std::io::Write::write_all(&mut file, line.as_bytes()).unwrap();
 }
 
 /// The allocation paths in `traces`, most frequent first, each with how
