@@ -284,7 +284,8 @@ fn write_result(case: Case, driver: Driver, allocations: u64) {
     };
     let line = format!(
         "{{\"message\":\"{message}\",\"bytes\":{},\"deflate\":{},\"driver\":\"{driver}\",\
-         \"echoes\":{MEASURED},\"allocations\":{allocations}}}\n",
+         \"connections\":{CONNECTIONS},\"warm_up\":{WARM_UP},\"echoes\":{MEASURED},\
+         \"allocations\":{allocations}}}\n",
         case.len, case.deflate
     );
     let mut file = std::fs::OpenOptions::new()
