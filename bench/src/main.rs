@@ -16,6 +16,7 @@ mod echo;
 mod machine;
 mod proc_stat;
 mod report_file;
+mod servers;
 mod stats;
 
 use std::path::PathBuf;
