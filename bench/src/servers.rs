@@ -94,6 +94,14 @@ impl RunningServer {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Fails if the server has exited.
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => bail!("the server exited: {status}"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for RunningServer {

@@ -44,6 +44,22 @@ pub(crate) fn format_rate(per_second: f64) -> String {
     }
 }
 
+/// A whole number with thousands separators, rounded: `138,060`, `-1,024`.
+pub(crate) fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.abs());
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if value.round() < 0.0 {
+        grouped.push('-');
+    }
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +93,12 @@ mod tests {
         assert_eq!(format_rate(98_600.0), "98.6k");
         assert_eq!(format_rate(1_254_000.0), "1.25M");
         assert_eq!(format_rate(512.4), "512");
+        assert_eq!(thousands(138_060.0), "138,060");
+        assert_eq!(thousands(2_047.6), "2,048");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1_000_000.0), "1,000,000");
+        assert_eq!(thousands(-1_024.0), "-1,024");
+        assert_eq!(thousands(-0.2), "0");
+        assert_eq!(thousands(0.0), "0");
     }
 }
