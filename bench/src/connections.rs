@@ -312,8 +312,10 @@ struct PerConnection {
     rss: f64,
     /// VmRSS growth since the previous count, per connection added.
     marginal: Option<f64>,
-    /// Growth of each kind of mapping, and of Pss.
+    /// Growth of each kind of mapping, of anonymous memory in huge pages,
+    /// and of Pss.
     anonymous: f64,
+    huge: f64,
     io_uring: f64,
     files: f64,
     other: f64,
@@ -344,6 +346,7 @@ impl ServerRun {
                 per(now.rss, previous.snapshot.rss, n - previous.connections)
             }),
             anonymous: per(now.mappings.anonymous, then.mappings.anonymous, n),
+            huge: per(now.mappings.huge, then.mappings.huge, n),
             io_uring: per(now.mappings.io_uring, then.mappings.io_uring, n),
             files: per(now.mappings.files, then.mappings.files, n),
             other: per(now.mappings.other, then.mappings.other, n),
@@ -849,7 +852,7 @@ fn render(
     )?;
     writeln!(
         out,
-        "Growth since the idle server, per connection: resident bytes by kind of mapping in /proc/PID/smaps (anonymous: heap, allocator arenas, stacks), and Pss, the proportional set size. The kernel's objects are outside every RSS: a socket (slab caches {}; both ends of every connection are on this machine, so their growth is divided by twice the count) and the server's interest in it ({}: an io_uring request waiting on it, or an epoll registration). Slab caches are system-wide, so other work on the machine adds noise to those two.\n",
+        "Growth since the idle server, per connection: resident bytes by kind of mapping in /proc/PID/smaps (anonymous: heap, allocator arenas, stacks; in parentheses the part in transparent huge pages, resident 2 MiB at a time), and Pss, the proportional set size. The kernel's objects are outside every RSS: a socket (slab caches {}; both ends of every connection are on this machine, so their growth is divided by twice the count) and the server's interest in it ({}: an io_uring request waiting on it, or an epoll registration). Slab caches are system-wide, so other work on the machine adds noise to those two.\n",
         SOCKET_CACHES.join(", "),
         REGISTRATION_CACHES.join(", "),
     )?;
@@ -866,10 +869,11 @@ fn render(
         let kernel = |bytes: Option<f64>| bytes.map_or_else(|| "-".to_owned(), thousands);
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
             run.name,
             thousands(run.checkpoints[last].connections as f64),
             thousands(figures.anonymous),
+            thousands(figures.huge),
             thousands(figures.io_uring),
             thousands(figures.files),
             thousands(figures.other),
@@ -955,6 +959,7 @@ fn to_json(plan: &Plan, runs: &[ServerRun]) -> serde_json::Value {
                         "marginal_bytes_per_connection": figures.marginal,
                         "pss_bytes_per_connection": figures.pss,
                         "anonymous_bytes_per_connection": figures.anonymous,
+                        "huge_page_bytes_per_connection": figures.huge,
                         "io_uring_bytes_per_connection": figures.io_uring,
                         "kernel_bytes_per_socket": figures.kernel_socket,
                         "kernel_registration_bytes_per_connection": figures.kernel_registration,
@@ -1193,7 +1198,7 @@ uWebSockets holds an idle connection in a few hundred bytes.
             "{text}"
         );
         assert!(
-            text.contains("| shardcast | 5,000 | 1,638 | 0 | 0 | 0 | 1,638 | 2,048 | 256 |"),
+            text.contains("| shardcast | 5,000 | 1,638 (0) | 0 | 0 | 0 | 1,638 | 2,048 | 256 |"),
             "{text}"
         );
         assert!(

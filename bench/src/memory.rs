@@ -84,6 +84,9 @@ pub(crate) fn settle(
 pub(crate) struct Mappings {
     /// Anonymous memory: the heap, the allocator's arenas, stacks.
     pub(crate) anonymous: u64,
+    /// The part of `anonymous` in transparent huge pages (2 MiB each,
+    /// resident whole as soon as one byte of them is touched).
+    pub(crate) huge: u64,
     /// io_uring's rings and buffers mapped from the kernel.
     pub(crate) io_uring: u64,
     /// Mapped files: the executable and the libraries.
@@ -119,6 +122,8 @@ impl Mappings {
                 } += rss;
             } else if let Some(pss) = kib_field(line, "Pss") {
                 totals.pss += pss;
+            } else if let Some(huge) = kib_field(line, "AnonHugePages") {
+                totals.huge += huge;
             }
         }
         totals
@@ -225,6 +230,7 @@ VmFlags: rd ex mr mw me
 55d0c1000000-55d0c2000000 rw-p 00000000 00:00 0                          [heap]
 Rss:                1000 kB
 Pss:                1000 kB
+AnonHugePages:       512 kB
 7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
 Rss:                 100 kB
 Pss:                 100 kB
@@ -249,6 +255,7 @@ Pss:                   6 kB
             mappings,
             Mappings {
                 anonymous: 1108 * 1024,
+                huge: 512 * 1024,
                 io_uring: 4 * 1024,
                 files: 412 * 1024,
                 other: 4 * 1024,
