@@ -303,7 +303,7 @@ async fn connect_and_echo(
 
 /// Sends the upgrade request and reads the response; returns the bytes
 /// that followed the response head (already WebSocket frames).
-async fn handshake(
+pub(crate) async fn handshake(
     stream: &mut TcpStream,
     target: &Target,
     rng: &mut XorShift,

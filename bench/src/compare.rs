@@ -8,14 +8,17 @@
 //! machine spreads over all of them. The report gives medians per server
 //! and scenario, ratios against the baseline (shardcast), server CPU per
 //! message and how busy each side was.
+//!
+//! Each server has a placement: the cores it runs on and the cores its
+//! load runs on (one generator thread per load core). A server spread over
+//! every core of the machine (shardcast with 2 shards on 2 cores) shares
+//! them with its load; the report says so, and its CPU per message is then
+//! the figure to compare.
 
 use std::fmt::Write as _;
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use shardcast::CoreList;
@@ -24,13 +27,11 @@ use crate::client::XorShift;
 use crate::echo::{self, Outcome};
 use crate::machine::Machine;
 use crate::report_file;
-use crate::stats::{median, ratio_higher_is_better, ratio_lower_is_better};
+use crate::servers::{RunningServer, ServerSpec, free_port, shell_command_line};
+use crate::stats::{format_rate, median, ratio_higher_is_better, ratio_lower_is_better};
 
 /// The section of BENCHMARKS.md this command writes by default.
 const SECTION: &str = "engine-echo";
-
-/// How long a server may take to open its port.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Command line of `shardcast-bench echo-compare`.
 #[derive(clap::Args, Clone, Debug)]
@@ -53,15 +54,19 @@ pub(crate) struct Args {
     /// Seconds measured per run.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) duration: f64,
-    /// Cores the server runs on (`taskset -c`).
+    /// Cores every server runs on (`taskset -c`), unless its placement
+    /// says otherwise.
     #[arg(long, default_value = "0")]
-    pub(crate) server_cores: String,
-    /// Cores the load generator's threads are pinned to.
+    pub(crate) server_cores: CoreList,
+    /// Cores the load runs on, one generator thread pinned to each, unless
+    /// the server's placement says otherwise.
     #[arg(long, default_value = "1")]
     pub(crate) load_cores: CoreList,
-    /// Load generator threads.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) threads: u32,
+    /// The cores of one server and of its load, `NAME=SERVER_CORES/LOAD_CORES`
+    /// (`shardcast-2=0,1/0,1`), in place of `--server-cores` and
+    /// `--load-cores`. Repeat for each server placed apart.
+    #[arg(long = "placement")]
+    pub(crate) placements: Vec<NamedPlacement>,
     /// Messages each connection keeps in flight.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) in_flight: u32,
@@ -85,32 +90,67 @@ pub(crate) struct Args {
     pub(crate) section: String,
 }
 
-/// A server under test: its name in the report and how to start it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ServerSpec {
-    /// Name in the report.
-    pub(crate) name: String,
-    /// Command line, with `{port}` where its port goes.
-    pub(crate) command: String,
+impl Args {
+    /// Where the server named `name` and its load run.
+    fn placement(&self, name: &str) -> Placement {
+        self.placements
+            .iter()
+            .find(|named| named.name == name)
+            .map_or_else(
+                || Placement {
+                    server: self.server_cores.clone(),
+                    load: self.load_cores.clone(),
+                },
+                |named| named.placement.clone(),
+            )
+    }
 }
 
-impl FromStr for ServerSpec {
+/// The cores a server runs on and the cores its load runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// The server's cores (`taskset -c`).
+    pub(crate) server: CoreList,
+    /// The load's cores, one generator thread pinned to each.
+    pub(crate) load: CoreList,
+}
+
+impl Placement {
+    /// Whether the server and its load run on a core in common.
+    fn shares_cores(&self) -> bool {
+        self.server
+            .as_slice()
+            .iter()
+            .any(|core| self.load.as_slice().contains(core))
+    }
+}
+
+/// A `--placement` value: the server it is for, and its placement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NamedPlacement {
+    /// The server's name, as in its `--server`.
+    pub(crate) name: String,
+    /// Where it and its load run.
+    pub(crate) placement: Placement,
+}
+
+impl FromStr for NamedPlacement {
     type Err = anyhow::Error;
 
-    fn from_str(text: &str) -> anyhow::Result<ServerSpec> {
-        let Some((name, command)) = text.split_once('=') else {
-            bail!("expected NAME=COMMAND, got {text:?}");
-        };
-        let (name, command) = (name.trim(), command.trim());
-        if name.is_empty() || command.is_empty() {
-            bail!("expected NAME=COMMAND, got {text:?}");
+    fn from_str(text: &str) -> anyhow::Result<NamedPlacement> {
+        let expected = || format!("expected NAME=SERVER_CORES/LOAD_CORES, got {text:?}");
+        let (name, cores) = text.split_once('=').with_context(expected)?;
+        let (server, load) = cores.split_once('/').with_context(expected)?;
+        let name = name.trim();
+        if name.is_empty() {
+            bail!(expected());
         }
-        if !command.contains("{port}") {
-            bail!("the command of {name} has no {{port}} to listen on");
-        }
-        Ok(ServerSpec {
+        Ok(NamedPlacement {
             name: name.to_owned(),
-            command: command.to_owned(),
+            placement: Placement {
+                server: server.parse().with_context(expected)?,
+                load: load.parse().with_context(expected)?,
+            },
         })
     }
 }
@@ -177,59 +217,18 @@ impl FromStr for Scenario {
     }
 }
 
-/// A started server, killed when dropped.
-struct RunningServer {
-    child: Child,
-}
-
-impl RunningServer {
-    /// Starts `spec` on `port`, pinned to `cores`, and waits until the
-    /// port accepts connections.
-    fn start(spec: &ServerSpec, port: u16, cores: &str) -> anyhow::Result<RunningServer> {
-        let command = spec.command.replace("{port}", &port.to_string());
-        let child = Command::new("taskset")
-            .args(["-c", cores])
-            .args(command.split_whitespace())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}: taskset -c {cores} {command}", spec.name))?;
-        let mut server = RunningServer { child };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("{} exited before opening its port: {status}", spec.name);
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not open port {port} within {START_TIMEOUT:?}",
-                    spec.name
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        // It may have exited already; either way it must not outlive the run.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nobody listens on now, for the next server.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// Runs `shardcast-bench echo-compare`.
 pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
+    if let Some(stray) = args
+        .placements
+        .iter()
+        .find(|named| !args.servers.iter().any(|spec| spec.name == named.name))
+    {
+        bail!(
+            "--placement {}: there is no server of that name",
+            stray.name
+        );
+    }
     let scenarios = if args.scenarios.is_empty() {
         Scenario::DEFAULT.to_vec()
     } else {
@@ -249,7 +248,7 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
                 let outcome = run_one(args, spec, scenario)
                     .with_context(|| format!("{} at {}", spec.name, scenario.label()))?;
                 eprintln!(
-                    "round {round}/{}: {} at {}: {:.0} messages/s, server {:.0}% and load {:.0}% of a core",
+                    "round {round}/{}: {} at {}: {:.0} messages/s, server {:.0}% and load {:.0}% of one core",
                     args.rounds,
                     spec.name,
                     scenario.label(),
@@ -288,8 +287,9 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
 
 /// One run: start the server, load it, kill it.
 fn run_one(args: &Args, spec: &ServerSpec, scenario: &Scenario) -> anyhow::Result<Outcome> {
+    let placement = args.placement(&spec.name);
     let port = free_port()?;
-    let server = RunningServer::start(spec, port, &args.server_cores)?;
+    let server = RunningServer::start(spec, port, &placement.server)?;
     let load = echo::Args {
         url: format!("ws://127.0.0.1:{port}{}", args.path),
         connections: scenario.connections,
@@ -297,11 +297,11 @@ fn run_one(args: &Args, spec: &ServerSpec, scenario: &Scenario) -> anyhow::Resul
         in_flight: args.in_flight,
         warmup: args.warmup,
         duration: args.duration,
-        threads: args.threads,
-        cores: Some(args.load_cores.clone()),
+        threads: u32::try_from(placement.load.as_slice().len())?,
+        cores: Some(placement.load),
         binary: !args.text,
         text: args.text,
-        server_pid: Some(server.child.id()),
+        server_pid: Some(server.pid()),
         driver: args.driver,
         connect_timeout: 30.0,
         json: false,
@@ -353,6 +353,8 @@ impl Cell {
 struct Summary {
     /// Server names, the baseline first.
     names: Vec<String>,
+    /// Where each server and its load ran, in the order of `names`.
+    placements: Vec<Placement>,
     /// Column headings.
     scenarios: Vec<String>,
     /// `cells[server][scenario]`, in the order of `names`.
@@ -370,6 +372,10 @@ impl Summary {
             names: order
                 .iter()
                 .map(|&i| args.servers[i].name.clone())
+                .collect(),
+            placements: order
+                .iter()
+                .map(|&i| args.placement(&args.servers[i].name))
                 .collect(),
             scenarios: scenarios.iter().map(Scenario::label).collect(),
             cells: order
@@ -396,41 +402,54 @@ fn render(
     writeln!(out, "Machine: {}.\n", machine.describe())?;
     writeln!(
         out,
-        "Method: each server pinned with `taskset -c {}` and restarted for every run; the load (shardcast-bench echo, {} thread(s) on monoio's {driver} driver), pinned to core(s) {}, opens N connections that each keep {} message(s) in flight and send the next when an echo arrives, every echo checked against what was sent; {} s warm-up, {} s measured; {} round(s), servers in a fresh shuffled order for every scenario; figures are medians. Server CPU comes from /proc/PID/stat over the measured window.{}\n",
-        args.server_cores,
-        args.threads,
-        args.load_cores,
-        args.in_flight,
-        args.warmup,
-        args.duration,
-        args.rounds,
-        match summary.baseline {
-            Some(_) => format!(
-                " Ratios compare each peer with {} (above 1: {} is ahead).",
-                args.baseline, args.baseline
-            ),
-            None => String::new(),
-        }
+        "Method: each server pinned with `taskset` and restarted for every run; the load (shardcast-bench echo on monoio's {driver} driver, one thread pinned to each of its cores) opens N connections that each keep {} message(s) in flight and send the next when an echo arrives, every echo checked against what was sent; {} s warm-up, {} s measured; {} round(s), servers in a fresh shuffled order for every scenario; figures are medians. Server CPU comes from /proc/PID/stat over the measured window, every thread of the server counted.\n",
+        args.in_flight, args.warmup, args.duration, args.rounds,
     )?;
+    writeln!(out, "Cores:\n")?;
+    for (name, placement) in summary.names.iter().zip(&summary.placements) {
+        write!(
+            out,
+            "- {name}: server on {} (`taskset -c {}`), load on {}",
+            cores_text(&placement.server),
+            placement.server,
+            cores_text(&placement.load),
+        )?;
+        if placement.shares_cores() {
+            writeln!(
+                out,
+                ". Server and load share cores: they compete for the same CPUs, so its messages/s is not comparable with a server that has its cores to itself; compare its CPU per message."
+            )?;
+        } else {
+            writeln!(out, ", apart.")?;
+        }
+    }
+    writeln!(out)?;
+    if summary.baseline.is_some() {
+        writeln!(
+            out,
+            "Ratios compare each server with {} (above 1: {} is ahead); messages/s only between servers placed alike, CPU per message between all.\n",
+            args.baseline, args.baseline
+        )?;
+    }
 
     let table = |out: &mut String,
                  title: &str,
-                 cell_text: &dyn Fn(&Cell, Option<&Cell>) -> String|
+                 cell_text: &dyn Fn(&Cell, Option<&Cell>, bool) -> String|
      -> anyhow::Result<()> {
         writeln!(out, "### {title}\n")?;
         writeln!(out, "| server | {} |", summary.scenarios.join(" | "))?;
         writeln!(out, "|---|{}", "---|".repeat(summary.scenarios.len()))?;
         for (row, name) in summary.names.iter().enumerate() {
+            let baseline_row = summary.baseline.filter(|&b| b != row);
+            let placed_alike =
+                baseline_row.is_some_and(|b| summary.placements[b] == summary.placements[row]);
             let cells: Vec<String> = summary.cells[row]
                 .iter()
                 .enumerate()
                 .map(|(column, cell)| match cell {
                     Some(cell) => {
-                        let baseline = summary
-                            .baseline
-                            .filter(|&b| b != row)
-                            .and_then(|b| summary.cells[b][column].as_ref());
-                        cell_text(cell, baseline)
+                        let baseline = baseline_row.and_then(|b| summary.cells[b][column].as_ref());
+                        cell_text(cell, baseline, placed_alike)
                     }
                     None => "-".to_owned(),
                 })
@@ -444,20 +463,19 @@ fn render(
         Some(ratio) => format!(", {ratio:.2}x"),
         None => String::new(),
     };
-    table(&mut out, "Messages/s", &|cell, baseline| {
+    table(&mut out, "Messages/s", &|cell, baseline, placed_alike| {
         format!(
             "{}{}",
             format_rate(cell.messages_per_second),
-            ratio(baseline.and_then(|b| ratio_higher_is_better(
-                b.messages_per_second,
-                cell.messages_per_second
-            )))
+            ratio(baseline.filter(|_| placed_alike).and_then(|b| {
+                ratio_higher_is_better(b.messages_per_second, cell.messages_per_second)
+            }))
         )
     })?;
     table(
         &mut out,
         "Server CPU per echoed message, µs: user + sys (user)",
-        &|cell, baseline| {
+        &|cell, baseline, _| {
             format!(
                 "{:.2} ({:.2}){}",
                 cell.server_micros,
@@ -471,8 +489,8 @@ fn render(
     )?;
     table(
         &mut out,
-        "Share of a core used: server / load generator",
-        &|cell, _| {
+        "CPU used, in cores (100% is one core): server / load generator",
+        &|cell, _, _| {
             format!(
                 "{:.0}% / {:.0}%",
                 cell.server_share * 100.0,
@@ -482,38 +500,17 @@ fn render(
     )?;
     writeln!(
         out,
-        "A server below 100% of its core while the generator is near 100% of its own was limited by the generator: compare CPU per message then, not messages/s.\n"
+        "A server using less than its cores while the generator uses nearly all of its own was limited by the generator: compare CPU per message then, not messages/s.\n"
     )?;
     Ok(out)
 }
 
-fn format_rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.2}M", per_second / 1e6)
-    } else if per_second >= 1e3 {
-        format!("{:.1}k", per_second / 1e3)
-    } else {
-        format!("{per_second:.0}")
+/// `core 0` or `cores 0,1`.
+fn cores_text(cores: &CoreList) -> String {
+    match cores.as_slice() {
+        [core] => format!("core {core}"),
+        _ => format!("cores {cores}"),
     }
-}
-
-/// The command line as a shell would take it back: arguments holding
-/// anything but plain characters are single-quoted.
-fn shell_command_line(args: impl IntoIterator<Item = String>) -> String {
-    args.into_iter()
-        .map(|arg| {
-            let plain = !arg.is_empty()
-                && arg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+".contains(&b));
-            if plain {
-                arg
-            } else {
-                format!("'{}'", arg.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -541,20 +538,6 @@ mod tests {
         }
         assert_eq!(Scenario::new(1000, 1024).label(), "1000 × 1 KiB");
         assert_eq!(Scenario::new(100, 32).label(), "100 × 32 B");
-    }
-
-    #[test]
-    fn servers_need_a_name_and_a_port_placeholder() {
-        let spec: ServerSpec = "peer=bin/echo --listen 127.0.0.1:{port}".parse().unwrap();
-        assert_eq!(spec.name, "peer");
-        assert_eq!(spec.command, "bin/echo --listen 127.0.0.1:{port}");
-        assert!("peer".parse::<ServerSpec>().is_err());
-        assert!("=bin/echo {port}".parse::<ServerSpec>().is_err());
-        assert!(
-            "peer=bin/echo --listen 127.0.0.1:9000"
-                .parse::<ServerSpec>()
-                .is_err()
-        );
     }
 
     #[test]
@@ -599,9 +582,9 @@ mod tests {
             rounds: 3,
             warmup: 3.0,
             duration: 10.0,
-            server_cores: "0".into(),
+            server_cores: "0".parse().expect("a core list"),
             load_cores: "1".parse().expect("a core list"),
-            threads: 1,
+            placements: Vec::new(),
             in_flight: 1,
             text: false,
             driver: echo::DriverChoice::Auto,
@@ -654,10 +637,56 @@ mod tests {
         assert!(text.contains("| peer | 20.00 (5.00), 4.00x |"), "{text}");
         assert!(text.contains("| peer | 100% / 90% |"), "{text}");
         assert!(text.contains("Test CPU, 2 logical cores"), "{text}");
+        assert!(text.contains("on monoio's io_uring driver"), "{text}");
         assert!(
-            text.contains("1 thread(s) on monoio's io_uring driver"),
+            text.contains("- peer: server on core 0 (`taskset -c 0`), load on core 1, apart."),
             "{text}"
         );
+        assert!(!text.contains("share cores"), "{text}");
+    }
+
+    #[test]
+    fn placements_parse_and_override_the_default_cores() {
+        let named: NamedPlacement = "shardcast-2=0-1/0,1".parse().unwrap();
+        assert_eq!(named.name, "shardcast-2");
+        assert_eq!(named.placement.server.as_slice(), [0, 1]);
+        assert_eq!(named.placement.load.as_slice(), [0, 1]);
+        assert!(named.placement.shares_cores());
+        for bad in ["shardcast-2", "x=0", "=0/1", "x=0/", "x=a/1"] {
+            assert!(bad.parse::<NamedPlacement>().is_err(), "{bad:?}");
+        }
+        let mut args = args(&["shardcast", "shardcast-2"]);
+        args.placements.push(named.clone());
+        assert_eq!(args.placement("shardcast-2"), named.placement);
+        let default = args.placement("shardcast");
+        assert_eq!(default.server.as_slice(), [0]);
+        assert_eq!(default.load.as_slice(), [1]);
+        assert!(!default.shares_cores());
+    }
+
+    #[test]
+    fn a_server_sharing_cores_with_its_load_is_flagged_and_gets_no_throughput_ratio() {
+        let mut args = args(&["shardcast", "shardcast-2"]);
+        args.placements
+            .push("shardcast-2=0,1/0,1".parse().expect("a placement"));
+        let results = vec![
+            vec![vec![outcome(100_000, 0.5)]],
+            vec![vec![outcome(80_000, 1.6)]],
+        ];
+        let summary = Summary::new(&args, &[Scenario::new(100, 32)], &results);
+        let text = render(&args, &summary, "cmd", "io_uring", &Machine::read()).unwrap();
+        assert!(
+            text.contains("- shardcast-2: server on cores 0,1 (`taskset -c 0,1`), load on cores 0,1. Server and load share cores"),
+            "{text}"
+        );
+        // Throughput is not compared across placements, CPU per message is:
+        // 1.6 s / 80k = 20 µs against 5 µs.
+        assert!(text.contains("| shardcast-2 | 80.0k |"), "{text}");
+        assert!(
+            text.contains("| shardcast-2 | 20.00 (5.00), 4.00x |"),
+            "{text}"
+        );
+        assert!(text.contains("| shardcast-2 | 160% / 90% |"), "{text}");
     }
 
     #[test]
@@ -670,23 +699,5 @@ mod tests {
         let text = render(&args, &summary, "cmd", "legacy", &machine).unwrap();
         assert!(text.contains("| peer | 50.0k |"), "{text}");
         assert!(!text.contains("Ratios"), "{text}");
-    }
-
-    #[test]
-    fn command_lines_are_quoted_only_where_needed() {
-        let args = [
-            "shardcast-bench",
-            "echo-compare",
-            "--server",
-            "peer=bin/echo --listen 127.0.0.1:{port}",
-            "--scenario",
-            "100x32",
-            "it's",
-        ]
-        .map(str::to_owned);
-        assert_eq!(
-            shell_command_line(args),
-            r"shardcast-bench echo-compare --server 'peer=bin/echo --listen 127.0.0.1:{port}' --scenario 100x32 'it'\''s'"
-        );
     }
 }

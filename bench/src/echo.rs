@@ -87,14 +87,14 @@ pub(crate) enum DriverChoice {
 }
 
 /// A generator thread's runtime, whichever driver it runs on.
-type Runtime = monoio::FusionRuntime<
+pub(crate) type Runtime = monoio::FusionRuntime<
     monoio::time::TimeDriver<monoio::IoUringDriver>,
     monoio::time::TimeDriver<monoio::LegacyDriver>,
 >;
 
 impl DriverChoice {
     /// Builds a runtime with a timer on this driver.
-    fn build(self) -> anyhow::Result<Runtime> {
+    pub(crate) fn build(self) -> anyhow::Result<Runtime> {
         const ENTRIES: u32 = 4096;
         let runtime = match self {
             DriverChoice::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()

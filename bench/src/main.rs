@@ -5,17 +5,24 @@
 //! - `echo-compare`: servers side by side under the same echo load, each
 //!   pinned and restarted per run; medians, ratios against shardcast and
 //!   the `engine-echo` section of BENCHMARKS.md.
+//! - `connections`: servers' memory per idle upgraded connection and their
+//!   handshake rate, tens of thousands of connections from several source
+//!   addresses; the `engine-connections` section of BENCHMARKS.md.
 //! - `codec-report`: the protocol codec section of BENCHMARKS.md, from
 //!   criterion's results.
 
 mod client;
 mod codec_report;
 mod compare;
+mod connections;
 mod cores;
 mod echo;
+mod limits;
 mod machine;
+mod memory;
 mod proc_stat;
 mod report_file;
+mod servers;
 mod stats;
 
 use std::path::PathBuf;
@@ -39,6 +46,11 @@ enum Command {
     /// same echo load against each, rounds in shuffled order; medians and
     /// ratios, optionally written to BENCHMARKS.md.
     EchoCompare(compare::Args),
+    /// Memory per idle connection: opens upgraded connections to each
+    /// server up to each count, from several 127.0.0.x source addresses,
+    /// and measures the server's RSS per connection and the handshake
+    /// rate; optionally written to BENCHMARKS.md.
+    Connections(connections::Args),
     /// Writes the protocol codec section of BENCHMARKS.md from criterion's
     /// results (`cargo bench -p shardcast-proto --bench codec`).
     CodecReport {
@@ -58,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo(args) => echo::command(&args),
         Command::EchoCompare(args) => compare::command(&args),
+        Command::Connections(args) => connections::command(&args),
         Command::CodecReport {
             criterion,
             out,

@@ -1,4 +1,5 @@
-//! Summaries of repeated runs: medians, and ratios against shardcast.
+//! Summaries of repeated runs: medians, ratios against shardcast, and
+//! how the reports write figures.
 
 /// The median of `values`, the mean of the middle two for an even count;
 /// `None` for no values. NaN sorts last.
@@ -32,6 +33,33 @@ fn finite_ratio(numerator: f64, denominator: f64) -> Option<f64> {
     (denominator != 0.0 && ratio.is_finite()).then_some(ratio)
 }
 
+/// A rate for a table: `98.6k`, `1.25M`, `512`.
+pub(crate) fn format_rate(per_second: f64) -> String {
+    if per_second >= 1e6 {
+        format!("{:.2}M", per_second / 1e6)
+    } else if per_second >= 1e3 {
+        format!("{:.1}k", per_second / 1e3)
+    } else {
+        format!("{per_second:.0}")
+    }
+}
+
+/// A whole number with thousands separators, rounded: `138,060`, `-1,024`.
+pub(crate) fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.abs());
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if value.round() < 0.0 {
+        grouped.push('-');
+    }
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +86,19 @@ mod tests {
         assert_eq!(ratio_higher_is_better(150.0, 0.0), None);
         assert_eq!(ratio_lower_is_better(0.0, 10.0), None);
         assert_eq!(ratio_higher_is_better(f64::NAN, 1.0), None);
+    }
+
+    #[test]
+    fn figures_are_written_for_tables() {
+        assert_eq!(format_rate(98_600.0), "98.6k");
+        assert_eq!(format_rate(1_254_000.0), "1.25M");
+        assert_eq!(format_rate(512.4), "512");
+        assert_eq!(thousands(138_060.0), "138,060");
+        assert_eq!(thousands(2_047.6), "2,048");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1_000_000.0), "1,000,000");
+        assert_eq!(thousands(-1_024.0), "-1,024");
+        assert_eq!(thousands(-0.2), "0");
+        assert_eq!(thousands(0.0), "0");
     }
 }
