@@ -10,7 +10,10 @@
 //!   addresses; the `engine-connections` section of BENCHMARKS.md.
 //! - `codec-report`: the protocol codec section of BENCHMARKS.md, from
 //!   criterion's results.
+//! - `allocations-report`: the engine's allocations per echoed message,
+//!   from the counting-allocator test's results.
 
+mod allocations_report;
 mod client;
 mod codec_report;
 mod compare;
@@ -25,7 +28,7 @@ mod report_file;
 mod servers;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +67,20 @@ enum Command {
         #[arg(long)]
         command: String,
     },
+    /// Writes the engine allocations section of BENCHMARKS.md from the
+    /// JSON lines `engine/tests/allocations.rs` appends to the file named
+    /// by SHARDCAST_ALLOCATIONS_OUT.
+    AllocationsReport {
+        /// The JSON lines file.
+        #[arg(long)]
+        results: PathBuf,
+        /// The report to update; only the allocations section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// The command that produced the results, printed above the table.
+        #[arg(long)]
+        command: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,13 +94,23 @@ fn main() -> anyhow::Result<()> {
             command,
         } => {
             let section = codec_report::render(&criterion, &command, &machine::Machine::read())?;
-            report_file::replace_section(&out, codec_report::SECTION, &section)?;
-            println!(
-                "wrote the {} section of {}",
-                codec_report::SECTION,
-                out.display()
-            );
-            Ok(())
+            write_section(&out, codec_report::SECTION, &section)
+        }
+        Command::AllocationsReport {
+            results,
+            out,
+            command,
+        } => {
+            let machine = machine::Machine::read();
+            let section = allocations_report::render(&results, &command, &machine)?;
+            write_section(&out, allocations_report::SECTION, &section)
         }
     }
+}
+
+/// Replaces section `name` of the report at `out` and says so.
+fn write_section(out: &Path, name: &str, section: &str) -> anyhow::Result<()> {
+    report_file::replace_section(out, name, section)?;
+    println!("wrote the {name} section of {}", out.display());
+    Ok(())
 }
