@@ -499,13 +499,14 @@ impl<H: Handler> Connection<H> {
     /// (`Ready(Ok)`) or the socket is full (`Pending`).
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.conn.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.conn.queue.io_slices(&mut slices);
             let stream = Pin::new(&mut self.stream);
-            let result = if count == 1 {
-                stream.poll_write(cx, &slices[0])
-            } else {
-                stream.poll_write_vectored(cx, &slices[..count])
+            let result = match self.conn.queue.contiguous() {
+                Some(bytes) => stream.poll_write(cx, bytes),
+                None => {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let count = self.conn.queue.io_slices(&mut slices);
+                    stream.poll_write_vectored(cx, &slices[..count])
+                }
             };
             match result {
                 Poll::Pending => {

@@ -116,6 +116,12 @@ impl SendQueue {
         true
     }
 
+    /// The unsent bytes when they are one run of owned bytes (no shared
+    /// frame queued): the common case, written without building slices.
+    pub(crate) fn contiguous(&self) -> Option<&[u8]> {
+        self.shared.is_empty().then(|| &self.owned[self.sent..])
+    }
+
     /// Fills `slices` with the unsent bytes, in order, as far as they go;
     /// returns how many slices were used.
     pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
@@ -229,6 +235,17 @@ mod tests {
 
     fn shared(bytes: &[u8]) -> Arc<[u8]> {
         Arc::from(bytes)
+    }
+
+    #[test]
+    fn owned_bytes_alone_are_one_contiguous_run() {
+        let mut pool = pool();
+        let mut queue = SendQueue::with_bytes(b"101 ".to_vec());
+        queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"echo"));
+        queue.advance(2, &mut pool);
+        assert_eq!(queue.contiguous(), Some(&b"1 echo"[..]));
+        queue.push_shared(&shared(b"S"), usize::MAX);
+        assert_eq!(queue.contiguous(), None);
     }
 
     #[test]
