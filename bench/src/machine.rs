@@ -12,7 +12,9 @@ pub(crate) struct Machine {
     pub(crate) cores: usize,
     /// Kernel release (`uname -r`).
     pub(crate) kernel: String,
-    /// `git describe --always --dirty` of the checkout.
+    /// The checkout's commit, with `-dirty` when files other than
+    /// BENCHMARKS.md differ from it (a report being regenerated section by
+    /// section does not make the code measured dirty).
     pub(crate) commit: String,
     /// rustc version that built the benchmark.
     pub(crate) rustc: String,
@@ -39,7 +41,7 @@ impl Machine {
             cpu,
             cores,
             kernel,
-            commit: command_output("git", &["describe", "--always", "--dirty"]),
+            commit: commit(),
             rustc: command_output("rustc", &["--version"]),
         }
     }
@@ -50,6 +52,28 @@ impl Machine {
             "{}, {} logical cores, Linux {}, {}, commit `{}`",
             self.cpu, self.cores, self.kernel, self.rustc, self.commit
         )
+    }
+}
+
+/// The short commit hash, `-dirty` when tracked files other than
+/// BENCHMARKS.md are changed.
+fn commit() -> String {
+    let hash = command_output("git", &["rev-parse", "--short", "HEAD"]);
+    let changed = command_output(
+        "git",
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)BENCHMARKS.md",
+        ],
+    );
+    if changed.is_empty() {
+        hash
+    } else {
+        format!("{hash}-dirty")
     }
 }
 
