@@ -116,7 +116,9 @@ pub struct Conn<S> {
     compression_limit: Option<usize>,
     /// Index of the negotiated subprotocol in the server's list.
     subprotocol: Option<usize>,
-    pub(crate) close_sent: Option<SentClose>,
+    /// Boxed: only a closing connection has one, and idle connections
+    /// should not carry its bytes.
+    pub(crate) close_sent: Option<Box<SentClose>>,
     ctx: Rc<SendContext>,
 }
 
@@ -318,10 +320,10 @@ impl<S> Conn<S> {
         self.queue
             .encode_control(&mut pool, |out| encoded = encoder.close(out, frame, ()));
         encoded?;
-        self.close_sent = Some(SentClose {
+        self.close_sent = Some(Box::new(SentClose {
             code,
             reason: reason.into(),
-        });
+        }));
         Ok(())
     }
 

@@ -356,8 +356,9 @@ struct Connection<H: Handler> {
     /// closing connection needs a timer, so idle connections do not carry
     /// its 640 bytes.
     close_timer: Option<Pin<Box<monoio::time::Sleep>>>,
-    /// The peer's close frame, when the peer started the close handshake.
-    peer_close: Option<(CloseCode, Box<str>)>,
+    /// The peer's close frame, when the peer started the close handshake;
+    /// boxed, as only a closing connection has one.
+    peer_close: Option<Box<(CloseCode, Box<str>)>>,
     /// A pong arrived in the last batch of input.
     pong_received: bool,
     /// The send queue reached the drain threshold or the socket pushed
@@ -649,7 +650,7 @@ impl<H: Handler> Connection<H> {
                             frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
                         let reply = frame.map_or(CloseCode::NORMAL, |f| f.code);
                         self.conn.close_with(reply, "");
-                        self.peer_close = Some((code, reason.into()));
+                        self.peer_close = Some(Box::new((code, reason.into())));
                     }
                     if shard.shutting_down.get() {
                         shard.shared.closed_cleanly.fetch_add(1, Ordering::Relaxed);
@@ -666,7 +667,7 @@ impl<H: Handler> Connection<H> {
     /// Tells the handler the connection is over, and why.
     fn finish(&mut self) {
         let (code, reason) = match (self.peer_close.take(), &self.conn.close_sent) {
-            (Some(peer), _) => peer,
+            (Some(peer), _) => *peer,
             (None, Some(sent)) => (sent.code, sent.reason.clone()),
             (None, None) => (CloseCode::ABNORMAL, "".into()),
         };

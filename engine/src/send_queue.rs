@@ -34,16 +34,23 @@ struct SharedFrame {
     frame: Arc<[u8]>,
 }
 
+/// The shared frames queued, each placed between two runs of owned bytes.
+#[derive(Debug, Default)]
+struct SharedFrames {
+    frames: VecDeque<SharedFrame>,
+    /// Bytes of `frames[0]` already written.
+    sent: usize,
+}
+
 /// The unsent frames of one connection, in the order they were queued.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     /// Frames encoded for this connection; `owned[..sent]` is written.
     owned: Vec<u8>,
     sent: usize,
-    /// Shared frames, each placed between two runs of owned bytes.
-    shared: VecDeque<SharedFrame>,
-    /// Bytes of `shared[0]` already written.
-    shared_sent: usize,
+    /// Boxed and made by the first shared frame: a connection that never
+    /// gets one carries a pointer, not the list.
+    shared: Option<Box<SharedFrames>>,
     /// Unsent bytes, owned and shared.
     len: usize,
 }
@@ -109,17 +116,24 @@ impl SendQueue {
             return false;
         }
         self.len += frame.len();
-        self.shared.push_back(SharedFrame {
-            at: self.owned.len(),
-            frame: Arc::clone(frame),
-        });
+        let at = self.owned.len();
+        self.shared
+            .get_or_insert_with(Box::default)
+            .frames
+            .push_back(SharedFrame {
+                at,
+                frame: Arc::clone(frame),
+            });
         true
     }
 
     /// The unsent bytes when they are one run of owned bytes (no shared
     /// frame queued): the common case, written without building slices.
     pub(crate) fn contiguous(&self) -> Option<&[u8]> {
-        self.shared.is_empty().then(|| &self.owned[self.sent..])
+        self.shared
+            .as_ref()
+            .is_none_or(|shared| shared.frames.is_empty())
+            .then(|| &self.owned[self.sent..])
     }
 
     /// Fills `slices` with the unsent bytes, in order, as far as they go;
@@ -127,17 +141,22 @@ impl SendQueue {
     pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
         let mut count = 0;
         let mut pos = self.sent;
-        for (index, shared) in self.shared.iter().enumerate() {
-            if shared.at > pos {
-                slices[count] = IoSlice::new(&self.owned[pos..shared.at]);
+        let shared = self.shared.as_deref();
+        let frames = shared.into_iter().flat_map(|shared| shared.frames.iter());
+        for (index, shared_frame) in frames.enumerate() {
+            if shared_frame.at > pos {
+                slices[count] = IoSlice::new(&self.owned[pos..shared_frame.at]);
                 count += 1;
-                pos = shared.at;
+                pos = shared_frame.at;
                 if count == MAX_SLICES {
                     return count;
                 }
             }
-            let start = if index == 0 { self.shared_sent } else { 0 };
-            slices[count] = IoSlice::new(&shared.frame[start..]);
+            let start = match shared {
+                Some(shared) if index == 0 => shared.sent,
+                _ => 0,
+            };
+            slices[count] = IoSlice::new(&shared_frame.frame[start..]);
             count += 1;
             if count == MAX_SLICES {
                 return count;
@@ -157,24 +176,27 @@ impl SendQueue {
         self.len -= written;
         let mut left = written;
         loop {
-            let owned_end = self.shared.front().map_or(self.owned.len(), |s| s.at);
+            let front = self.shared.as_deref_mut().filter(|s| !s.frames.is_empty());
+            let owned_end = front
+                .as_ref()
+                .map_or(self.owned.len(), |shared| shared.frames[0].at);
             let take = left.min(owned_end - self.sent);
             self.sent += take;
             left -= take;
             if self.sent < owned_end {
                 break;
             }
-            let Some(front) = self.shared.front() else {
+            let Some(shared) = front else {
                 break;
             };
-            let rest = front.frame.len() - self.shared_sent;
+            let rest = shared.frames[0].frame.len() - shared.sent;
             if left < rest {
-                self.shared_sent += left;
+                shared.sent += left;
                 break;
             }
             left -= rest;
-            self.shared_sent = 0;
-            self.shared.pop_front();
+            shared.sent = 0;
+            shared.frames.pop_front();
         }
         if self.len == 0 {
             self.reset(pool);
@@ -194,10 +216,12 @@ impl SendQueue {
     fn reset(&mut self, pool: &mut BufferPool) {
         pool.put(std::mem::take(&mut self.owned));
         self.sent = 0;
-        self.shared_sent = 0;
-        self.shared.clear();
-        if self.shared.capacity() * size_of::<SharedFrame>() > RETAINED_CAPACITY {
-            self.shared = VecDeque::new();
+        if let Some(shared) = &mut self.shared {
+            shared.sent = 0;
+            shared.frames.clear();
+            if shared.frames.capacity() * size_of::<SharedFrame>() > RETAINED_CAPACITY {
+                shared.frames = VecDeque::new();
+            }
         }
     }
 
@@ -205,8 +229,8 @@ impl SendQueue {
     fn compact(&mut self) {
         let sent = self.sent;
         self.owned.drain(..sent);
-        for shared in &mut self.shared {
-            shared.at -= sent;
+        for shared_frame in self.shared.iter_mut().flat_map(|s| s.frames.iter_mut()) {
+            shared_frame.at -= sent;
         }
         self.sent = 0;
     }

@@ -152,8 +152,9 @@ enum Done {
 /// itself (pings, close) and never touches a socket.
 ///
 /// An idle decoder holds no heap memory once [`Decoder::release_memory`]
-/// has been called; a partial header or control frame lives in small inline
-/// arrays, and only data messages that are fragmented, compressed, or split
+/// has been called; a partial header lives in a small inline array, a
+/// control frame cut across reads in a small box freed once it is handed
+/// out, and only data messages that are fragmented, compressed, or split
 /// across reads go through the heap-allocated message buffer.
 #[derive(Debug)]
 pub struct Decoder<R> {
@@ -169,7 +170,11 @@ pub struct Decoder<R> {
     head_len: u8,
     control_len: u8,
     head: [u8; MAX_HEADER_LEN],
-    control: [u8; MAX_CONTROL_PAYLOAD],
+    /// A control frame cut by a read boundary, gathered here: allocated
+    /// when one is (rarely) cut, freed once it has been handed out, so a
+    /// decoder does not carry 125 bytes for it.
+    control: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
+    control_returned: bool,
     role: PhantomData<R>,
 }
 
@@ -188,7 +193,8 @@ impl<R: Role> Decoder<R> {
             head_len: 0,
             control_len: 0,
             head: [0; MAX_HEADER_LEN],
-            control: [0; MAX_CONTROL_PAYLOAD],
+            control: None,
+            control_returned: false,
             role: PhantomData,
         }
     }
@@ -288,6 +294,10 @@ impl<R: Role> Decoder<R> {
         if self.buf_returned {
             self.recycle_buffer();
         }
+        if self.control_returned {
+            self.control_returned = false;
+            self.control = None;
+        }
         if input.is_empty() {
             return Ok((0, None));
         }
@@ -313,7 +323,12 @@ impl<R: Role> Decoder<R> {
             // A close frame has already closed the decoder, so an invalid
             // one needs no more bookkeeping.
             Done::Control(opcode) => {
-                to_message(opcode, &self.control[..usize::from(self.control_len)])
+                self.control_returned = true;
+                let payload = match &self.control {
+                    Some(control) => &control[..usize::from(self.control_len)],
+                    None => &[],
+                };
+                to_message(opcode, payload)
             }
             // Validated fragment by fragment already.
             Done::Buffered { text } => {
@@ -394,7 +409,10 @@ impl<R: Role> Decoder<R> {
             frame.remaining -= take as u64;
             if frame.opcode.is_control() {
                 let start = usize::from(self.control_len);
-                self.control[start..start + take].copy_from_slice(chunk);
+                let control = self
+                    .control
+                    .get_or_insert_with(|| Box::new([0; MAX_CONTROL_PAYLOAD]));
+                control[start..start + take].copy_from_slice(chunk);
                 self.control_len += take as u8;
             } else {
                 if let Some(Assembly {
