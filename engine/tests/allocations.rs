@@ -7,7 +7,8 @@
 //! at the server's [`Meter`]. Each test echoes one kind of message over
 //! several connections: a warm-up, so that every buffer and pool reaches
 //! its steady size, then [`MEASURED`] echoes between two readings of the
-//! counter. The idle timeout is off, so no timer fires meanwhile.
+//! counter. The idle timeout and heartbeats are off, so no timer fires
+//! meanwhile.
 //!
 //! When a case allocates, the test echoes a few messages more with a
 //! backtrace taken at each allocation and names the call paths in its
@@ -236,7 +237,7 @@ fn echoes_without_allocating(driver: Driver, case: Case) {
     let meter = Meter::leaked();
     let server = start(
         driver,
-        |b| b.idle_timeout(None),
+        |b| b.idle_timeout(None).heartbeat(None),
         move |_: ShardId| {
             METER.set(Some(meter));
             Echo
