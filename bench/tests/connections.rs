@@ -85,11 +85,12 @@ fn idle_connections_from_two_sources_against_shardcast() {
             checkpoint["handshakes_per_second"].as_f64().unwrap() > 0.0,
             "{result}"
         );
-        // An upgraded connection costs the server something, and far less
-        // than a megabyte.
+        // Far less than a megabyte per connection. RSS grows by whole pages
+        // (2 MiB at a time in huge pages), so a few hundred connections may
+        // fit in memory the allocator already holds: no growth is valid.
         let bytes = checkpoint["bytes_per_connection"].as_f64().unwrap();
-        assert!(bytes > 0.0 && bytes < 1e6, "{result}");
-        assert!(checkpoint["rss"].as_u64().unwrap() > before, "{result}");
+        assert!((0.0..1e6).contains(&bytes), "{result}");
+        assert!(checkpoint["rss"].as_u64().unwrap() >= before, "{result}");
     }
     assert!(checkpoints[1]["marginal_bytes_per_connection"].is_number());
     let out_of_reach = result["out_of_reach"].as_array().unwrap();
