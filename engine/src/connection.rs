@@ -1,261 +1,468 @@
-//! One connection's task: handshake, then reads, handler calls and corked
-//! writes until the close handshake ends.
+//! [`Connection`]: one accepted socket in its shard's slab, from the
+//! upgrade request to the end of the close handshake, as a state machine
+//! the shard drives with what its I/O driver reports.
+//!
+//! There is no task per connection: a connection is its slab entry, and
+//! an idle upgraded one is that entry alone (its socket, decoder and
+//! [`Conn`]); no buffer, timer or waker of its own. Bytes arrive in the
+//! driver's buffer, are decoded and handled at once, and what the handler
+//! queued leaves when the shard flushes at the end of its loop turn.
 
-use std::cell::RefCell;
-use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 
-use monoio::io::IntoPollIo;
-use monoio::io::poll_io::{AsyncRead, AsyncWrite, ReadBuf};
-use monoio::net::TcpStream;
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use shardcast_proto::CloseCode;
-use shardcast_proto::deflate::{DeflateConfig, DeflateParams};
+use shardcast_proto::deflate::{DeflateConfig, DeflateParams, Inflater};
 use shardcast_proto::frame::{Decoder, DecoderConfig, Message as Frame};
 use shardcast_proto::handshake::{Progress, UpgradeRequest, parse_request, write_rejection};
 use shardcast_proto::role::Server;
 use tracing::{debug, error};
 
 use crate::admission::Ticket;
-use crate::conn::{Conn, ConnId};
+use crate::config::ServerConfig;
+use crate::conn::{Conn, ConnId, SendContext};
+use crate::driver::socket;
 use crate::handler::{Handler, Message, Rejection};
 use crate::send_queue::MAX_SLICES;
-use crate::shard::{Alarm, Shard, Slot};
+use crate::server::Shared;
 
-/// How many bytes the handshake reads at a time into its own small buffer.
-const HANDSHAKE_READ: usize = 1024;
-
-/// Reads handled in one turn before the connection writes and yields, so a
-/// peer that never stops sending cannot starve the shard's other
-/// connections or delay its own replies.
-const READ_BUDGET: u32 = 16;
-
-/// How the handshake ended.
-enum Handshake<S> {
-    /// Upgraded: the state from `on_upgrade`, the 101 response, the
-    /// permessage-deflate parameters if it was negotiated, the
-    /// subprotocol's index in the server's list, and where the bytes after
-    /// the head begin.
-    Accepted {
-        state: S,
-        response: Vec<u8>,
-        deflate: Option<DeflateParams>,
-        subprotocol: Option<usize>,
-        head_len: usize,
-    },
-    /// Refused with this HTTP response.
-    Refused(Vec<u8>),
+/// One accepted connection: its socket, where it is in its life, and what
+/// the shard's once-a-second sweep checks.
+pub(crate) struct Connection<S> {
+    pub(crate) stream: TcpStream,
+    /// The low bits of the connection's sequence number: what tells a
+    /// driver event for this connection from one for an earlier
+    /// occupant of its slab key.
+    pub(crate) generation: u32,
+    /// When a byte was last received (seconds of the shard's clock).
+    pub(crate) last_active: u32,
+    /// When the last heartbeat ping was queued, or the connection opened.
+    pub(crate) last_ping: u32,
+    pub(crate) flags: Flags,
+    /// The connection's place in the server's connection counts.
+    pub(crate) ticket: Ticket,
+    pub(crate) phase: Phase<S>,
 }
 
-/// What a batch of reads ended with.
-enum Read {
-    /// Input was handled: write what it produced, then read again.
-    Handled,
-    /// The socket has nothing more to read for now.
-    Pending,
-    /// The peer closed its side of the TCP connection.
-    Eof,
-    /// The socket failed.
-    Failed(io::Error),
+/// Where a connection is in its life.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the open variant is what every idle connection is: boxing it would add a pointer and an allocation to each"
+)]
+pub(crate) enum Phase<S> {
+    /// Reading the upgrade request; boxed, as it lasts a moment and idle
+    /// connections should not carry its bytes.
+    Handshake(Box<Handshake>),
+    /// Upgraded: frames both ways.
+    Open(Open<S>),
 }
 
-/// How an upgraded connection's task ended.
-enum End {
-    /// The close handshake is over and our last frames are written.
-    Closed,
-    /// The peer closed its side of the TCP connection.
-    Eof,
-    /// The socket failed.
-    Failed(io::Error),
-    /// The peer did not answer our close frame within the close timeout.
-    CloseTimedOut,
-}
-
-/// Runs one accepted TCP connection to its end.
-///
-/// The opening phase (handshake, then setting up the connection) is a
-/// boxed future, made here and freed once it ends: its timer (some 640
-/// bytes in monoio) and buffers would otherwise stay in every connection's
-/// task for the connection's whole life. An idle connection's task holds
-/// its [`Connection`] and little else.
-pub(crate) fn run<H: Handler>(
-    shard: Rc<Shard<H>>,
-    stream: TcpStream,
+/// The upgrade request read so far.
+pub(crate) struct Handshake {
+    head: Vec<u8>,
     peer: SocketAddr,
-) -> impl Future<Output = ()> {
-    let opening = Box::pin(open(shard, stream, peer));
-    async move {
-        let Some(mut connection) = opening.await else {
-            return;
-        };
-        connection.serve().await;
-        connection.finish();
+}
+
+/// An upgraded connection's protocol state and handler-facing `Conn`.
+pub(crate) struct Open<S> {
+    pub(crate) decoder: Decoder<Server>,
+    pub(crate) conn: Conn<S>,
+    /// The peer's close frame, when the peer started the close handshake;
+    /// boxed, as only a closing connection has one.
+    peer_close: Option<Box<(CloseCode, Box<str>)>>,
+}
+
+/// A connection's flags, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    /// A heartbeat ping is out and its pong has not come.
+    pub(crate) const AWAITING_PONG: Flags = Flags(1);
+    /// On the shard's list of connections to flush this turn.
+    pub(crate) const DIRTY: Flags = Flags(1 << 1);
+    /// The socket pushed back; a writability notification is asked for.
+    pub(crate) const WAITING_WRITABLE: Flags = Flags(1 << 2);
+    /// The queue reached the drain threshold or the socket pushed back
+    /// since the queue was last empty: the handler hears `on_drain` when
+    /// it empties.
+    pub(crate) const BLOCKED: Flags = Flags(1 << 3);
+    /// The decoder failed: what follows on the socket is discarded.
+    pub(crate) const FAILED: Flags = Flags(1 << 4);
+    /// Our side of the TCP connection is shut down (after a failure).
+    pub(crate) const HALF_CLOSED: Flags = Flags(1 << 5);
+    /// The close handshake is over: write what is queued, then drop.
+    pub(crate) const FINISHED: Flags = Flags(1 << 6);
+    /// The close timer runs (our close frame is queued).
+    pub(crate) const CLOSE_TIMER: Flags = Flags(1 << 7);
+
+    pub(crate) fn has(self, flag: Flags) -> bool {
+        self.0 & flag.0 != 0
+    }
+
+    pub(crate) fn set(&mut self, flag: Flags, on: bool) {
+        if on {
+            self.0 |= flag.0;
+        } else {
+            self.0 &= !flag.0;
+        }
     }
 }
 
-/// Reads the upgrade request within the handshake timeout and answers it;
-/// on an upgrade, sets the connection up and tells the handler. `None`
-/// once a refusal was written or the client went away or was too slow.
-async fn open<H: Handler>(
-    shard: Rc<Shard<H>>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> Option<Connection<H>> {
-    let ticket = shard.shared.admission.admit(peer.ip());
-    // Echo-style traffic is latency-bound; frames are corked by the engine.
-    let _ = stream.set_nodelay(true);
-    let mut stream = match stream.into_poll_io() {
-        Ok(stream) => stream,
-        Err(error) => {
-            debug!(%peer, %error, "could not switch the socket to readiness mode");
-            return None;
-        }
-    };
-    let mut head = Vec::new();
-    let timeout = shard.config.handshake_timeout;
-    let decided = monoio::time::timeout(
-        timeout,
-        handshake(&shard, &mut stream, &mut head, peer, ticket.refused),
-    )
-    .await;
-    let (state, response, deflate, subprotocol, head_len) = match decided {
-        Ok(Some(Handshake::Accepted {
-            state,
-            response,
-            deflate,
-            subprotocol,
-            head_len,
-        })) => (state, response, deflate, subprotocol, head_len),
-        Ok(Some(Handshake::Refused(response))) => {
-            let _ = write_all(&mut stream, &response).await;
-            return None;
-        }
-        Ok(None) => return None,
-        Err(_) => {
-            debug!(%peer, ?timeout, "handshake timed out");
-            return None;
-        }
-    };
-    let id = ConnId::new(shard.id, shard.next_sequence());
-    let key = shard
-        .slots
-        .borrow_mut()
-        .insert(Slot::new(shard.clock.get()));
-    shard.counters.connection_opened();
-    let mut connection = Connection {
-        stream,
-        decoder: Decoder::new(DecoderConfig {
-            compression: deflate.is_some(),
-            ..shard.config.decoder
-        }),
-        conn: Conn::new(
-            id,
-            peer,
-            state,
-            response,
-            deflate.map(|params| params.server_compression_limit()),
-            subprotocol,
-            Rc::clone(&shard.send),
-        ),
-        shard: Rc::clone(&shard),
-        key,
-        _ticket: ticket,
-        close_timer: None,
-        peer_close: None,
-        pong_received: false,
-        blocked: false,
-        failed: false,
-        half_closed: false,
-        finished: false,
-    };
-    if guarded(|| shard.handler.borrow_mut().on_open(&mut connection.conn)).is_err() {
-        panicked(&mut connection.conn, "on_open");
-    }
-    // Frames the client sent right behind its request.
-    if head.len() > head_len {
-        let received = head.len() - head_len;
-        let messages = connection.handle_input(&mut head[head_len..]);
-        shard.counters.received(messages, received as u64);
-    }
-    Some(connection)
+/// What the shard does with a connection after a step.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Keep it.
+    Keep,
+    /// Drop it now (its handler was told, if it had opened).
+    Drop,
 }
 
-/// Reads the upgrade request and decides on it. `None` when the peer went
-/// away or sent nothing parseable that deserves an answer.
-async fn handshake<H: Handler>(
-    shard: &Shard<H>,
-    stream: &mut TcpStreamPoll,
-    head: &mut Vec<u8>,
-    peer: SocketAddr,
-    full: bool,
-) -> Option<Handshake<H::State>> {
-    loop {
-        let filled = head.len();
-        head.resize(filled + HANDSHAKE_READ, 0);
-        let read = poll_fn(|cx| {
-            let mut buf = ReadBuf::new(&mut head[filled..]);
-            Pin::new(&mut *stream)
-                .poll_read(cx, &mut buf)
-                .map_ok(|()| buf.filled().len())
-        })
-        .await;
-        let read = match read {
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {
-                head.truncate(filled);
-                continue;
+/// What a connection's step needs of its shard, borrowed apart from the
+/// slab of connections.
+pub(crate) struct ShardParts<'a, H> {
+    pub(crate) handler: &'a mut H,
+    pub(crate) inflater: &'a mut Inflater,
+    pub(crate) send: &'a Rc<SendContext>,
+    pub(crate) config: &'a ServerConfig,
+    pub(crate) shared: &'a Shared,
+    pub(crate) shutting_down: bool,
+}
+
+impl<S> Connection<S> {
+    /// A connection just accepted, in its handshake.
+    pub(crate) fn accepted(
+        stream: TcpStream,
+        peer: SocketAddr,
+        generation: u32,
+        now: u32,
+        ticket: Ticket,
+    ) -> Self {
+        Connection {
+            stream,
+            generation,
+            last_active: now,
+            last_ping: now,
+            flags: Flags::default(),
+            ticket,
+            phase: Phase::Handshake(Box::new(Handshake {
+                head: Vec::new(),
+                peer,
+            })),
+        }
+    }
+
+    /// Whether the connection was upgraded.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// The upgraded connection's state, if it was upgraded.
+    pub(crate) fn open_mut(&mut self) -> Option<&mut Open<S>> {
+        match &mut self.phase {
+            Phase::Open(open) => Some(open),
+            Phase::Handshake(_) => None,
+        }
+    }
+
+    /// Handles bytes from the peer: the upgrade request, or frames.
+    /// Returns how many text and binary messages they held.
+    pub(crate) fn receive<H>(
+        &mut self,
+        shard: &mut ShardParts<'_, H>,
+        id: impl FnOnce() -> ConnId,
+        now: u32,
+        input: &mut [u8],
+    ) -> (Next, u64)
+    where
+        H: Handler<State = S>,
+    {
+        match &mut self.phase {
+            Phase::Handshake(handshake) => {
+                handshake.head.extend_from_slice(input);
+                (self.continue_handshake(shard, id), 0)
             }
-            Err(error) => {
-                debug!(%peer, %error, "read failed during the handshake");
-                return None;
+            Phase::Open(open) => {
+                self.last_active = now;
+                let mut pool = shard.send.pool.borrow_mut();
+                if open.decoder.heap_bytes() == 0 {
+                    // Fragmented, compressed or split messages gather in
+                    // a pooled buffer rather than a new one.
+                    if let Some(unused) = open.decoder.lend_buffer(pool.take()) {
+                        pool.put(unused);
+                    }
+                }
+                drop(pool);
+                let (messages, pong) = open.handle_input(shard, &mut self.flags, input);
+                // The decoder's buffer goes back to the pool unless it
+                // holds part of a message: idle connections hold none.
+                if let Some(buffer) = open.decoder.take_buffer() {
+                    shard.send.pool.borrow_mut().put(buffer);
+                }
+                if pong {
+                    self.flags.set(Flags::AWAITING_PONG, false);
+                }
+                (Next::Keep, messages)
             }
-        };
-        head.truncate(filled + read);
-        if read == 0 {
-            // End of stream before a complete request: nothing to answer.
-            return None;
         }
-        match parse_request(head, &shard.config.head) {
-            Ok(Progress::NeedMore) => {}
+    }
+
+    /// Parses the request read so far and, once it is whole, answers it.
+    fn continue_handshake<H>(
+        &mut self,
+        shard: &mut ShardParts<'_, H>,
+        id: impl FnOnce() -> ConnId,
+    ) -> Next
+    where
+        H: Handler<State = S>,
+    {
+        let Phase::Handshake(handshake) = &mut self.phase else {
+            return Next::Keep;
+        };
+        let peer = handshake.peer;
+        let (request_len, decision) = match parse_request(&handshake.head, &shard.config.head) {
+            Ok(Progress::NeedMore) => return Next::Keep,
             Ok(Progress::Done { value, head_len }) => {
-                return Some(decide(shard, &value, peer, full, head_len));
+                (head_len, decide(shard, &value, peer, self.ticket.refused))
             }
             Err(error) => {
                 debug!(%peer, %error, "invalid upgrade request");
                 let mut response = Vec::new();
                 error.write_response(&mut response);
-                return Some(Handshake::Refused(response));
+                (0, Err(response))
             }
+        };
+        let accepted = match decision {
+            Ok(accepted) => accepted,
+            Err(response) => {
+                // One non-blocking write: a refusal is a few hundred bytes,
+                // and a client that cannot take them is not waited for.
+                let _ = socket::send(&self.stream, &response);
+                return Next::Drop;
+            }
+        };
+        let head = std::mem::take(&mut handshake.head);
+        let conn = Conn::new(
+            id(),
+            peer,
+            accepted.state,
+            accepted.response,
+            accepted
+                .deflate
+                .map(|params| params.server_compression_limit()),
+            accepted.subprotocol,
+            Rc::clone(shard.send),
+        );
+        let decoder = Decoder::new(DecoderConfig {
+            compression: accepted.deflate.is_some(),
+            ..shard.config.decoder
+        });
+        self.phase = Phase::Open(Open {
+            decoder,
+            conn,
+            peer_close: None,
+        });
+        let Phase::Open(open) = &mut self.phase else {
+            unreachable!("the phase was just set");
+        };
+        let handler = &mut *shard.handler;
+        if guarded(|| handler.on_open(&mut open.conn)).is_err() {
+            panicked(&mut open.conn, "on_open");
+        }
+        let mut rest = head;
+        if rest.len() > request_len {
+            // Frames the client sent right behind its request.
+            open.handle_input(shard, &mut self.flags, &mut rest[request_len..]);
+        }
+        Next::Keep
+    }
+
+    /// Writes what is queued, in as few `sendmsg` calls as the socket
+    /// allows; when the socket is full, `Ok(false)` (ask the driver for
+    /// writability). Tells the handler when a queue that had pushed back
+    /// empties.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub(crate) fn flush<H>(&mut self, shard: &mut ShardParts<'_, H>) -> io::Result<bool>
+    where
+        H: Handler<State = S>,
+    {
+        let Phase::Open(open) = &mut self.phase else {
+            return Ok(true);
+        };
+        loop {
+            if open.conn.is_backpressured() {
+                self.flags.set(Flags::BLOCKED, true);
+            }
+            let queue = &mut open.conn.queue;
+            while !queue.is_empty() {
+                let result = match queue.contiguous() {
+                    Some(bytes) => socket::send(&self.stream, bytes),
+                    None => {
+                        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                        let count = queue.io_slices(&mut slices);
+                        socket::send_vectored(&self.stream, &slices[..count])
+                    }
+                };
+                match result {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(written) => {
+                        queue.advance(written, &mut shard.send.pool.borrow_mut());
+                        shard.send.counters.bytes_sent(written as u64);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        self.flags.set(Flags::BLOCKED, true);
+                        return Ok(false);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            if !self.flags.has(Flags::BLOCKED) || open.conn.is_closing() {
+                return Ok(true);
+            }
+            self.flags.set(Flags::BLOCKED, false);
+            // The queue emptied after the socket had pushed back: the
+            // handler may queue more, which is written in this same flush.
+            let handler = &mut *shard.handler;
+            let conn = &mut open.conn;
+            if guarded(|| handler.on_drain(conn)).is_err() {
+                panicked(conn, "on_drain");
+            }
+        }
+    }
+
+    /// After a flush that emptied the queue: whether the connection is
+    /// done (its close handshake over), and the half-close a failed
+    /// connection makes so the peer sees our close and its end of stream.
+    pub(crate) fn after_flush(&mut self) -> Next {
+        let Phase::Open(open) = &mut self.phase else {
+            return Next::Keep;
+        };
+        if !open.conn.queue.is_empty() {
+            return Next::Keep;
+        }
+        if self.flags.has(Flags::FINISHED) {
+            return Next::Drop;
+        }
+        if self.flags.has(Flags::FAILED) && !self.flags.has(Flags::HALF_CLOSED) {
+            self.flags.set(Flags::HALF_CLOSED, true);
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Next::Keep
+    }
+
+    /// Tells the handler the connection is over, and why: the peer's close
+    /// frame, else ours, else 1006.
+    pub(crate) fn finish<H>(&mut self, handler: &mut H)
+    where
+        H: Handler<State = S>,
+    {
+        let Phase::Open(open) = &mut self.phase else {
+            return;
+        };
+        let (code, reason) = match (open.peer_close.take(), &open.conn.close_sent) {
+            (Some(peer), _) => *peer,
+            (None, Some(sent)) => (sent.code, sent.reason.clone()),
+            (None, None) => (CloseCode::ABNORMAL, "".into()),
+        };
+        let conn = &mut open.conn;
+        if guarded(|| handler.on_close(conn, code, &reason)).is_err() {
+            error!(conn = %conn.id(), "handler panicked in on_close");
         }
     }
 }
 
+impl<S> Open<S> {
+    /// Decodes `input` and acts on every message in it; returns how many
+    /// text and binary messages it held and whether a pong came.
+    fn handle_input<H>(
+        &mut self,
+        shard: &mut ShardParts<'_, H>,
+        flags: &mut Flags,
+        input: &mut [u8],
+    ) -> (u64, bool)
+    where
+        H: Handler<State = S>,
+    {
+        let mut messages = 0;
+        let mut pong = false;
+        let mut pos = 0;
+        while pos < input.len() && !self.decoder.is_closed() && !flags.has(Flags::FAILED) {
+            let (used, message) = match self.decoder.decode(&mut input[pos..], shard.inflater) {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    debug!(peer = %self.conn.peer_addr(), %error, "protocol error; closing");
+                    flags.set(Flags::FAILED, true);
+                    self.conn.close_with(error.close_code(), &error.to_string());
+                    break;
+                }
+            };
+            match message {
+                None => {}
+                Some(Frame::Text(text)) => {
+                    messages += 1;
+                    deliver(shard.handler, &mut self.conn, Message::Text(text));
+                }
+                Some(Frame::Binary(bytes)) => {
+                    messages += 1;
+                    deliver(shard.handler, &mut self.conn, Message::Binary(bytes));
+                }
+                Some(Frame::Ping(payload)) => self.conn.pong(payload),
+                Some(Frame::Pong(_)) => pong = true,
+                Some(Frame::Close(frame)) => {
+                    if self.conn.close_sent.is_none() {
+                        let (code, reason) =
+                            frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
+                        let reply = frame.map_or(CloseCode::NORMAL, |f| f.code);
+                        self.conn.close_with(reply, "");
+                        self.peer_close = Some(Box::new((code, reason.into())));
+                    }
+                    if shard.shutting_down {
+                        shard.shared.closed_cleanly.fetch_add(1, Ordering::Relaxed);
+                    }
+                    flags.set(Flags::FINISHED, true);
+                    break;
+                }
+            }
+            pos += used;
+        }
+        (messages, pong)
+    }
+}
+
+/// How an upgrade request was accepted.
+struct Accepted<S> {
+    state: S,
+    response: Vec<u8>,
+    deflate: Option<DeflateParams>,
+    subprotocol: Option<usize>,
+}
+
 /// Answers a valid upgrade request: 503 when the server (or this client
 /// address) is at its connection limit or the server is stopping, the
-/// handler's rejection, or the 101.
+/// handler's rejection, or the 101. `Err` carries a refusal's response.
 fn decide<H: Handler>(
-    shard: &Shard<H>,
+    shard: &mut ShardParts<'_, H>,
     request: &UpgradeRequest<'_>,
     peer: SocketAddr,
     full: bool,
-    head_len: usize,
-) -> Handshake<H::State> {
-    if full || shard.shutting_down.get() {
+) -> Result<Accepted<H::State>, Vec<u8>> {
+    if full || shard.shutting_down {
         debug!(%peer, full, "upgrade refused: the server is full or stopping");
-        return Handshake::Refused(rejection(&Rejection::new(503, "Service Unavailable")));
+        return Err(rejection(&Rejection::new(503, "Service Unavailable")));
     }
-    let state = match guarded(|| shard.handler.borrow_mut().on_upgrade(request, peer)) {
+    let handler = &mut *shard.handler;
+    let state = match guarded(|| handler.on_upgrade(request, peer)) {
         Ok(Ok(state)) => state,
-        Ok(Err(refusal)) => return Handshake::Refused(rejection(&refusal)),
+        Ok(Err(refusal)) => return Err(rejection(&refusal)),
         Err(()) => {
             error!(%peer, "handler panicked in on_upgrade; answering 500");
-            return Handshake::Refused(rejection(&Rejection::new(500, "Internal Server Error")));
+            return Err(rejection(&Rejection::new(500, "Internal Server Error")));
         }
     };
     let protocols: Vec<&str> = shard
@@ -271,15 +478,14 @@ fn decide<H: Handler>(
     // No extra headers, so nothing can be refused.
     let _ = accept.write_response(&[], &mut response);
     let negotiated = accept.negotiated();
-    Handshake::Accepted {
+    Ok(Accepted {
         state,
         response,
         deflate: negotiated.deflate,
         subprotocol: negotiated
             .subprotocol
             .and_then(|chosen| protocols.iter().position(|p| *p == chosen)),
-        head_len,
-    }
+    })
 }
 
 /// The HTTP response for a rejection; a status or reason the proto crate
@@ -302,17 +508,17 @@ fn rejection(refusal: &Rejection) -> Vec<u8> {
 }
 
 /// Runs a handler callback, turning a panic into `Err(())`.
-fn guarded<T>(callback: impl FnOnce() -> T) -> Result<T, ()> {
+pub(crate) fn guarded<T>(callback: impl FnOnce() -> T) -> Result<T, ()> {
     catch_unwind(AssertUnwindSafe(callback)).map_err(|_| ())
 }
 
 /// Hands a message to the handler unless this end is closing; a panic
 /// closes this connection only, with 1011.
-fn deliver<H: Handler>(handler: &RefCell<H>, conn: &mut Conn<H::State>, message: Message<'_>) {
+fn deliver<H: Handler>(handler: &mut H, conn: &mut Conn<H::State>, message: Message<'_>) {
     if conn.close_sent.is_some() {
         return;
     }
-    if guarded(|| handler.borrow_mut().on_message(conn, message)).is_err() {
+    if guarded(|| handler.on_message(conn, message)).is_err() {
         panicked(conn, "on_message");
     }
 }
@@ -326,356 +532,4 @@ fn panicked<S>(conn: &mut Conn<S>, callback: &str) {
         "handler panicked; closing the connection with 1011"
     );
     conn.close_with(CloseCode::INTERNAL_ERROR, "internal error");
-}
-
-/// Writes all of `bytes`; `false` if the socket failed first.
-async fn write_all(stream: &mut TcpStreamPoll, bytes: &[u8]) -> bool {
-    let mut written = 0;
-    while written < bytes.len() {
-        let result = poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, &bytes[written..])).await;
-        match result {
-            Ok(0) => return false,
-            Ok(n) => written += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-/// An upgraded connection: its socket, decoder and handler-facing `Conn`.
-struct Connection<H: Handler> {
-    shard: Rc<Shard<H>>,
-    stream: TcpStreamPoll,
-    decoder: Decoder<Server>,
-    conn: Conn<H::State>,
-    key: usize,
-    /// The connection's place in the server's connection counts.
-    _ticket: Ticket,
-    /// Runs from the moment our close frame is queued. Boxed: only a
-    /// closing connection needs a timer, so idle connections do not carry
-    /// its 640 bytes.
-    close_timer: Option<Pin<Box<monoio::time::Sleep>>>,
-    /// The peer's close frame, when the peer started the close handshake;
-    /// boxed, as only a closing connection has one.
-    peer_close: Option<Box<(CloseCode, Box<str>)>>,
-    /// A pong arrived in the last batch of input.
-    pong_received: bool,
-    /// The send queue reached the drain threshold or the socket pushed
-    /// back since the queue was last empty: the handler hears `on_drain`
-    /// when it empties.
-    blocked: bool,
-    /// The decoder failed: what follows on the socket is discarded.
-    failed: bool,
-    /// Our side of the TCP connection is shut down (after a failure).
-    half_closed: bool,
-    /// The close handshake is over: write what is queued, then drop.
-    finished: bool,
-}
-
-/// Removes the connection's slot from its shard, however the task ends.
-impl<H: Handler> Drop for Connection<H> {
-    fn drop(&mut self) {
-        self.shard.slots.borrow_mut().remove(self.key);
-        self.shard.counters.connection_closed();
-    }
-}
-
-impl<H: Handler> Connection<H> {
-    /// Serves the connection until it is over.
-    async fn serve(&mut self) {
-        let end = poll_fn(|cx| self.poll_serve(cx)).await;
-        let peer = self.conn.peer_addr();
-        match end {
-            End::Closed | End::Eof => {}
-            End::Failed(error) => debug!(%peer, %error, "socket failed"),
-            End::CloseTimedOut => debug!(%peer, "close handshake timed out"),
-        }
-    }
-
-    /// Serves the connection until it is over: acts on the shard's alarms,
-    /// writes what is queued, reads and handles input, in a loop, as one
-    /// future woken by socket readiness in either direction, by the
-    /// shard's sweep and by shutdown.
-    ///
-    /// Everything queued while one batch of input was handled leaves in
-    /// one vectored write before the next read (corking). A connection
-    /// whose peer does not read keeps its queue (bounded by the send
-    /// buffer limit) and goes on reading, so a close frame or a heartbeat
-    /// timeout still reaches it; the shard's other connections never wait
-    /// for it.
-    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        let mut reads = 0;
-        loop {
-            self.act_on_alarms(cx);
-            if self.conn.is_backpressured() {
-                self.blocked = true;
-            }
-            match self.poll_write(cx) {
-                Poll::Ready(Err(error)) => return Poll::Ready(End::Failed(error)),
-                Poll::Ready(Ok(())) if self.blocked => {
-                    self.blocked = false;
-                    self.drained();
-                    continue;
-                }
-                Poll::Ready(Ok(())) | Poll::Pending => {}
-            }
-            let written = self.conn.queue.is_empty();
-            if self.finished {
-                return if written {
-                    Poll::Ready(End::Closed)
-                } else {
-                    Poll::Pending
-                };
-            }
-            if self.conn.is_closing() {
-                if self.failed && written && !self.half_closed {
-                    // The decoder cannot find the peer's close frame any
-                    // more: half-close so the peer sees our close and its
-                    // end of stream, then wait for its end of stream.
-                    self.half_closed = true;
-                    let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
-                }
-                let timeout = self.shard.config.close_timeout;
-                let timer = self
-                    .close_timer
-                    .get_or_insert_with(|| Box::pin(monoio::time::sleep(timeout)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(End::CloseTimedOut);
-                }
-            }
-            if reads >= READ_BUDGET {
-                // Let the shard's other connections run; come back soon.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            match self.poll_read(cx, &mut reads) {
-                Read::Handled => {}
-                Read::Pending => return Poll::Pending,
-                Read::Eof => return Poll::Ready(End::Eof),
-                Read::Failed(error) => return Poll::Ready(End::Failed(error)),
-            }
-        }
-    }
-
-    /// Registers the task's waker in its slot and acts on what the shard
-    /// asks: close on shutdown, idle or heartbeat timeout; ping when a
-    /// heartbeat is due.
-    fn act_on_alarms(&mut self, cx: &mut Context<'_>) {
-        let shard = Rc::clone(&self.shard);
-        let mut slots = shard.slots.borrow_mut();
-        let slot = &mut slots[self.key];
-        if !slot
-            .waker
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            slot.waker = Some(cx.waker().clone());
-        }
-        let alarm = std::mem::take(&mut slot.alarm);
-        if !self.conn.is_closing() {
-            if shard.shutting_down.get() {
-                self.conn
-                    .close_with(CloseCode::GOING_AWAY, "server shutting down");
-            } else {
-                match alarm {
-                    Alarm::None => {}
-                    Alarm::PingDue => {
-                        self.conn.heartbeat();
-                        slot.last_ping = shard.clock.get();
-                        slot.awaiting_pong = true;
-                    }
-                    Alarm::PongTimeout => {
-                        self.conn
-                            .close_with(CloseCode::GOING_AWAY, "heartbeat timeout");
-                    }
-                    Alarm::Idle => self.conn.close_with(CloseCode::GOING_AWAY, "idle timeout"),
-                }
-            }
-        }
-        slot.closing = self.conn.is_closing();
-    }
-
-    /// Writes what is queued, in vectored writes, until the queue is empty
-    /// (`Ready(Ok)`) or the socket is full (`Pending`).
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.conn.queue.is_empty() {
-            let stream = Pin::new(&mut self.stream);
-            let result = match self.conn.queue.contiguous() {
-                Some(bytes) => stream.poll_write(cx, bytes),
-                None => {
-                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                    let count = self.conn.queue.io_slices(&mut slices);
-                    stream.poll_write_vectored(cx, &slices[..count])
-                }
-            };
-            match result {
-                Poll::Pending => {
-                    self.blocked = true;
-                    return Poll::Pending;
-                }
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(written)) => {
-                    let mut pool = self.shard.send.pool.borrow_mut();
-                    self.conn.queue.advance(written, &mut pool);
-                    self.shard.counters.bytes_sent(written as u64);
-                }
-                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// The queue emptied after the socket had pushed back: tell the
-    /// handler, which may queue more.
-    fn drained(&mut self) {
-        if self.conn.is_closing() {
-            return;
-        }
-        let shard = Rc::clone(&self.shard);
-        let handler = &shard.handler;
-        let conn = &mut self.conn;
-        if guarded(|| handler.borrow_mut().on_drain(conn)).is_err() {
-            panicked(conn, "on_drain");
-        }
-    }
-
-    /// Reads into the shard's receive buffer until the socket has no more
-    /// (or the read budget is spent), feeding each read to the decoder and
-    /// the handler.
-    ///
-    /// Why readiness and one shared buffer: an idle connection must hold no
-    /// receive buffer (uWebSockets keeps one per event loop; the engine's
-    /// goal is 2 KiB or less per idle connection). A completion-based read
-    /// (io_uring `recv` with a buffer per connection) pins that buffer for
-    /// as long as the connection waits. io_uring provided-buffer rings
-    /// would solve this in the kernel, but monoio does not expose them, so
-    /// the shard uses monoio's poll-io mode: it waits for readiness (an
-    /// epoll registration; on the io_uring driver, epoll driven through the
-    /// ring), then reads with a plain `recv` into the shard's one 64 KiB
-    /// buffer, borrowed only inside this synchronous step, never across an
-    /// await.
-    fn poll_read(&mut self, cx: &mut Context<'_>, reads: &mut u32) -> Read {
-        let shard = Rc::clone(&self.shard);
-        let mut handled = false;
-        let outcome = loop {
-            let mut receive = shard.receive.borrow_mut();
-            let mut buf = ReadBuf::new(&mut receive[..]);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                Poll::Pending => {
-                    break if handled {
-                        Read::Handled
-                    } else {
-                        Read::Pending
-                    };
-                }
-                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(error)) => break Read::Failed(error),
-                Poll::Ready(Ok(())) => {
-                    let received = buf.filled().len();
-                    if received == 0 {
-                        break Read::Eof;
-                    }
-                    handled = true;
-                    if self.decoder.heap_bytes() == 0 {
-                        // Fragmented, compressed or split messages gather
-                        // in a pooled buffer rather than a new one.
-                        let mut pool = shard.send.pool.borrow_mut();
-                        if let Some(unused) = self.decoder.lend_buffer(pool.take()) {
-                            pool.put(unused);
-                        }
-                    }
-                    *reads += 1;
-                    let messages = self.handle_input(&mut receive[..received]);
-                    shard.counters.received(messages, received as u64);
-                    // The decoder's buffer goes back to the pool unless it
-                    // holds part of a message: idle connections hold none,
-                    // and the next read borrows it again.
-                    if let Some(buffer) = self.decoder.take_buffer() {
-                        shard.send.pool.borrow_mut().put(buffer);
-                    }
-                    if self.finished
-                        || self.conn.is_closing()
-                        || received < receive.len()
-                        || *reads >= READ_BUDGET
-                    {
-                        break Read::Handled;
-                    }
-                }
-            }
-        };
-        if handled {
-            let mut slots = shard.slots.borrow_mut();
-            let slot = &mut slots[self.key];
-            slot.last_active = shard.clock.get();
-            if std::mem::take(&mut self.pong_received) {
-                slot.awaiting_pong = false;
-            }
-        }
-        outcome
-    }
-    /// Decodes `input` and acts on every message in it; returns how many
-    /// text and binary messages it held.
-    fn handle_input(&mut self, input: &mut [u8]) -> u64 {
-        let shard = Rc::clone(&self.shard);
-        let mut inflater = shard.inflater.borrow_mut();
-        let mut messages = 0;
-        let mut pos = 0;
-        while pos < input.len() && !self.decoder.is_closed() {
-            let (used, message) = match self.decoder.decode(&mut input[pos..], &mut inflater) {
-                Ok(decoded) => decoded,
-                Err(error) => {
-                    debug!(peer = %self.conn.peer_addr(), %error, "protocol error; closing");
-                    self.failed = true;
-                    self.conn.close_with(error.close_code(), &error.to_string());
-                    break;
-                }
-            };
-            match message {
-                None => {}
-                Some(Frame::Text(text)) => {
-                    messages += 1;
-                    deliver(&shard.handler, &mut self.conn, Message::Text(text));
-                }
-                Some(Frame::Binary(bytes)) => {
-                    messages += 1;
-                    deliver(&shard.handler, &mut self.conn, Message::Binary(bytes));
-                }
-                Some(Frame::Ping(payload)) => self.conn.pong(payload),
-                Some(Frame::Pong(_)) => self.pong_received = true,
-                Some(Frame::Close(frame)) => {
-                    if self.conn.close_sent.is_none() {
-                        let (code, reason) =
-                            frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
-                        let reply = frame.map_or(CloseCode::NORMAL, |f| f.code);
-                        self.conn.close_with(reply, "");
-                        self.peer_close = Some(Box::new((code, reason.into())));
-                    }
-                    if shard.shutting_down.get() {
-                        shard.shared.closed_cleanly.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.finished = true;
-                    break;
-                }
-            }
-            pos += used;
-        }
-        messages
-    }
-
-    /// Tells the handler the connection is over, and why.
-    fn finish(&mut self) {
-        let (code, reason) = match (self.peer_close.take(), &self.conn.close_sent) {
-            (Some(peer), _) => *peer,
-            (None, Some(sent)) => (sent.code, sent.reason.clone()),
-            (None, None) => (CloseCode::ABNORMAL, "".into()),
-        };
-        let shard = Rc::clone(&self.shard);
-        let handler = &shard.handler;
-        let conn = &mut self.conn;
-        if guarded(|| handler.borrow_mut().on_close(conn, code, &reason)).is_err() {
-            error!(conn = %self.conn.id(), "handler panicked in on_close");
-        }
-    }
 }

@@ -55,6 +55,10 @@ mod config;
 mod conn;
 mod connection;
 mod core_list;
+// The kernel interfaces (io_uring, epoll, sockets): every unsafe block
+// there says why it is sound.
+#[allow(unsafe_code)]
+mod driver;
 mod error;
 mod handler;
 mod prepared;

@@ -1,18 +1,24 @@
-//! One shard: a pinned thread running a monoio runtime, with its own
-//! listeners, handler, receive buffer, codec state and connections.
+//! One shard: a pinned thread running its own event loop over its I/O
+//! driver, with its own listeners, handler, codec state and connections.
+//!
+//! The loop: wait for the driver's events and handle each at once (bytes
+//! are decoded and handed to the handler while they sit in the driver's
+//! buffer), expire the handshake and close timers, run the
+//! once-a-second sweep (idle and heartbeat), then flush every connection
+//! that queued bytes: one `sendmsg` per connection per turn, whatever it
+//! queued meanwhile (corking).
 
-use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, mpsc};
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, CancelHandle, Canceller};
-use monoio::net::{ListenerOpts, TcpListener, UnixStream};
-use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use shardcast_proto::CloseCode;
 use shardcast_proto::deflate::{Deflater, Inflater};
 use shardcast_proto::frame::Encoder;
 use slab::Slab;
@@ -20,22 +26,27 @@ use tracing::{debug, error, info, warn};
 
 use crate::buffer_pool::BufferPool;
 use crate::config::ServerConfig;
-use crate::conn::SendContext;
-use crate::connection;
+use crate::conn::{ConnId, SendContext};
+use crate::connection::{Connection, Flags, Next, ShardParts};
+use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
 use crate::error::Error;
 use crate::handler::{Handler, ShardId};
 use crate::server::Shared;
-use crate::stats::{IoDriver, ShardCounters};
-
-/// The size of the one receive buffer each shard reads every connection
-/// into.
-const RECEIVE_BUFFER: usize = 64 * 1024;
+use crate::stats::ShardCounters;
 
 /// io_uring submission queue entries per shard.
 const RING_ENTRIES: u32 = 4096;
 
-/// How often a shard in shutdown checks whether its connections are gone.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// Receive buffers in a shard's io_uring buffer ring, and their size:
+/// 4 MiB per shard, touched as traffic needs it. One buffer per
+/// connection that received bytes since the shard last handled its
+/// completions; a connection that finds the ring empty is re-armed on the
+/// next turn.
+const RECEIVE_BUFFERS: u16 = 1024;
+const RECEIVE_BUFFER_SIZE: u32 = 4096;
+
+/// The sweep's period: idle and heartbeat timeouts count whole seconds.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Set once the first shard falls back to epoll, so the warning is logged
 /// once per process rather than once per shard.
@@ -48,106 +59,39 @@ pub(crate) struct ShardSetup<F> {
     pub(crate) factory: Arc<F>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) control: StdUnixStream,
+    pub(crate) control: UnixStream,
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) core: Option<usize>,
     pub(crate) ready: mpsc::Sender<Result<Vec<SocketAddr>, Error>>,
 }
 
-/// What the shard's once-a-second sweep found for a connection to act on,
-/// most urgent last.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Alarm {
-    /// Nothing.
-    #[default]
-    None,
-    /// A heartbeat ping is due.
-    PingDue,
-    /// The last heartbeat ping went unanswered for the timeout.
-    PongTimeout,
-    /// Nothing was received for the idle timeout.
-    Idle,
-}
-
-/// What the shard knows about one upgraded connection, beside its task:
-/// how to wake it, and the times the sweep checks (seconds of the shard's
-/// clock).
-#[derive(Debug)]
-pub(crate) struct Slot {
-    pub(crate) waker: Option<Waker>,
-    /// When a byte was last received.
-    pub(crate) last_active: u32,
-    /// When the last heartbeat ping was queued, or the connection opened.
-    pub(crate) last_ping: u32,
-    /// A heartbeat ping is out and its pong has not come.
-    pub(crate) awaiting_pong: bool,
-    /// The connection queued its close frame: the sweep leaves it alone.
-    pub(crate) closing: bool,
-    /// For the task to act on when it next runs.
-    pub(crate) alarm: Alarm,
-}
-
-impl Slot {
-    /// A slot for a connection opened at `now`.
-    pub(crate) fn new(now: u32) -> Slot {
-        Slot {
-            waker: None,
-            last_active: now,
-            last_ping: now,
-            awaiting_pong: false,
-            closing: false,
-            alarm: Alarm::None,
-        }
-    }
-
-    /// Raises `alarm` and wakes the task, unless something as urgent is
-    /// already raised.
-    fn raise(&mut self, alarm: Alarm) {
-        if alarm > self.alarm {
-            self.alarm = alarm;
-            if let Some(waker) = self.waker.take() {
-                waker.wake();
-            }
-        }
-    }
-}
-
-/// A shard's state, reached by its tasks through an `Rc`: touched by the
-/// shard's thread only. Each `RefCell` is borrowed only synchronously,
-/// never across an await.
-pub(crate) struct Shard<H> {
-    pub(crate) id: ShardId,
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) counters: Arc<ShardCounters>,
-    pub(crate) handler: RefCell<H>,
-    /// The one receive buffer: a read lands here and is decoded before the
-    /// task yields, so no connection holds a buffer while idle.
-    pub(crate) receive: RefCell<Box<[u8]>>,
-    pub(crate) inflater: RefCell<Inflater>,
-    pub(crate) send: Rc<SendContext>,
-    pub(crate) slots: RefCell<Slab<Slot>>,
-    pub(crate) shutting_down: Cell<bool>,
+/// A shard's state, owned by its thread: touched by nothing else.
+struct Shard<H: Handler> {
+    id: ShardId,
+    config: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+    counters: Arc<ShardCounters>,
+    handler: H,
+    inflater: Inflater,
+    send: Rc<SendContext>,
+    connections: Slab<Connection<H::State>>,
+    /// Keys of the connections to flush at the end of this turn.
+    dirty: Vec<usize>,
+    /// When each connection in its handshake times out, oldest first (one
+    /// timeout for all, so the queue stays in order).
+    handshake_deadlines: VecDeque<(Instant, Token)>,
+    /// When each closing connection stops waiting for the peer's close
+    /// frame, oldest first.
+    close_deadlines: VecDeque<(Instant, Token)>,
+    control: UnixStream,
+    /// The shutdown deadline, once shutdown began.
+    shutdown: Option<Instant>,
+    /// The listeners are closed (after shutdown began).
+    listeners_closed: bool,
     /// Seconds since the shard started, advanced by the sweep.
-    pub(crate) clock: Cell<u32>,
-    next_sequence: Cell<u64>,
-}
-
-impl<H> Shard<H> {
-    /// The next connection sequence number on this shard.
-    pub(crate) fn next_sequence(&self) -> u64 {
-        let sequence = self.next_sequence.get();
-        self.next_sequence.set(sequence + 1);
-        sequence
-    }
-
-    fn wake_all(&self) {
-        for (_, slot) in self.slots.borrow_mut().iter_mut() {
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
-            }
-        }
-    }
+    clock: u32,
+    next_sweep: Instant,
+    next_sequence: u64,
 }
 
 /// Marks the shard stopped however its thread ends, panics included.
@@ -159,50 +103,52 @@ impl Drop for StoppedGuard {
     }
 }
 
-/// The shard thread's body: pin, build the runtime, serve until shutdown.
+/// The shard thread's body: pin, set up the driver and listeners, serve
+/// until shutdown.
 pub(crate) fn run<H, F>(setup: ShardSetup<F>)
 where
     H: Handler,
     F: Fn(ShardId) -> H + Send + Sync + 'static,
 {
     let _stopped = StoppedGuard(Arc::clone(&setup.shared));
-    let shard = setup.id.index();
+    let index = setup.id.index();
     if let Some(core) = setup.core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-            warn!(shard, core, "could not pin the shard to its core");
+            warn!(shard = index, core, "could not pin the shard to its core");
         }
     }
-    if !setup.config.force_epoll {
-        match RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            Ok(mut runtime) => {
-                setup.counters.set_driver(IoDriver::IoUring);
-                runtime.block_on(serve(setup));
-                return;
-            }
-            Err(error) => {
+    let driver_config = DriverConfig {
+        ring_entries: RING_ENTRIES,
+        receive_buffers: RECEIVE_BUFFERS,
+        receive_buffer_size: RECEIVE_BUFFER_SIZE,
+    };
+    let mut driver = match Driver::new(driver_config, setup.config.force_epoll) {
+        Ok((driver, fallback)) => {
+            if let Some(error) = fallback {
                 if !EPOLL_FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
                     warn!(%error, "io_uring is unavailable; shards run on epoll");
                 }
             }
-        }
-    }
-    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
-        Ok(mut runtime) => {
-            setup.counters.set_driver(IoDriver::Epoll);
-            runtime.block_on(serve(setup));
+            driver
         }
         Err(source) => {
-            let _ = setup.ready.send(Err(Error::Runtime { shard, source }));
+            let _ = setup.ready.send(Err(Error::Runtime {
+                shard: index,
+                source,
+            }));
+            return;
         }
-    }
+    };
+    setup.counters.set_driver(driver.kind());
+    let Some(mut shard) = start(setup, &mut driver) else {
+        return;
+    };
+    shard.serve(&mut driver);
 }
 
-/// Binds the shard's listeners, then accepts and serves until shutdown.
-async fn serve<H, F>(setup: ShardSetup<F>)
+/// Binds the listeners, watches the control socket and builds the shard;
+/// reports the bound addresses (or the failure) to the starting thread.
+fn start<H, F>(setup: ShardSetup<F>, driver: &mut Driver) -> Option<Shard<H>>
 where
     H: Handler,
     F: Fn(ShardId) -> H + Send + Sync + 'static,
@@ -218,50 +164,44 @@ where
         ready,
         ..
     } = setup;
-    let mut listeners = Vec::with_capacity(listen.len());
     let mut bound = Vec::with_capacity(listen.len());
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(config.backlog);
     for addr in listen {
-        let listener = TcpListener::bind_with_config(addr, &opts)
-            .and_then(|listener| Ok((listener.local_addr()?, listener)));
-        match listener {
-            Ok((local, listener)) => {
-                bound.push(local);
-                listeners.push(listener);
-            }
+        let listening =
+            socket::bind_listener(addr, config.backlog).and_then(|(listener, local)| {
+                driver.add_listener(listener)?;
+                Ok(local)
+            });
+        match listening {
+            Ok(local) => bound.push(local),
             Err(source) => {
                 let _ = ready.send(Err(Error::Bind {
                     shard: id.index(),
                     addr,
                     source,
                 }));
-                return;
+                return None;
             }
         }
     }
-    let control = match UnixStream::from_std(control) {
-        Ok(control) => control,
-        Err(source) => {
-            let _ = ready.send(Err(Error::Setup {
-                shard: id.index(),
-                source,
-            }));
-            return;
-        }
-    };
-    let shard = Rc::new(Shard {
+    let watched = control
+        .set_nonblocking(true)
+        .and_then(|()| driver.watch_control(control.as_raw_fd()));
+    if let Err(source) = watched {
+        let _ = ready.send(Err(Error::Setup {
+            shard: id.index(),
+            source,
+        }));
+        return None;
+    }
+    let shard = Shard {
         id,
-        handler: RefCell::new(factory(id)),
-        receive: RefCell::new(vec![0; RECEIVE_BUFFER].into_boxed_slice()),
-        inflater: RefCell::new(Inflater::new()),
+        handler: factory(id),
+        inflater: Inflater::new(),
         send: Rc::new(SendContext {
             subprotocols: config.subprotocols.clone().into_boxed_slice(),
             encoder: Encoder::with_compression_threshold(config.compression_threshold),
-            deflater: RefCell::new(Deflater::new(config.compression_level)),
-            pool: RefCell::new(BufferPool::new(
+            deflater: std::cell::RefCell::new(Deflater::new(config.compression_level)),
+            pool: std::cell::RefCell::new(BufferPool::new(
                 BufferPool::DEFAULT_BUFFERS,
                 BufferPool::DEFAULT_MAX_CAPACITY,
             )),
@@ -270,87 +210,424 @@ where
             drain_threshold: config.drain_threshold,
             backpressure: config.backpressure,
         }),
-        slots: RefCell::new(Slab::new()),
-        shutting_down: Cell::new(false),
-        clock: Cell::new(0),
-        next_sequence: Cell::new(0),
+        connections: Slab::new(),
+        dirty: Vec::new(),
+        handshake_deadlines: VecDeque::new(),
+        close_deadlines: VecDeque::new(),
+        control,
+        shutdown: None,
+        listeners_closed: false,
+        clock: 0,
+        next_sweep: Instant::now() + SWEEP,
+        next_sequence: 0,
         config,
         shared,
         counters,
-    });
+    };
     info!(shard = id.index(), addrs = ?bound, "shard listening");
     let _ = ready.send(Ok(bound));
-    let canceller = Canceller::new();
-    let accepting: Vec<_> = listeners
+    Some(shard)
+}
+
+impl<H: Handler> Shard<H> {
+    /// The event loop, until shutdown is over.
+    fn serve(&mut self, driver: &mut Driver) {
+        let sweeping = self.config.idle_timeout.is_some() || self.config.heartbeat.is_some();
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .next_deadline(sweeping)
+                .map(|deadline| deadline.saturating_duration_since(now));
+            if let Err(error) = driver.wait(timeout, self) {
+                error!(shard = self.id.index(), %error, "the I/O driver failed; the shard stops");
+                break;
+            }
+            if self.shutdown.is_some() && !self.listeners_closed {
+                // New connections are refused by the kernel from here on.
+                self.listeners_closed = true;
+                driver.close_listeners();
+            }
+            let now = Instant::now();
+            let mut io = driver.io();
+            self.expire(now, &mut io);
+            if sweeping && now >= self.next_sweep {
+                while self.next_sweep <= now {
+                    self.next_sweep += SWEEP;
+                    self.clock = self.clock.wrapping_add(1);
+                }
+                self.sweep();
+            }
+            self.flush_dirty(&mut io, now);
+            if let Some(deadline) = self.shutdown {
+                if self.connections.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+        }
+        self.stop(driver);
+    }
+
+    /// The earliest time the loop must wake without an event.
+    fn next_deadline(&self, sweeping: bool) -> Option<Instant> {
+        [
+            self.handshake_deadlines.front().map(|(at, _)| *at),
+            self.close_deadlines.front().map(|(at, _)| *at),
+            sweeping.then_some(self.next_sweep),
+            self.shutdown,
+        ]
         .into_iter()
-        .map(|listener| monoio::spawn(accept_loop(Rc::clone(&shard), listener, canceller.handle())))
-        .collect();
-    if shard.config.idle_timeout.is_some() || shard.config.heartbeat.is_some() {
-        monoio::spawn(sweep(Rc::clone(&shard)));
+        .flatten()
+        .min()
     }
-    wait_for_shutdown(control).await;
-    let deadline = *shard
-        .shared
-        .deadline
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let deadline = deadline.unwrap_or_else(Instant::now);
-    shard.shutting_down.set(true);
-    shard.wake_all();
-    // Ends the accept loops, which drop their listeners: new connections
-    // are refused by the kernel from here on. Waiting for them matters:
-    // a task still pending when the runtime is dropped would never close
-    // its listener.
-    let _ = canceller.cancel();
-    let until = monoio::time::Instant::from_std(deadline);
-    for task in accepting {
-        let _ = monoio::time::timeout_at(until, task).await;
+
+    /// Drops the connections still open at the end (they hear `on_close`
+    /// with 1006) and counts them.
+    fn stop(&mut self, driver: &mut Driver) {
+        let dropped = self.connections.len() as u64;
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        let mut io = driver.io();
+        for key in keys {
+            self.close(key, &mut io);
+        }
+        if dropped > 0 {
+            self.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        info!(shard = self.id.index(), dropped, "shard stopped");
     }
-    // Sleep before each check, at least once: on io_uring a dropped
-    // listener's close is an operation that the next turn of the ring
-    // submits.
-    loop {
-        monoio::time::sleep(DRAIN_POLL.min(deadline.saturating_duration_since(Instant::now())))
-            .await;
-        if shard.slots.borrow().is_empty() || Instant::now() >= deadline {
-            break;
+
+    /// The live connection `token` names, with its key.
+    fn live(&mut self, token: Token) -> Option<&mut Connection<H::State>> {
+        self.connections
+            .get_mut(token.key as usize)
+            .filter(|connection| connection.generation == token.generation)
+    }
+
+    /// Puts a connection on the list to flush at the end of the turn.
+    fn mark_dirty(dirty: &mut Vec<usize>, key: usize, connection: &mut Connection<H::State>) {
+        if !connection.flags.has(Flags::DIRTY) {
+            connection.flags.set(Flags::DIRTY, true);
+            dirty.push(key);
         }
     }
-    let dropped = shard.slots.borrow().len() as u64;
-    if dropped > 0 {
-        shard.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
-    }
-    info!(shard = id.index(), dropped, "shard stopped");
-}
 
-/// Waits for the handle's byte on the control socket. If every handle is
-/// gone (end of stream), the server runs until the process ends.
-async fn wait_for_shutdown(mut control: UnixStream) {
-    let (result, _) = control.read(vec![0; 1]).await;
-    match result {
-        Ok(1..) => {}
-        Ok(0) | Err(_) => std::future::pending::<()>().await,
+    /// Tells the handler an open connection is over, stops the driver's
+    /// work for it and closes its socket.
+    fn close(&mut self, key: usize, io: &mut Io<'_>) {
+        let Some(mut connection) = self.connections.try_remove(key) else {
+            return;
+        };
+        let token = Token {
+            key: key as u32,
+            generation: connection.generation,
+        };
+        io.forget(connection.stream.as_raw_fd(), token);
+        if connection.is_open() {
+            connection.finish(&mut self.handler);
+            self.counters.connection_closed();
+        }
     }
-}
 
-/// Accepts connections and spawns a task for each, until `cancel` fires
-/// at shutdown; then the listener is dropped, which closes it.
-async fn accept_loop<H: Handler>(shard: Rc<Shard<H>>, listener: TcpListener, cancel: CancelHandle) {
-    loop {
-        match listener.cancelable_accept(cancel.clone()).await {
-            Ok((stream, peer)) => {
-                if shard.shutting_down.get() {
-                    // Dropped unanswered: the server no longer accepts.
-                    continue;
+    /// Closes connections whose handshake or close handshake took too
+    /// long.
+    fn expire(&mut self, now: Instant, io: &mut Io<'_>) {
+        while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.handshake_deadlines.pop_front();
+            if self
+                .live(token)
+                .is_some_and(|connection| !connection.is_open())
+            {
+                debug!(shard = self.id.index(), "handshake timed out");
+                self.close(token.key as usize, io);
+            }
+        }
+        while let Some(&(deadline, token)) = self.close_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.close_deadlines.pop_front();
+            if self.live(token).is_some() {
+                debug!(shard = self.id.index(), "close handshake timed out");
+                self.close(token.key as usize, io);
+            }
+        }
+    }
+
+    /// Writes what every dirty connection queued; asks for writability
+    /// where the socket is full, starts close timers, and drops the
+    /// connections whose close handshake is over or whose socket failed.
+    fn flush_dirty(&mut self, io: &mut Io<'_>, now: Instant) {
+        while let Some(key) = self.dirty.pop() {
+            let Shard {
+                connections,
+                handler,
+                inflater,
+                send,
+                config,
+                shared,
+                close_deadlines,
+                shutdown,
+                ..
+            } = self;
+            let Some(connection) = connections.get_mut(key) else {
+                continue;
+            };
+            connection.flags.set(Flags::DIRTY, false);
+            let mut parts = ShardParts {
+                handler,
+                inflater,
+                send,
+                config,
+                shared,
+                shutting_down: shutdown.is_some(),
+            };
+            let token = Token {
+                key: key as u32,
+                generation: connection.generation,
+            };
+            let next = match connection.flush(&mut parts) {
+                Ok(true) => connection.after_flush(),
+                Ok(false) => {
+                    if !connection.flags.has(Flags::WAITING_WRITABLE) {
+                        connection.flags.set(Flags::WAITING_WRITABLE, true);
+                        io.want_writable(connection.stream.as_raw_fd(), token);
+                    }
+                    Next::Keep
                 }
-                monoio::spawn(connection::run(Rc::clone(&shard), stream, peer));
+                Err(error) => {
+                    debug!(shard = self.id.index(), %error, "socket failed");
+                    Next::Drop
+                }
+            };
+            if next == Next::Drop {
+                self.close(key, io);
+                continue;
             }
-            Err(_) if shard.shutting_down.get() => return,
-            Err(error) => {
-                // EMFILE, ENFILE, ENOBUFS: back off briefly instead of spinning.
-                error!(shard = shard.id.index(), %error, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+            let closing = connection
+                .open_mut()
+                .is_some_and(|open| open.conn.is_closing());
+            if closing && !connection.flags.has(Flags::CLOSE_TIMER) {
+                connection.flags.set(Flags::CLOSE_TIMER, true);
+                close_deadlines.push_back((now + config.close_timeout, token));
             }
+        }
+    }
+
+    /// Once a second: closes connections idle for the idle timeout or
+    /// silent after a heartbeat ping for the heartbeat timeout, and pings
+    /// those whose heartbeat is due. One pass over the slab costs a few
+    /// nanoseconds per connection and needs no timer per connection.
+    fn sweep(&mut self) {
+        let now = self.clock;
+        let idle = self.config.idle_timeout.map(seconds);
+        let heartbeat = self
+            .config
+            .heartbeat
+            .map(|beat| (seconds(beat.interval), seconds(beat.timeout)));
+        for (key, connection) in &mut self.connections {
+            let awaiting_pong = connection.flags.has(Flags::AWAITING_PONG);
+            let (last_active, last_ping) = (connection.last_active, connection.last_ping);
+            let Some(open) = connection.open_mut() else {
+                continue;
+            };
+            if open.conn.is_closing() {
+                continue;
+            }
+            let mut acted = false;
+            if idle.is_some_and(|limit| now.wrapping_sub(last_active) >= limit) {
+                debug!(shard = self.id.index(), key, "connection idle too long");
+                open.conn.close_with(CloseCode::GOING_AWAY, "idle timeout");
+                acted = true;
+            } else if let Some((interval, timeout)) = heartbeat {
+                let since_ping = now.wrapping_sub(last_ping);
+                if awaiting_pong && since_ping >= timeout {
+                    debug!(shard = self.id.index(), key, "heartbeat ping unanswered");
+                    open.conn
+                        .close_with(CloseCode::GOING_AWAY, "heartbeat timeout");
+                    acted = true;
+                } else if !awaiting_pong && since_ping >= interval {
+                    open.conn.heartbeat();
+                    connection.last_ping = now;
+                    connection.flags.set(Flags::AWAITING_PONG, true);
+                    acted = true;
+                }
+            }
+            if acted {
+                Self::mark_dirty(&mut self.dirty, key, connection);
+            }
+        }
+    }
+
+    /// Shutdown begins: stop accepting (at the end of this turn), and send
+    /// 1001 to every open connection.
+    fn begin_shutdown(&mut self) {
+        let deadline = *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.shutdown = Some(deadline.unwrap_or_else(Instant::now));
+        for (key, connection) in &mut self.connections {
+            if let Some(open) = connection.open_mut() {
+                open.conn
+                    .close_with(CloseCode::GOING_AWAY, "server shutting down");
+                Self::mark_dirty(&mut self.dirty, key, connection);
+            }
+        }
+    }
+}
+
+impl<H: Handler> Sink for Shard<H> {
+    fn socket(&self, token: Token) -> Option<RawFd> {
+        self.connections
+            .get(token.key as usize)
+            .filter(|connection| connection.generation == token.generation)
+            .map(|connection| connection.stream.as_raw_fd())
+    }
+
+    fn accepted(&mut self, io: &mut Io<'_>, socket: OwnedFd) {
+        let stream = TcpStream::from(socket);
+        if self.shutdown.is_some() {
+            // Dropped unanswered: the server no longer accepts.
+            return;
+        }
+        let Ok(peer) = stream.peer_addr() else {
+            // The peer is already gone.
+            return;
+        };
+        // Echo-style traffic is latency-bound; frames are corked by the
+        // engine.
+        let _ = stream.set_nodelay(true);
+        let ticket = self.shared.admission.admit(peer.ip());
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let entry = self.connections.vacant_entry();
+        let token = Token::new(entry.key(), sequence);
+        let fd = stream.as_raw_fd();
+        entry.insert(Connection::accepted(
+            stream,
+            peer,
+            token.generation,
+            self.clock,
+            ticket,
+        ));
+        io.watch(fd, token);
+        self.handshake_deadlines
+            .push_back((Instant::now() + self.config.handshake_timeout, token));
+    }
+
+    fn received(&mut self, io: &mut Io<'_>, token: Token, data: &mut [u8]) {
+        let key = token.key as usize;
+        let Shard {
+            id,
+            connections,
+            handler,
+            inflater,
+            send,
+            config,
+            shared,
+            counters,
+            dirty,
+            shutdown,
+            clock,
+            next_sequence,
+            ..
+        } = self;
+        let Some(connection) = connections
+            .get_mut(key)
+            .filter(|connection| connection.generation == token.generation)
+        else {
+            return;
+        };
+        let was_open = connection.is_open();
+        let mut parts = ShardParts {
+            handler,
+            inflater,
+            send,
+            config,
+            shared,
+            shutting_down: shutdown.is_some(),
+        };
+        let new_id = || {
+            let sequence = *next_sequence;
+            *next_sequence += 1;
+            ConnId::new(*id, sequence)
+        };
+        let received = data.len() as u64;
+        let (next, messages) = connection.receive(&mut parts, new_id, *clock, data);
+        if next == Next::Drop {
+            self.close(key, io);
+            return;
+        }
+        if connection.is_open() {
+            if was_open {
+                counters.received(messages, received);
+            } else {
+                counters.connection_opened();
+            }
+            Self::mark_dirty(dirty, key, connection);
+        }
+    }
+
+    fn ended(&mut self, io: &mut Io<'_>, token: Token, error: Option<std::io::Error>) {
+        let key = token.key as usize;
+        let Shard {
+            connections,
+            handler,
+            inflater,
+            send,
+            config,
+            shared,
+            shutdown,
+            ..
+        } = self;
+        let Some(connection) = connections
+            .get_mut(key)
+            .filter(|connection| connection.generation == token.generation)
+        else {
+            return;
+        };
+        if let Some(error) = error {
+            debug!(shard = self.id.index(), %error, "socket failed");
+        } else if connection.is_open() {
+            // The peer may have sent its close frame and its end of stream
+            // at once: our queued reply still goes out, if it can.
+            let mut parts = ShardParts {
+                handler,
+                inflater,
+                send,
+                config,
+                shared,
+                shutting_down: shutdown.is_some(),
+            };
+            let _ = connection.flush(&mut parts);
+        }
+        self.close(key, io);
+    }
+
+    fn writable(&mut self, _io: &mut Io<'_>, token: Token) {
+        let key = token.key as usize;
+        let Shard {
+            connections, dirty, ..
+        } = self;
+        if let Some(connection) = connections
+            .get_mut(key)
+            .filter(|connection| connection.generation == token.generation)
+        {
+            connection.flags.set(Flags::WAITING_WRITABLE, false);
+            Self::mark_dirty(dirty, key, connection);
+        }
+    }
+
+    fn control(&mut self, _io: &mut Io<'_>) {
+        let mut byte = [0; 1];
+        match self.control.read(&mut byte) {
+            Ok(1..) if self.shutdown.is_none() => self.begin_shutdown(),
+            // Every handle is gone (end of stream): the server runs until
+            // the process ends.
+            Ok(_) | Err(_) => {}
         }
     }
 }
@@ -358,42 +635,4 @@ async fn accept_loop<H: Handler>(shard: Rc<Shard<H>>, listener: TcpListener, can
 /// Whole seconds of a timeout, at least one: the sweep's granularity.
 fn seconds(timeout: Duration) -> u32 {
     u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX)
-}
-
-/// Advances the shard's clock once a second and raises the alarms of
-/// connections whose idle timeout passed, whose heartbeat ping is due, or
-/// whose ping went unanswered; each such connection is woken to act.
-///
-/// One pass over the slots a second costs a few nanoseconds per
-/// connection and needs no timer per connection (monoio's timer future is
-/// some 640 bytes, more than an idle connection's whole budget).
-async fn sweep<H: Handler>(shard: Rc<Shard<H>>) {
-    let idle = shard.config.idle_timeout.map(seconds);
-    let heartbeat = shard
-        .config
-        .heartbeat
-        .map(|beat| (seconds(beat.interval), seconds(beat.timeout)));
-    loop {
-        monoio::time::sleep(Duration::from_secs(1)).await;
-        let now = shard.clock.get().wrapping_add(1);
-        shard.clock.set(now);
-        for (key, slot) in shard.slots.borrow_mut().iter_mut() {
-            if slot.closing {
-                continue;
-            }
-            if idle.is_some_and(|limit| now.wrapping_sub(slot.last_active) >= limit) {
-                debug!(shard = shard.id.index(), key, "connection idle too long");
-                slot.raise(Alarm::Idle);
-            }
-            if let Some((interval, timeout)) = heartbeat {
-                let since_ping = now.wrapping_sub(slot.last_ping);
-                if slot.awaiting_pong && since_ping >= timeout {
-                    debug!(shard = shard.id.index(), key, "heartbeat ping unanswered");
-                    slot.raise(Alarm::PongTimeout);
-                } else if !slot.awaiting_pong && since_ping >= interval {
-                    slot.raise(Alarm::PingDue);
-                }
-            }
-        }
-    }
 }
