@@ -105,27 +105,27 @@ impl Admission {
         }
     }
 
-    /// Counts a connection just accepted from `peer`. The ticket says
-    /// whether a limit was passed (the upgrade is then answered 503) and
-    /// gives the count back when dropped.
-    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Ticket {
+    /// Counts a connection just accepted from `peer`: a ticket that gives
+    /// the count back when dropped, and whether a limit was passed (the
+    /// upgrade is then answered 503).
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> (Ticket, bool) {
         let full = self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total;
         let mut ticket = Ticket {
             admission: Arc::clone(self),
             address: None,
-            refused: full,
         };
+        let mut refused = full;
         if !full {
             if let Some(per_address) = &self.per_address {
                 let key = AddrKey::of(peer);
                 if per_address.acquire(key) {
                     ticket.address = Some(key);
                 } else {
-                    ticket.refused = true;
+                    refused = true;
                 }
             }
         }
-        ticket
+        (ticket, refused)
     }
 }
 
@@ -135,8 +135,6 @@ pub(crate) struct Ticket {
     admission: Arc<Admission>,
     /// The address counted for this connection, if one was.
     address: Option<AddrKey>,
-    /// A limit was passed: the connection only gets its 503.
-    pub(crate) refused: bool,
 }
 
 impl Drop for Ticket {
@@ -162,10 +160,10 @@ mod tests {
         let first = admission.admit(ip("127.0.0.1"));
         let second = admission.admit(ip("127.0.0.2"));
         let third = admission.admit(ip("127.0.0.3"));
-        assert!(!first.refused && !second.refused);
-        assert!(third.refused);
+        assert!(!first.1 && !second.1);
+        assert!(third.1);
         drop((third, second));
-        assert!(!admission.admit(ip("127.0.0.3")).refused);
+        assert!(!admission.admit(ip("127.0.0.3")).1);
     }
 
     #[test]
@@ -174,13 +172,13 @@ mod tests {
         let a1 = admission.admit(ip("10.0.0.1"));
         let a2 = admission.admit(ip("10.0.0.1"));
         let b1 = admission.admit(ip("10.0.0.2"));
-        assert!(!a1.refused && !a2.refused && !b1.refused);
+        assert!(!a1.1 && !a2.1 && !b1.1);
         let a3 = admission.admit(ip("10.0.0.1"));
-        assert!(a3.refused);
+        assert!(a3.1);
         drop(a3);
         drop(a1);
         let a4 = admission.admit(ip("10.0.0.1"));
-        assert!(!a4.refused, "a closed connection frees its place");
+        assert!(!a4.1, "a closed connection frees its place");
     }
 
     #[test]
@@ -188,10 +186,10 @@ mod tests {
         let admission = Arc::new(Admission::new(100, Some(1)));
         let first = admission.admit(ip("10.0.0.1"));
         for _ in 0..5 {
-            assert!(admission.admit(ip("10.0.0.1")).refused);
+            assert!(admission.admit(ip("10.0.0.1")).1);
         }
         drop(first);
-        assert!(!admission.admit(ip("10.0.0.1")).refused);
+        assert!(!admission.admit(ip("10.0.0.1")).1);
     }
 
     #[test]

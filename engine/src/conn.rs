@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -12,11 +12,10 @@ use shardcast_proto::deflate::Deflater;
 use shardcast_proto::frame::{CloseFrame, EncodeError, Encoder};
 use shardcast_proto::role::Server;
 
-use crate::buffer_pool::BufferPool;
 use crate::config::Backpressure;
 use crate::handler::ShardId;
 use crate::prepared::PreparedMessage;
-use crate::send_queue::SendQueue;
+use crate::send_queue::{SendPools, SendQueue};
 use crate::stats::ShardCounters;
 
 /// A connection's identity, unique across the server for its lifetime: the
@@ -85,11 +84,40 @@ pub(crate) struct SendContext {
     pub(crate) subprotocols: Box<[String]>,
     pub(crate) encoder: Encoder<Server>,
     pub(crate) deflater: RefCell<Deflater>,
-    pub(crate) pool: RefCell<BufferPool>,
+    pub(crate) pool: RefCell<SendPools>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) send_limit: usize,
     pub(crate) drain_threshold: usize,
     pub(crate) backpressure: Backpressure,
+}
+
+/// A compression limit that limits nothing: the client allowed the full
+/// 32 KiB window (a window it narrows is 2^14 bytes at most).
+const NO_LIMIT: u16 = u16::MAX;
+
+/// A peer's address, compact: an IPv4 address and port inline, an IPv6
+/// one boxed (its flow label and scope make it 28 bytes), so a connection
+/// carries 16 bytes for it rather than a `SocketAddr`'s 32.
+#[derive(Debug)]
+enum PeerAddr {
+    V4([u8; 4], u16),
+    V6(Box<SocketAddrV6>),
+}
+
+impl PeerAddr {
+    fn new(addr: SocketAddr) -> PeerAddr {
+        match addr {
+            SocketAddr::V4(v4) => PeerAddr::V4(v4.ip().octets(), v4.port()),
+            SocketAddr::V6(v6) => PeerAddr::V6(Box::new(v6)),
+        }
+    }
+
+    fn get(&self) -> SocketAddr {
+        match self {
+            PeerAddr::V4(ip, port) => SocketAddr::V4(SocketAddrV4::new((*ip).into(), *port)),
+            PeerAddr::V6(v6) => SocketAddr::V6(**v6),
+        }
+    }
 }
 
 /// The close frame this end queued, remembered for [`Handler::on_close`](crate::Handler::on_close).
@@ -108,14 +136,15 @@ pub(crate) struct SentClose {
 /// loop turn.
 pub struct Conn<S> {
     id: ConnId,
-    peer: SocketAddr,
+    peer: PeerAddr,
     state: S,
     pub(crate) queue: SendQueue,
     /// The longest message sent compressed (the window the client allowed
-    /// bounds it), or `None` when permessage-deflate was not negotiated.
-    compression_limit: Option<usize>,
+    /// bounds it, 16 KiB at most when it does; [`NO_LIMIT`] when it does
+    /// not), or `None` when permessage-deflate was not negotiated.
+    compression_limit: Option<u16>,
     /// Index of the negotiated subprotocol in the server's list.
-    subprotocol: Option<usize>,
+    subprotocol: Option<u8>,
     /// Boxed: only a closing connection has one, and idle connections
     /// should not carry its bytes.
     pub(crate) close_sent: Option<Box<SentClose>>,
@@ -126,7 +155,7 @@ impl<S> fmt::Debug for Conn<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
             .field("id", &self.id)
-            .field("peer", &self.peer)
+            .field("peer", &self.peer_addr())
             .field("buffered", &self.queue.len())
             .field("closing", &self.close_sent.is_some())
             .finish_non_exhaustive()
@@ -140,15 +169,16 @@ impl<S> Conn<S> {
         state: S,
         response: Vec<u8>,
         compression_limit: Option<usize>,
-        subprotocol: Option<usize>,
+        subprotocol: Option<u8>,
         ctx: Rc<SendContext>,
     ) -> Self {
         Conn {
             id,
-            peer,
+            peer: PeerAddr::new(peer),
             state,
             queue: SendQueue::with_bytes(response),
-            compression_limit,
+            compression_limit: compression_limit
+                .map(|limit| u16::try_from(limit).unwrap_or(NO_LIMIT)),
             subprotocol,
             close_sent: None,
             ctx,
@@ -164,7 +194,7 @@ impl<S> Conn<S> {
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.peer.get()
     }
 
     /// The subprotocol negotiated in the handshake (one of the server's
@@ -173,7 +203,7 @@ impl<S> Conn<S> {
     #[must_use]
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol
-            .map(|index| self.ctx.subprotocols[index].as_str())
+            .map(|index| self.ctx.subprotocols[usize::from(index)].as_str())
     }
 
     /// Whether permessage-deflate was negotiated: messages at or above the
@@ -259,17 +289,17 @@ impl<S> Conn<S> {
         }
         let ctx = &*self.ctx;
         let mut frame = message.plain_frame();
-        if self
-            .compression_limit
-            .is_some_and(|limit| message.payload().len() <= limit)
-        {
+        if self.compresses(message.payload().len()) {
             let mut deflater = ctx.deflater.borrow_mut();
             if let Some(compressed) = message.compressed_frame(&ctx.encoder, &mut deflater) {
                 frame = compressed;
             }
         }
         let limit = ctx.send_limit;
-        if self.queue.push_shared(frame, limit) {
+        if self
+            .queue
+            .push_shared(frame, limit, &mut ctx.pool.borrow_mut())
+        {
             ctx.counters.message_sent();
             return Ok(());
         }
@@ -362,7 +392,7 @@ impl<S> Conn<S> {
         let ctx = &*self.ctx;
         let limit = ctx.send_limit;
         let mut pool = ctx.pool.borrow_mut();
-        let queued = if self.compression_limit.is_some_and(|limit| len <= limit) {
+        let queued = if self.compresses(len) {
             let mut deflater = ctx.deflater.borrow_mut();
             self.queue.encode(limit, &mut pool, |out| {
                 encode(ctx, out, Some(&mut deflater))
@@ -378,6 +408,13 @@ impl<S> Conn<S> {
         }
         ctx.counters.message_sent();
         Ok(())
+    }
+
+    /// Whether a message of `len` bytes may go compressed on this
+    /// connection.
+    fn compresses(&self, len: usize) -> bool {
+        self.compression_limit
+            .is_some_and(|limit| limit == NO_LIMIT || len <= usize::from(limit))
     }
 
     /// Queues a heartbeat ping, unless a close is queued.
@@ -396,6 +433,19 @@ impl<S> Conn<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_addresses_round_trip() {
+        for text in [
+            "192.0.2.7:443",
+            "[2001:db8::1%3]:8080",
+            "[::ffff:192.0.2.7]:1",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(PeerAddr::new(addr).get(), addr);
+        }
+        assert_eq!(size_of::<PeerAddr>(), 16);
+    }
 
     #[test]
     fn a_conn_id_carries_its_shard_and_sequence() {

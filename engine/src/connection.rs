@@ -42,16 +42,13 @@ pub(crate) struct Connection<S> {
     /// When the last heartbeat ping was queued, or the connection opened.
     pub(crate) last_ping: u32,
     pub(crate) flags: Flags,
-    /// The connection's place in the server's connection counts.
-    pub(crate) ticket: Ticket,
+    /// The connection's place in the server's connection counts, given
+    /// back when the connection is dropped.
+    _ticket: Ticket,
     pub(crate) phase: Phase<S>,
 }
 
 /// Where a connection is in its life.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the open variant is what every idle connection is: boxing it would add a pointer and an allocation to each"
-)]
 pub(crate) enum Phase<S> {
     /// Reading the upgrade request; boxed, as it lasts a moment and idle
     /// connections should not carry its bytes.
@@ -64,6 +61,8 @@ pub(crate) enum Phase<S> {
 pub(crate) struct Handshake {
     head: Vec<u8>,
     peer: SocketAddr,
+    /// A connection limit was passed: the request only gets a 503.
+    refused: bool,
 }
 
 /// An upgraded connection's protocol state and handler-facing `Conn`.
@@ -139,7 +138,7 @@ impl<S> Connection<S> {
         peer: SocketAddr,
         generation: u32,
         now: u32,
-        ticket: Ticket,
+        (ticket, refused): (Ticket, bool),
     ) -> Self {
         Connection {
             stream,
@@ -147,10 +146,11 @@ impl<S> Connection<S> {
             last_active: now,
             last_ping: now,
             flags: Flags::default(),
-            ticket,
+            _ticket: ticket,
             phase: Phase::Handshake(Box::new(Handshake {
                 head: Vec::new(),
                 peer,
+                refused,
             })),
         }
     }
@@ -191,8 +191,8 @@ impl<S> Connection<S> {
                 if open.decoder.heap_bytes() == 0 {
                     // Fragmented, compressed or split messages gather in
                     // a pooled buffer rather than a new one.
-                    if let Some(unused) = open.decoder.lend_buffer(pool.take()) {
-                        pool.put(unused);
+                    if let Some(unused) = open.decoder.lend_buffer(pool.buffers.take()) {
+                        pool.buffers.put(unused);
                     }
                 }
                 drop(pool);
@@ -200,7 +200,7 @@ impl<S> Connection<S> {
                 // The decoder's buffer goes back to the pool unless it
                 // holds part of a message: idle connections hold none.
                 if let Some(buffer) = open.decoder.take_buffer() {
-                    shard.send.pool.borrow_mut().put(buffer);
+                    shard.send.pool.borrow_mut().buffers.put(buffer);
                 }
                 if pong {
                     self.flags.set(Flags::AWAITING_PONG, false);
@@ -222,11 +222,11 @@ impl<S> Connection<S> {
         let Phase::Handshake(handshake) = &mut self.phase else {
             return Next::Keep;
         };
-        let peer = handshake.peer;
+        let (peer, refused) = (handshake.peer, handshake.refused);
         let (request_len, decision) = match parse_request(&handshake.head, &shard.config.head) {
             Ok(Progress::NeedMore) => return Next::Keep,
             Ok(Progress::Done { value, head_len }) => {
-                (head_len, decide(shard, &value, peer, self.ticket.refused))
+                (head_len, decide(shard, &value, peer, refused))
             }
             Err(error) => {
                 debug!(%peer, %error, "invalid upgrade request");
@@ -440,7 +440,7 @@ struct Accepted<S> {
     state: S,
     response: Vec<u8>,
     deflate: Option<DeflateParams>,
-    subprotocol: Option<usize>,
+    subprotocol: Option<u8>,
 }
 
 /// Answers a valid upgrade request: 503 when the server (or this client
@@ -465,10 +465,12 @@ fn decide<H: Handler>(
             return Err(rejection(&Rejection::new(500, "Internal Server Error")));
         }
     };
+    // A connection stores its subprotocol's index in a byte.
     let protocols: Vec<&str> = shard
         .config
         .subprotocols
         .iter()
+        .take(usize::from(u8::MAX))
         .map(String::as_str)
         .collect();
     let mut deflate = DeflateConfig::default();
@@ -484,7 +486,8 @@ fn decide<H: Handler>(
         deflate: negotiated.deflate,
         subprotocol: negotiated
             .subprotocol
-            .and_then(|chosen| protocols.iter().position(|p| *p == chosen)),
+            .and_then(|chosen| protocols.iter().position(|p| *p == chosen))
+            .and_then(|index| u8::try_from(index).ok()),
     })
 }
 
@@ -532,4 +535,23 @@ fn panicked<S>(conn: &mut Conn<S>, callback: &str) {
         "handler panicked; closing the connection with 1011"
     );
     conn.close_with(CloseCode::INTERNAL_ERROR, "internal error");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection is its slab entry: this size is most of the
+    /// memory per idle connection that BENCHMARKS.md reports, so it may
+    /// only grow on purpose.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        assert!(
+            size_of::<Connection<()>>() <= 200,
+            "Connection<()> is {} bytes (Decoder {}, Conn {})",
+            size_of::<Connection<()>>(),
+            size_of::<Decoder<Server>>(),
+            size_of::<Conn<()>>(),
+        );
+    }
 }

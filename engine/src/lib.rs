@@ -55,6 +55,7 @@ mod config;
 mod conn;
 mod connection;
 mod core_list;
+mod deadlines;
 // The kernel interfaces (io_uring, epoll, sockets): every unsafe block
 // there says why it is sound.
 #[allow(unsafe_code)]

@@ -7,6 +7,12 @@
 //! queued by reference so that a frame sent to many connections is stored
 //! once. A connection that never receives a shared frame never allocates
 //! the shared list.
+//!
+//! The queue itself is a pointer: its body (buffer, shared list, counts)
+//! is lent by the shard's [`SendPools`] while frames are queued and given
+//! back once they are written, so an idle connection carries 8 bytes for
+//! its queue and no allocation, and a busy one allocates nothing in
+//! steady state.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -42,9 +48,153 @@ struct SharedFrames {
     sent: usize,
 }
 
-/// The unsent frames of one connection, in the order they were queued.
+/// What the shard lends its connections' queues: send buffers, and the
+/// queue bodies themselves.
+#[derive(Debug)]
+pub(crate) struct SendPools {
+    /// Spare send buffers (also lent to decoders for split messages).
+    pub(crate) buffers: BufferPool,
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes themselves are lent to queues and taken back, so that neither allocates"
+    )]
+    bodies: Vec<Box<Body>>,
+}
+
+impl SendPools {
+    /// Pools around `buffers`, with no spare body yet.
+    pub(crate) fn new(buffers: BufferPool) -> SendPools {
+        SendPools {
+            buffers,
+            bodies: Vec::new(),
+        }
+    }
+
+    fn take_body(&mut self) -> Box<Body> {
+        self.bodies.pop().unwrap_or_default()
+    }
+
+    fn put_body(&mut self, body: Box<Body>) {
+        if self.bodies.len() < MAX_SPARE_BODIES {
+            self.bodies.push(body);
+        }
+    }
+}
+
+/// Spare queue bodies a shard keeps: one per connection written to in a
+/// loop turn of a busy shard, like the send buffers.
+const MAX_SPARE_BODIES: usize = BufferPool::DEFAULT_BUFFERS;
+
+/// The unsent frames of one connection, in the order they were queued:
+/// nothing but a pointer while it is empty.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
+    body: Option<Box<Body>>,
+}
+
+impl SendQueue {
+    /// A queue that starts with `bytes` (the handshake's 101 response).
+    pub(crate) fn with_bytes(bytes: Vec<u8>) -> SendQueue {
+        SendQueue {
+            body: Some(Box::new(Body {
+                len: bytes.len(),
+                owned: bytes,
+                ..Body::default()
+            })),
+        }
+    }
+
+    /// Unsent bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.body.as_ref().map_or(0, |body| body.len)
+    }
+
+    /// Whether everything queued has been written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body, lent from `pools` if the queue has none.
+    fn body(&mut self, pools: &mut SendPools) -> &mut Body {
+        self.body.get_or_insert_with(|| pools.take_body())
+    }
+
+    /// Gives the body back to `pools` once nothing is queued.
+    fn release_if_empty(&mut self, pools: &mut SendPools) {
+        if self.body.as_ref().is_some_and(|body| body.len == 0) {
+            if let Some(mut body) = self.body.take() {
+                body.reset(&mut pools.buffers);
+                pools.put_body(body);
+            }
+        }
+    }
+
+    /// Appends frames encoded by `encode` into the owned buffer (one from
+    /// `pools` if the queue holds none). If the queue would then hold more
+    /// than `limit` bytes, they are taken back and `false` returned.
+    pub(crate) fn encode(
+        &mut self,
+        limit: usize,
+        pools: &mut SendPools,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> bool {
+        let queued = self.body(pools).encode(limit, &mut pools.buffers, encode);
+        self.release_if_empty(pools);
+        queued
+    }
+
+    /// Appends frames encoded by `encode` whatever the limit: control
+    /// frames the protocol requires (pongs, close frames).
+    pub(crate) fn encode_control(
+        &mut self,
+        pools: &mut SendPools,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.body(pools).encode_control(&mut pools.buffers, encode);
+        self.release_if_empty(pools);
+    }
+
+    /// Queues a shared frame by reference, unless the queue would then
+    /// hold more than `limit` bytes (then `false`).
+    pub(crate) fn push_shared(
+        &mut self,
+        frame: &Arc<[u8]>,
+        limit: usize,
+        pools: &mut SendPools,
+    ) -> bool {
+        let queued = self.body(pools).push_shared(frame, limit);
+        self.release_if_empty(pools);
+        queued
+    }
+
+    /// The unsent bytes when they are one run of owned bytes (no shared
+    /// frame queued): the common case, written without building slices.
+    pub(crate) fn contiguous(&self) -> Option<&[u8]> {
+        match &self.body {
+            Some(body) => body.contiguous(),
+            None => Some(&[]),
+        }
+    }
+
+    /// Fills `slices` with the unsent bytes, in order, as far as they go;
+    /// returns how many slices were used.
+    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+        self.body.as_ref().map_or(0, |body| body.io_slices(slices))
+    }
+
+    /// Marks the first `written` unsent bytes as written; once nothing is
+    /// left, the buffer and the body go back to `pools`.
+    pub(crate) fn advance(&mut self, written: usize, pools: &mut SendPools) {
+        if let Some(body) = &mut self.body {
+            body.advance(written);
+        }
+        self.release_if_empty(pools);
+    }
+}
+
+/// A queue's contents.
+#[derive(Debug, Default)]
+struct Body {
     /// Frames encoded for this connection; `owned[..sent]` is written.
     owned: Vec<u8>,
     sent: usize,
@@ -55,30 +205,11 @@ pub(crate) struct SendQueue {
     len: usize,
 }
 
-impl SendQueue {
-    /// A queue that starts with `bytes` (the handshake's 101 response).
-    pub(crate) fn with_bytes(bytes: Vec<u8>) -> SendQueue {
-        SendQueue {
-            len: bytes.len(),
-            owned: bytes,
-            ..SendQueue::default()
-        }
-    }
-
-    /// Unsent bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether everything queued has been written.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
+impl Body {
     /// Appends frames encoded by `encode` into the owned buffer (one from
     /// `pool` if the queue holds none). If the queue would then hold more
     /// than `limit` bytes, they are taken back and `false` returned.
-    pub(crate) fn encode(
+    fn encode(
         &mut self,
         limit: usize,
         pool: &mut BufferPool,
@@ -98,11 +229,7 @@ impl SendQueue {
 
     /// Appends frames encoded by `encode` whatever the limit: control
     /// frames the protocol requires (pongs, close frames).
-    pub(crate) fn encode_control(
-        &mut self,
-        pool: &mut BufferPool,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) {
+    fn encode_control(&mut self, pool: &mut BufferPool, encode: impl FnOnce(&mut Vec<u8>)) {
         self.borrow_buffer(pool);
         let before = self.owned.len();
         encode(&mut self.owned);
@@ -111,7 +238,7 @@ impl SendQueue {
 
     /// Queues a shared frame by reference, unless the queue would then
     /// hold more than `limit` bytes (then `false`).
-    pub(crate) fn push_shared(&mut self, frame: &Arc<[u8]>, limit: usize) -> bool {
+    fn push_shared(&mut self, frame: &Arc<[u8]>, limit: usize) -> bool {
         if self.len + frame.len() > limit {
             return false;
         }
@@ -129,7 +256,7 @@ impl SendQueue {
 
     /// The unsent bytes when they are one run of owned bytes (no shared
     /// frame queued): the common case, written without building slices.
-    pub(crate) fn contiguous(&self) -> Option<&[u8]> {
+    fn contiguous(&self) -> Option<&[u8]> {
         self.shared
             .as_ref()
             .is_none_or(|shared| shared.frames.is_empty())
@@ -138,7 +265,7 @@ impl SendQueue {
 
     /// Fills `slices` with the unsent bytes, in order, as far as they go;
     /// returns how many slices were used.
-    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+    fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
         let mut count = 0;
         let mut pos = self.sent;
         let shared = self.shared.as_deref();
@@ -169,9 +296,8 @@ impl SendQueue {
         count
     }
 
-    /// Marks the first `written` unsent bytes as written; once nothing is
-    /// left, the owned buffer goes back to `pool`.
-    pub(crate) fn advance(&mut self, written: usize, pool: &mut BufferPool) {
+    /// Marks the first `written` unsent bytes as written.
+    fn advance(&mut self, written: usize) {
         debug_assert!(written <= self.len);
         self.len -= written;
         let mut left = written;
@@ -198,9 +324,7 @@ impl SendQueue {
             shared.sent = 0;
             shared.frames.pop_front();
         }
-        if self.len == 0 {
-            self.reset(pool);
-        } else if self.sent > COMPACT_AFTER && self.sent * 2 > self.owned.len() {
+        if self.len > 0 && self.sent > COMPACT_AFTER && self.sent * 2 > self.owned.len() {
             self.compact();
         }
     }
@@ -250,11 +374,19 @@ mod tests {
             .collect()
     }
 
-    fn pool() -> BufferPool {
-        BufferPool::new(
+    fn pool() -> SendPools {
+        SendPools::new(BufferPool::new(
             BufferPool::DEFAULT_BUFFERS,
             BufferPool::DEFAULT_MAX_CAPACITY,
-        )
+        ))
+    }
+
+    /// The queue's body; panics if it has none.
+    fn body(queue: &SendQueue) -> &Body {
+        queue
+            .body
+            .as_deref()
+            .expect("a queue with frames has a body")
     }
 
     fn shared(bytes: &[u8]) -> Arc<[u8]> {
@@ -268,7 +400,7 @@ mod tests {
         queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"echo"));
         queue.advance(2, &mut pool);
         assert_eq!(queue.contiguous(), Some(&b"1 echo"[..]));
-        queue.push_shared(&shared(b"S"), usize::MAX);
+        queue.push_shared(&shared(b"S"), usize::MAX, &mut pool);
         assert_eq!(queue.contiguous(), None);
     }
 
@@ -276,10 +408,10 @@ mod tests {
     fn owned_and_shared_frames_leave_in_the_order_queued() {
         let mut pool = pool();
         let mut queue = SendQueue::with_bytes(b"101 ".to_vec());
-        assert!(queue.push_shared(&shared(b"S1 "), usize::MAX));
+        assert!(queue.push_shared(&shared(b"S1 "), usize::MAX, &mut pool));
         assert!(queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"o1 ")));
-        assert!(queue.push_shared(&shared(b"S2 "), usize::MAX));
-        assert!(queue.push_shared(&shared(b"S3 "), usize::MAX));
+        assert!(queue.push_shared(&shared(b"S2 "), usize::MAX, &mut pool));
+        assert!(queue.push_shared(&shared(b"S3 "), usize::MAX, &mut pool));
         queue.encode_control(&mut pool, |out| out.extend_from_slice(b"o2"));
         assert_eq!(unsent(&queue), b"101 S1 o1 S2 S3 o2");
         assert_eq!(queue.len(), 18);
@@ -291,9 +423,9 @@ mod tests {
         let expected = b"ab0123cdef4567gh".to_vec();
         for step in 1..=expected.len() {
             let mut queue = SendQueue::with_bytes(b"ab".to_vec());
-            queue.push_shared(&shared(b"0123"), usize::MAX);
+            queue.push_shared(&shared(b"0123"), usize::MAX, &mut pool);
             queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"cdef"));
-            queue.push_shared(&shared(b"4567"), usize::MAX);
+            queue.push_shared(&shared(b"4567"), usize::MAX, &mut pool);
             queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"gh"));
             let mut written = Vec::new();
             while !queue.is_empty() {
@@ -312,7 +444,7 @@ mod tests {
         let mut queue = SendQueue::default();
         assert!(queue.encode(10, &mut pool, |out| out.extend_from_slice(b"12345678")));
         assert!(!queue.encode(10, &mut pool, |out| out.extend_from_slice(b"abc")));
-        assert!(!queue.push_shared(&shared(b"abc"), 10));
+        assert!(!queue.push_shared(&shared(b"abc"), 10, &mut pool));
         assert_eq!(unsent(&queue), b"12345678");
         queue.encode_control(&mut pool, |out| out.extend_from_slice(b"close"));
         assert_eq!(queue.len(), 13);
@@ -323,16 +455,22 @@ mod tests {
         let mut pool = pool();
         let mut queue = SendQueue::with_bytes(b"HTTP/1.1 101".to_vec());
         queue.advance(12, &mut pool);
-        assert_eq!(
-            queue.owned.capacity(),
-            0,
-            "an idle connection holds no buffer"
-        );
+        assert!(queue.body.is_none(), "an idle connection holds no body");
+        assert_eq!(pool.bodies.len(), 1);
         queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"echo"));
-        assert!(queue.owned.capacity() >= 12, "the pooled buffer is reused");
+        assert!(pool.bodies.is_empty(), "the pooled body is reused");
+        assert!(
+            body(&queue).owned.capacity() >= 12,
+            "the pooled buffer is reused"
+        );
         queue.encode(usize::MAX, &mut pool, |out| out.resize(1 << 20, 7));
         queue.advance(queue.len(), &mut pool);
-        assert_eq!(queue.owned.capacity(), 0);
+        assert!(queue.body.is_none());
+        assert_eq!(
+            pool.bodies[0].owned.capacity(),
+            0,
+            "a spare body holds no buffer"
+        );
     }
 
     #[test]
@@ -343,14 +481,14 @@ mod tests {
             queue.encode(usize::MAX, &mut pool, |out| {
                 out.resize(out.len() + 4096, round)
             });
-            queue.push_shared(&shared(&[round; 16]), usize::MAX);
+            queue.push_shared(&shared(&[round; 16]), usize::MAX, &mut pool);
             let len = queue.len();
             queue.advance(len - 100, &mut pool);
         }
         assert!(
-            queue.owned.len() < 2 * COMPACT_AFTER,
+            body(&queue).owned.len() < 2 * COMPACT_AFTER,
             "{}",
-            queue.owned.len()
+            body(&queue).owned.len()
         );
         assert_eq!(unsent(&queue).len(), 100);
     }
@@ -360,7 +498,7 @@ mod tests {
         let mut pool = pool();
         let mut queue = SendQueue::default();
         for i in 0..200u8 {
-            queue.push_shared(&shared(&[i]), usize::MAX);
+            queue.push_shared(&shared(&[i]), usize::MAX, &mut pool);
         }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         assert_eq!(queue.io_slices(&mut slices), MAX_SLICES);

@@ -8,7 +8,6 @@
 //! that queued bytes: one `sendmsg` per connection per turn, whatever it
 //! queued meanwhile (corking).
 
-use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -28,9 +27,11 @@ use crate::buffer_pool::BufferPool;
 use crate::config::ServerConfig;
 use crate::conn::{ConnId, SendContext};
 use crate::connection::{Connection, Flags, Next, ShardParts};
+use crate::deadlines::Deadlines;
 use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
 use crate::error::Error;
 use crate::handler::{Handler, ShardId};
+use crate::send_queue::SendPools;
 use crate::server::Shared;
 use crate::stats::ShardCounters;
 
@@ -38,12 +39,20 @@ use crate::stats::ShardCounters;
 const RING_ENTRIES: u32 = 4096;
 
 /// Receive buffers in a shard's io_uring buffer ring, and their size:
-/// 4 MiB per shard, touched as traffic needs it. One buffer per
-/// connection that received bytes since the shard last handled its
-/// completions; a connection that finds the ring empty is re-armed on the
-/// next turn.
-const RECEIVE_BUFFERS: u16 = 1024;
-const RECEIVE_BUFFER_SIZE: u32 = 4096;
+/// 256 KiB per shard (uWebSockets reads into one 512 KiB buffer per
+/// loop). Consumed incrementally, they hold the bytes that arrive between
+/// two turns of the loop; a connection that finds the ring empty is
+/// re-armed on the next turn.
+const RECEIVE_BUFFERS: u16 = 8;
+const RECEIVE_BUFFER_SIZE: u32 = 32 * 1024;
+
+/// The most connection slots a shard reserves address space for up
+/// front (see [`reserved_slots`]).
+const MAX_RESERVED_SLOTS: usize = 1 << 18;
+
+/// Stale handshake deadlines tolerated beyond twice the handshakes in
+/// progress before the queue is compacted.
+const COMPACT_DEADLINES: usize = 1024;
 
 /// The sweep's period: idle and heartbeat timeouts count whole seconds.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -79,10 +88,12 @@ struct Shard<H: Handler> {
     dirty: Vec<usize>,
     /// When each connection in its handshake times out, oldest first (one
     /// timeout for all, so the queue stays in order).
-    handshake_deadlines: VecDeque<(Instant, Token)>,
+    handshake_deadlines: Deadlines,
     /// When each closing connection stops waiting for the peer's close
     /// frame, oldest first.
-    close_deadlines: VecDeque<(Instant, Token)>,
+    close_deadlines: Deadlines,
+    /// Connections still in their handshake.
+    handshaking: usize,
     control: UnixStream,
     /// The shutdown deadline, once shutdown began.
     shutdown: Option<Instant>,
@@ -201,19 +212,20 @@ where
             subprotocols: config.subprotocols.clone().into_boxed_slice(),
             encoder: Encoder::with_compression_threshold(config.compression_threshold),
             deflater: std::cell::RefCell::new(Deflater::new(config.compression_level)),
-            pool: std::cell::RefCell::new(BufferPool::new(
+            pool: std::cell::RefCell::new(SendPools::new(BufferPool::new(
                 BufferPool::DEFAULT_BUFFERS,
                 BufferPool::DEFAULT_MAX_CAPACITY,
-            )),
+            ))),
             counters: Arc::clone(&counters),
             send_limit: config.max_send_buffer,
             drain_threshold: config.drain_threshold,
             backpressure: config.backpressure,
         }),
-        connections: Slab::new(),
+        connections: Slab::with_capacity(reserved_slots(&config)),
         dirty: Vec::new(),
-        handshake_deadlines: VecDeque::new(),
-        close_deadlines: VecDeque::new(),
+        handshake_deadlines: Deadlines::new(Instant::now()),
+        close_deadlines: Deadlines::new(Instant::now()),
+        handshaking: 0,
         control,
         shutdown: None,
         listeners_closed: false,
@@ -270,8 +282,8 @@ impl<H: Handler> Shard<H> {
     /// The earliest time the loop must wake without an event.
     fn next_deadline(&self, sweeping: bool) -> Option<Instant> {
         [
-            self.handshake_deadlines.front().map(|(at, _)| *at),
-            self.close_deadlines.front().map(|(at, _)| *at),
+            self.handshake_deadlines.next(),
+            self.close_deadlines.next(),
             sweeping.then_some(self.next_sweep),
             self.shutdown,
         ]
@@ -324,17 +336,15 @@ impl<H: Handler> Shard<H> {
         if connection.is_open() {
             connection.finish(&mut self.handler);
             self.counters.connection_closed();
+        } else {
+            self.handshaking -= 1;
         }
     }
 
     /// Closes connections whose handshake or close handshake took too
     /// long.
     fn expire(&mut self, now: Instant, io: &mut Io<'_>) {
-        while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.handshake_deadlines.pop_front();
+        while let Some(token) = self.handshake_deadlines.pop_due(now) {
             if self
                 .live(token)
                 .is_some_and(|connection| !connection.is_open())
@@ -343,11 +353,16 @@ impl<H: Handler> Shard<H> {
                 self.close(token.key as usize, io);
             }
         }
-        while let Some(&(deadline, token)) = self.close_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.close_deadlines.pop_front();
+        if self.handshake_deadlines.len() > 2 * self.handshaking + COMPACT_DEADLINES {
+            // Most queued handshakes ended long before their timeout.
+            let connections = &self.connections;
+            self.handshake_deadlines.retain(|token| {
+                connections
+                    .get(token.key as usize)
+                    .is_some_and(|c| c.generation == token.generation && !c.is_open())
+            });
+        }
+        while let Some(token) = self.close_deadlines.pop_due(now) {
             if self.live(token).is_some() {
                 debug!(shard = self.id.index(), "close handshake timed out");
                 self.close(token.key as usize, io);
@@ -410,7 +425,7 @@ impl<H: Handler> Shard<H> {
                 .is_some_and(|open| open.conn.is_closing());
             if closing && !connection.flags.has(Flags::CLOSE_TIMER) {
                 connection.flags.set(Flags::CLOSE_TIMER, true);
-                close_deadlines.push_back((now + config.close_timeout, token));
+                close_deadlines.push(now, config.close_timeout, token);
             }
         }
     }
@@ -514,8 +529,9 @@ impl<H: Handler> Sink for Shard<H> {
             ticket,
         ));
         io.watch(fd, token);
+        self.handshaking += 1;
         self.handshake_deadlines
-            .push_back((Instant::now() + self.config.handshake_timeout, token));
+            .push(Instant::now(), self.config.handshake_timeout, token);
     }
 
     fn received(&mut self, io: &mut Io<'_>, token: Token, data: &mut [u8]) {
@@ -566,6 +582,7 @@ impl<H: Handler> Sink for Shard<H> {
                 counters.received(messages, received);
             } else {
                 counters.connection_opened();
+                self.handshaking -= 1;
             }
             Self::mark_dirty(dirty, key, connection);
         }
@@ -630,6 +647,21 @@ impl<H: Handler> Sink for Shard<H> {
             Ok(_) | Err(_) => {}
         }
     }
+}
+
+/// How many connection slots a shard reserves when it starts: its share
+/// of the connection limit, up to [`MAX_RESERVED_SLOTS`].
+///
+/// The slab then never moves while the server stays within its limit: a
+/// growing vector would copy every connection at each doubling and leave
+/// the old copies to the allocator, resident for a while. The reserved
+/// space is address space only; a page becomes resident when the first
+/// connection stored in it does.
+fn reserved_slots(config: &ServerConfig) -> usize {
+    config
+        .max_connections
+        .div_ceil(config.shards.max(1))
+        .min(MAX_RESERVED_SLOTS)
 }
 
 /// Whole seconds of a timeout, at least one: the sweep's granularity.

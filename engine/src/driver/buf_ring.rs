@@ -6,6 +6,13 @@
 //! the shard decodes the bytes and puts the buffer back at once. So the
 //! receive memory of a shard is this ring, whatever the number of
 //! connections, and an idle connection holds none of it.
+//!
+//! On Linux 6.12 and later the ring is registered for incremental
+//! consumption (`IOU_PBUF_RING_INC`): the kernel fills a buffer piece by
+//! piece, one receive after another, and reports with each piece whether
+//! it keeps the rest. A few large buffers then carry many small messages:
+//! the memory a shard needs follows the bytes in flight, not the number
+//! of connections that received something.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -17,6 +24,9 @@ use io_uring::types::BufRingEntry;
 
 /// The ring's entries must start on a page boundary.
 const PAGE: usize = 4096;
+
+/// `IOU_PBUF_RING_INC`: buffers are consumed incrementally (Linux 6.12).
+const INCREMENTAL: u16 = 2;
 
 /// A ring of `count` receive buffers of `size` bytes each, registered
 /// with one io_uring instance as a buffer group.
@@ -33,6 +43,11 @@ pub(crate) struct BufRing {
     size: u32,
     /// Our copy of the tail: entries before it are the kernel's.
     tail: u16,
+    /// Registered for incremental consumption.
+    incremental: bool,
+    /// Per buffer, the bytes the kernel has reported so far: where its
+    /// next piece starts (always 0 without incremental consumption).
+    consumed: Box<[u32]>,
 }
 
 impl BufRing {
@@ -77,6 +92,8 @@ impl BufRing {
             count,
             size,
             tail: 0,
+            incremental: false,
+            consumed: vec![0; usize::from(count)].into_boxed_slice(),
         };
         for id in 0..count {
             ring.push(id);
@@ -86,11 +103,18 @@ impl BufRing {
     }
 
     /// Registers the ring with `submitter`'s io_uring as buffer group
-    /// `group`.
+    /// `group`, for incremental consumption if `incremental`.
     ///
     /// # Errors
-    /// The kernel refused it (older than 5.19, or out of memory).
-    pub(crate) fn register(&self, submitter: &Submitter<'_>, group: u16) -> io::Result<()> {
+    /// The kernel refused it (older than 5.19, or older than 6.12 for
+    /// incremental consumption, or out of memory).
+    pub(crate) fn register(
+        &mut self,
+        submitter: &Submitter<'_>,
+        group: u16,
+        incremental: bool,
+    ) -> io::Result<()> {
+        let flags = if incremental { INCREMENTAL } else { 0 };
         // SAFETY: the entries stay allocated, at this address, until the
         // ring is dropped; its owner unregisters the group (or tears the
         // io_uring instance down) before dropping it.
@@ -99,36 +123,59 @@ impl BufRing {
                 self.entries.as_ptr() as u64,
                 self.count,
                 group,
-                0,
+                flags,
             )
-        }
+        }?;
+        self.incremental = incremental;
+        Ok(())
     }
 
-    /// The first `len` bytes of buffer `id`, which the kernel filled and
-    /// reported in a completion: ours until [`BufRing::recycle`].
-    pub(crate) fn filled(&mut self, id: u16, len: usize) -> &mut [u8] {
+    /// The `len` bytes the kernel just reported in buffer `id`: ours
+    /// until the buffer is released. `more` is the completion's
+    /// `IORING_CQE_F_BUF_MORE`: the kernel keeps filling the rest of the
+    /// buffer, so the next piece starts after this one.
+    pub(crate) fn filled(&mut self, id: u16, len: usize, more: bool) -> &mut [u8] {
+        let index = usize::from(id);
+        let start = self
+            .consumed
+            .get(index)
+            .map_or(usize::MAX, |&at| at as usize);
         assert!(
-            id < self.count && len <= self.size as usize,
-            "the kernel reported a buffer outside the ring"
+            start
+                .checked_add(len)
+                .is_some_and(|end| end <= self.size as usize),
+            "the kernel reported bytes outside the ring"
         );
-        // SAFETY: the range lies inside the buffers' allocation (checked
-        // above); the kernel wrote it and does not touch buffer `id` again
-        // until it is recycled, which needs `&mut self` and so ends this
+        if self.incremental && more {
+            self.consumed[index] = (start + len) as u32;
+        }
+        // SAFETY: the range lies inside buffer `id`, inside the buffers'
+        // allocation (checked above). The kernel wrote it and does not
+        // touch it again: it fills only what follows, or nothing until
+        // the buffer is recycled, which needs `&mut self` and so ends this
         // borrow first.
         unsafe {
             std::slice::from_raw_parts_mut(
                 self.buffers
                     .as_ptr()
-                    .add(usize::from(id) * self.size as usize),
+                    .add(index * self.size as usize + start),
                 len,
             )
         }
     }
 
-    /// Gives buffer `id` back to the kernel.
-    pub(crate) fn recycle(&mut self, id: u16) {
-        self.push(id);
-        self.publish();
+    /// Gives buffer `id` back to the kernel once it is done with it: at
+    /// once without incremental consumption, and with it when the
+    /// completion said the kernel keeps no more of it (`more` false).
+    pub(crate) fn release(&mut self, id: u16, more: bool) {
+        if self.incremental && more {
+            return;
+        }
+        if let Some(consumed) = self.consumed.get_mut(usize::from(id)) {
+            *consumed = 0;
+            self.push(id);
+            self.publish();
+        }
     }
 
     /// Writes the entry for buffer `id` at our tail.
@@ -183,9 +230,32 @@ mod tests {
         let mut ring = BufRing::new(6, 128).unwrap();
         assert_eq!(ring.count, 8, "rounded up to a power of two");
         assert_eq!(ring.tail, 8);
-        ring.filled(7, 128).fill(1);
-        ring.recycle(7);
+        ring.filled(7, 128, false).fill(1);
+        ring.release(7, false);
         assert_eq!(ring.tail, 9);
+    }
+
+    #[test]
+    fn incremental_pieces_follow_each_other_until_the_kernel_lets_go() {
+        let mut ring = BufRing::new(2, 64).unwrap();
+        ring.incremental = true;
+        let base = ring.buffers.as_ptr() as usize + 64;
+        assert_eq!(ring.filled(1, 10, true).as_ptr() as usize, base);
+        ring.release(1, true);
+        assert_eq!(ring.tail, 2, "a buffer the kernel keeps is not recycled");
+        assert_eq!(ring.filled(1, 20, false).as_ptr() as usize, base + 10);
+        ring.release(1, false);
+        assert_eq!(ring.tail, 3);
+        assert_eq!(ring.filled(1, 64, false).as_ptr() as usize, base);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the ring")]
+    fn bytes_past_a_buffer_are_refused() {
+        let mut ring = BufRing::new(2, 64).unwrap();
+        ring.incremental = true;
+        ring.filled(0, 60, true);
+        ring.filled(0, 10, true);
     }
 
     #[test]

@@ -92,8 +92,14 @@ impl Uring {
             ));
         }
         let ring = build_ring(config.ring_entries)?;
-        let buffers = BufRing::new(config.receive_buffers, config.receive_buffer_size)?;
-        buffers.register(&ring.submitter(), GROUP)?;
+        let mut buffers = BufRing::new(config.receive_buffers, config.receive_buffer_size)?;
+        if buffers.register(&ring.submitter(), GROUP, true).is_err() {
+            // Before Linux 6.12: every receive takes a whole buffer, so
+            // the same memory is cut into more, smaller buffers.
+            let (count, size) = whole_buffer_shape(config);
+            buffers = BufRing::new(count, size)?;
+            buffers.register(&ring.submitter(), GROUP, false)?;
+        }
         Ok(Uring {
             ring,
             buffers,
@@ -244,11 +250,14 @@ fn received(
 ) {
     let live = sink.socket(token);
     if let Some(id) = cqueue::buffer_select(flags) {
-        if live.is_some() && result > 0 {
-            let data = buffers.filled(id, result as usize);
-            sink.received(io, token, data);
+        let kept = cqueue::buffer_more(flags);
+        if result > 0 {
+            let data = buffers.filled(id, result as usize, kept);
+            if live.is_some() {
+                sink.received(io, token, data);
+            }
         }
-        buffers.recycle(id);
+        buffers.release(id, kept);
     }
     let more = cqueue::more(flags);
     match result {
@@ -275,6 +284,16 @@ fn received(
             }
         }
     }
+}
+
+/// The receive ring's shape where buffers cannot be consumed
+/// incrementally: the same memory in buffers of 4 KiB (a receive of a few
+/// bytes takes a whole buffer, so more of them are needed).
+fn whole_buffer_shape(config: DriverConfig) -> (u16, u32) {
+    const SIZE: u32 = 4096;
+    let bytes = u64::from(config.receive_buffers) * u64::from(config.receive_buffer_size);
+    let count = (bytes / u64::from(SIZE)).clamp(1, 32_768) as u16;
+    (count, SIZE.min(config.receive_buffer_size))
 }
 
 /// Builds a ring for one issuing thread: `SINGLE_ISSUER` with

@@ -19,7 +19,8 @@ const RETAINED_CAPACITY: usize = 64 * 1024;
 /// The limits and negotiated options of one connection's [`Decoder`].
 ///
 /// Every limit is checked before memory is reserved for it, and crossing
-/// one fails the connection with close code 1009.
+/// one fails the connection with close code 1009. A limit above 4 GiB
+/// acts as 4 GiB: a decoder keeps its limits in 32 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecoderConfig {
     /// The largest payload one frame may declare, in bytes. Default 16 MiB.
@@ -109,13 +110,43 @@ struct Frame {
     key: [u8; 4],
     /// Payload bytes already received, modulo 4: where the mask resumes.
     mask_offset: u8,
-    remaining: u64,
+    /// Payload bytes still to come: a frame's declared length fits in
+    /// 32 bits once checked against the (32-bit) limits.
+    remaining: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
 enum State {
     Header,
     Payload(Frame),
+}
+
+/// A [`DecoderConfig`] as a decoder keeps it: 32-bit limits (4 GiB at
+/// most), so that each connection's decoder stays small.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_frame_size: u32,
+    max_message_size: u32,
+    max_decompressed_size: u32,
+    compression: bool,
+}
+
+impl Limits {
+    const fn of(config: DecoderConfig) -> Limits {
+        const fn clamp(limit: usize) -> u32 {
+            if limit > u32::MAX as usize {
+                u32::MAX
+            } else {
+                limit as u32
+            }
+        }
+        Limits {
+            max_frame_size: clamp(config.max_frame_size),
+            max_message_size: clamp(config.max_message_size),
+            max_decompressed_size: clamp(config.max_decompressed_size),
+            compression: config.compression,
+        }
+    }
 }
 
 /// The data message being assembled in the message buffer.
@@ -158,7 +189,7 @@ enum Done {
 /// across reads go through the heap-allocated message buffer.
 #[derive(Debug)]
 pub struct Decoder<R> {
-    config: DecoderConfig,
+    limits: Limits,
     /// The data message being assembled; after a buffered message is
     /// returned, it stays here until the next call clears it.
     buf: Vec<u8>,
@@ -183,7 +214,7 @@ impl<R: Role> Decoder<R> {
     #[must_use]
     pub const fn new(config: DecoderConfig) -> Self {
         Decoder {
-            config,
+            limits: Limits::of(config),
             buf: Vec::new(),
             state: State::Header,
             message: None,
@@ -199,10 +230,16 @@ impl<R: Role> Decoder<R> {
         }
     }
 
-    /// The limits and options this decoder enforces.
+    /// The limits and options this decoder enforces (limits above
+    /// 4 GiB read as 4 GiB, which is what is enforced).
     #[must_use]
-    pub const fn config(&self) -> &DecoderConfig {
-        &self.config
+    pub const fn config(&self) -> DecoderConfig {
+        DecoderConfig {
+            max_frame_size: self.limits.max_frame_size as usize,
+            max_message_size: self.limits.max_message_size as usize,
+            max_decompressed_size: self.limits.max_decompressed_size as usize,
+            compression: self.limits.compression,
+        }
     }
 
     /// Whether the decoder accepts no more frames: the peer sent a close
@@ -337,7 +374,7 @@ impl<R: Role> Decoder<R> {
             }
             Done::Compressed { text } => {
                 self.buf_returned = true;
-                let max = self.config.max_decompressed_size;
+                let max = self.limits.max_decompressed_size as usize;
                 let message = inflater
                     .inflate(&mut self.buf, max)
                     .and_then(|inflated| to_message(data_opcode(text), inflated));
@@ -372,8 +409,8 @@ impl<R: Role> Decoder<R> {
                     let frame = self.start_frame(&header)?;
                     let whole_message = header.opcode.is_control()
                         || (header.fin && !header.rsv1 && header.opcode != OpCode::Continuation);
-                    let available = (input.len() - pos) as u64;
-                    if whole_message && frame.remaining <= available {
+                    let available = input.len() - pos;
+                    if whole_message && frame.remaining as usize <= available {
                         // Zero-copy: the whole frame is here and is the whole message.
                         let start = pos;
                         pos += frame.remaining as usize;
@@ -399,14 +436,15 @@ impl<R: Role> Decoder<R> {
                     frame
                 }
             };
-            let take = frame.remaining.min((input.len() - pos) as u64) as usize;
+            let take = (frame.remaining as usize).min(input.len() - pos);
             let chunk = &mut input[pos..pos + take];
             pos += take;
             if R::RECEIVES_MASKED {
                 apply_mask(chunk, frame.key, usize::from(frame.mask_offset));
                 frame.mask_offset = ((usize::from(frame.mask_offset) + take) % 4) as u8;
             }
-            frame.remaining -= take as u64;
+            // `take` is at most `remaining`, a u32.
+            frame.remaining -= take as u32;
             if frame.opcode.is_control() {
                 let start = usize::from(self.control_len);
                 let control = self
@@ -506,7 +544,7 @@ impl<R: Role> Decoder<R> {
             (false, Some(_)) => return Err(ProtocolError::MaskedFrame),
             (_, key) => key.unwrap_or_default(),
         };
-        if header.rsv1 && !self.config.compression {
+        if header.rsv1 && !self.limits.compression {
             return Err(ProtocolError::ReservedBitsSet(0b100));
         }
         if header.opcode.is_control() {
@@ -530,10 +568,10 @@ impl<R: Role> Decoder<R> {
                 }
                 _ => {}
             }
-            if header.payload_len > self.config.max_frame_size as u64 {
+            if header.payload_len > u64::from(self.limits.max_frame_size) {
                 return Err(ProtocolError::FrameTooLarge {
                     size: header.payload_len,
-                    max: self.config.max_frame_size,
+                    max: self.limits.max_frame_size as usize,
                 });
             }
             let so_far = if self.message.is_some() {
@@ -542,19 +580,26 @@ impl<R: Role> Decoder<R> {
                 0
             };
             let size = so_far.saturating_add(header.payload_len);
-            if size > self.config.max_message_size as u64 {
+            if size > u64::from(self.limits.max_message_size) {
                 return Err(ProtocolError::MessageTooLarge {
                     size,
-                    max: self.config.max_message_size,
+                    max: self.limits.max_message_size as usize,
                 });
             }
         }
+        // A control frame's payload is at most 125 bytes and a data
+        // frame's at most the 32-bit frame limit, both checked above.
+        let remaining =
+            u32::try_from(header.payload_len).map_err(|_| ProtocolError::FrameTooLarge {
+                size: header.payload_len,
+                max: self.limits.max_frame_size as usize,
+            })?;
         Ok(Frame {
             opcode: header.opcode,
             fin: header.fin,
             key,
             mask_offset: 0,
-            remaining: header.payload_len,
+            remaining,
         })
     }
 }

@@ -7,6 +7,7 @@
 mod backpressure;
 mod cli;
 mod duration;
+mod huge_pages;
 mod layers;
 mod logging;
 mod nofile;
@@ -26,6 +27,9 @@ use crate::cli::{Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // Before the heap grows: memory faulted in before this call may sit
+    // in huge pages for good. `serve` turns them back on if configured.
+    let _ = huge_pages::set_enabled(false);
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args),
     }

@@ -12,7 +12,7 @@ use tracing::info;
 
 use crate::cli::ServeArgs;
 use crate::settings::{DEFAULT_TOML, Settings};
-use crate::{layers, logging, nofile};
+use crate::{huge_pages, layers, logging, nofile};
 
 /// Runs `shardcast serve` with `args`.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -36,6 +36,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     logging::init(settings.log.format, &settings.log.level);
     nofile::raise_and_log(settings.limits.max_connections);
+    huge_pages::apply(settings.server.transparent_huge_pages);
     serve(&settings)
 }
 

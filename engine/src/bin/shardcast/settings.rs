@@ -65,6 +65,7 @@ pub(crate) struct ServerTable {
     pub(crate) pin_cores: bool,
     pub(crate) force_epoll: bool,
     pub(crate) backlog: u32,
+    pub(crate) transparent_huge_pages: bool,
     pub(crate) subprotocols: Vec<String>,
 }
 
@@ -259,6 +260,8 @@ impl Settings {
                     pin_cores,
                     force_epoll,
                     backlog,
+                    // Used by serve.rs, for the whole process.
+                    transparent_huge_pages: _,
                     subprotocols,
                 },
             limits:
