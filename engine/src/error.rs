@@ -25,8 +25,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A shard could not build its runtime on either I/O driver.
-    #[error("shard {shard} could not build its runtime")]
+    /// A shard could not set up either I/O driver (io_uring or epoll).
+    #[error("shard {shard} could not set up an I/O driver")]
     Runtime {
         /// The shard that tried.
         shard: usize,

@@ -1,12 +1,16 @@
 //! shardcast: a WebSocket server engine for Linux, thread-per-core.
 //!
-//! Each shard is one OS thread pinned to a core, running a monoio runtime
-//! on io_uring (epoll when io_uring is unavailable or
-//! [`ServerBuilder::force_epoll`] is set). Every shard listens on the same
-//! addresses with `SO_REUSEPORT`, so the kernel spreads connections and no
-//! thread hands sockets to another. A shard owns its connections, its
-//! [`Handler`], one receive buffer, one compressor and one inflater: no
-//! locks on the data path. The protocol itself (upgrade, frames,
+//! Each shard is one OS thread pinned to a core, running its own event
+//! loop on its own io_uring instance: multishot accept, one multishot
+//! receive per connection into a small ring of provided buffers the shard
+//! shares, and one `sendmsg` per connection per loop turn. Where io_uring
+//! is unavailable (or [`ServerBuilder::force_epoll`] is set) the same loop
+//! runs on epoll. Every shard listens on the same addresses with
+//! `SO_REUSEPORT`, so the kernel spreads connections and no thread hands
+//! sockets to another. A shard owns its connections (a slab of entries,
+//! about 200 bytes each while idle: no task, buffer or timer per
+//! connection), its [`Handler`], its receive buffers, one compressor and
+//! one inflater: no locks on the data path. The protocol itself (upgrade, frames,
 //! permessage-deflate) is the sans-I/O `shardcast-proto` crate; this crate
 //! owns sockets, time and threads.
 //!

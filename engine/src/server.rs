@@ -84,7 +84,7 @@ where
     /// over the shards.
     ///
     /// # Errors
-    /// No address, zero shards, an address that cannot be bound, a runtime
+    /// No address, zero shards, an address that cannot be bound, an I/O driver
     /// that cannot be built on either driver, or a thread that cannot be
     /// spawned. Shards already started are stopped.
     pub fn start(self) -> Result<ServerHandle, Error> {

@@ -99,6 +99,8 @@ struct Shard<H: Handler> {
     shutdown: Option<Instant>,
     /// The listeners are closed (after shutdown began).
     listeners_closed: bool,
+    /// The control socket's one-shot watch fired with nothing to read.
+    rewatch_control: bool,
     /// Seconds since the shard started, advanced by the sweep.
     clock: u32,
     next_sweep: Instant,
@@ -229,6 +231,7 @@ where
         control,
         shutdown: None,
         listeners_closed: false,
+        rewatch_control: false,
         clock: 0,
         next_sweep: Instant::now() + SWEEP,
         next_sequence: 0,
@@ -253,6 +256,11 @@ impl<H: Handler> Shard<H> {
             if let Err(error) = driver.wait(timeout, self) {
                 error!(shard = self.id.index(), %error, "the I/O driver failed; the shard stops");
                 break;
+            }
+            if std::mem::take(&mut self.rewatch_control) {
+                if let Err(error) = driver.watch_control(self.control.as_raw_fd()) {
+                    error!(shard = self.id.index(), %error, "could not watch the control socket");
+                }
             }
             if self.shutdown.is_some() && !self.listeners_closed {
                 // New connections are refused by the kernel from here on.
@@ -642,9 +650,17 @@ impl<H: Handler> Sink for Shard<H> {
         let mut byte = [0; 1];
         match self.control.read(&mut byte) {
             Ok(1..) if self.shutdown.is_none() => self.begin_shutdown(),
+            Ok(1..) => {}
             // Every handle is gone (end of stream): the server runs until
             // the process ends.
-            Ok(_) | Err(_) => {}
+            Ok(0) => {}
+            // A wake-up with nothing to read: watch again.
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                self.rewatch_control = true;
+            }
+            Err(error) => {
+                error!(shard = self.id.index(), %error, "the control socket failed; shutdown cannot reach this shard");
+            }
         }
     }
 }

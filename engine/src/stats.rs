@@ -7,11 +7,11 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-/// Which I/O driver a shard's runtime uses.
+/// Which I/O driver a shard's event loop uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum IoDriver {
-    /// The shard has not built its runtime yet.
+    /// The shard has not set up its driver yet.
     Starting,
     /// io_uring: the fast path, fewer kernel crossings per loop turn.
     IoUring,

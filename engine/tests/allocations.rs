@@ -299,7 +299,7 @@ fn write_result(case: Case, driver: Driver, allocations: u64) {
 
 /// The allocation paths in `traces`, most frequent first, each with how
 /// often it allocated per echo: the allocating frame, then the frames of
-/// shardcast and monoio that led to it.
+/// shardcast that led to it.
 fn allocation_paths(traces: &[Backtrace], echoes: usize) -> String {
     let mut paths: BTreeMap<String, usize> = BTreeMap::new();
     for trace in traces {
@@ -316,7 +316,7 @@ fn allocation_paths(traces: &[Backtrace], echoes: usize) -> String {
 }
 
 /// One backtrace as a path: the first frame after the allocator's own,
-/// then up to [`PATH_FRAMES`] frames in shardcast or monoio code, each
+/// then up to [`PATH_FRAMES`] frames in shardcast code, each
 /// with its source line.
 fn allocation_path(trace: &Backtrace) -> String {
     let text = trace.to_string();
@@ -346,7 +346,7 @@ fn allocation_path(trace: &Backtrace) -> String {
     let Some(first) = first else {
         return text;
     };
-    let ours = |symbol: &str| symbol.contains("shardcast") || symbol.contains("monoio");
+    let ours = |symbol: &str| symbol.contains("shardcast");
     let mut path = String::new();
     let kept = std::iter::once(&frames[first])
         .chain(

@@ -94,15 +94,27 @@ impl Epoll {
         self.accept_paused_until = None;
     }
 
-    /// Watches the control socket for one readable event.
+    /// Watches the control socket for one readable event (again, after
+    /// one was reported: its registration is one-shot).
     pub(crate) fn watch_control(&mut self, control: RawFd) -> io::Result<()> {
-        ctl(
+        let events = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
+        let data = data(CONTROL, Token::new(0, 0));
+        match ctl(
             self.epoll.as_fd(),
             libc::EPOLL_CTL_ADD,
             control,
-            (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
-            data(CONTROL, Token::new(0, 0)),
-        )
+            events,
+            data,
+        ) {
+            Err(error) if error.raw_os_error() == Some(libc::EEXIST) => ctl(
+                self.epoll.as_fd(),
+                libc::EPOLL_CTL_MOD,
+                control,
+                events,
+                data,
+            ),
+            added => added,
+        }
     }
 
     /// The registration side, for the shard.
