@@ -25,13 +25,26 @@ impl BufferPool {
     pub(crate) const DEFAULT_MAX_CAPACITY: usize = 256 * 1024;
 
     /// An empty pool that keeps up to `max_buffers` buffers of at most
-    /// `max_capacity` bytes each.
+    /// `max_capacity` bytes each. Its list has room for all of them from
+    /// the start, so giving a buffer back never allocates.
     pub(crate) fn new(max_buffers: usize, max_capacity: usize) -> BufferPool {
         BufferPool {
-            spare: Vec::new(),
+            spare: Vec::with_capacity(max_buffers),
             max_buffers,
             max_capacity,
         }
+    }
+
+    /// Fills the pool with `count` buffers of `capacity` bytes, made now
+    /// rather than on demand: how many connections hold a buffer at once
+    /// varies from one loop turn to the next, and each new high would
+    /// otherwise allocate, now and then, long after start-up. The memory
+    /// is address space until a buffer is first written.
+    pub(crate) fn prepare(&mut self, count: usize, capacity: usize) {
+        let count = count.min(self.max_buffers.saturating_sub(self.spare.len()));
+        let capacity = capacity.min(self.max_capacity);
+        self.spare
+            .extend((0..count).map(|_| Vec::with_capacity(capacity)));
     }
 
     /// A buffer with no contents: a spare one, or a new empty `Vec` (which
@@ -66,6 +79,18 @@ mod tests {
         let again = pool.take();
         assert!(again.is_empty());
         assert_eq!(again.as_ptr(), address);
+    }
+
+    #[test]
+    fn prepared_buffers_are_lent_before_any_is_allocated() {
+        let mut pool = BufferPool::new(4, 1024);
+        pool.prepare(8, 4096);
+        assert_eq!(pool.spare.len(), 4, "no more than the pool keeps");
+        assert!(
+            pool.spare
+                .iter()
+                .all(|b| b.capacity() >= 1024 && b.is_empty())
+        );
     }
 
     #[test]

@@ -62,12 +62,15 @@ pub(crate) struct SendPools {
 }
 
 impl SendPools {
-    /// Pools around `buffers`, with no spare body yet.
+    /// Pools around `buffers`, with [`PREPARED_BODIES`] spare bodies made
+    /// up front: the connections a shard flushes in one loop turn each
+    /// need one, and how many do varies from turn to turn, so bodies made
+    /// on demand would be allocated, now and then, long after start-up
+    /// (each a few dozen bytes).
     pub(crate) fn new(buffers: BufferPool) -> SendPools {
-        SendPools {
-            buffers,
-            bodies: Vec::new(),
-        }
+        let mut bodies = Vec::with_capacity(MAX_SPARE_BODIES);
+        bodies.resize_with(PREPARED_BODIES, Box::default);
+        SendPools { buffers, bodies }
     }
 
     fn take_body(&mut self) -> Box<Body> {
@@ -80,6 +83,9 @@ impl SendPools {
         }
     }
 }
+
+/// Spare queue bodies a shard makes when it starts.
+const PREPARED_BODIES: usize = 64;
 
 /// Spare queue bodies a shard keeps: one per connection written to in a
 /// loop turn of a busy shard, like the send buffers.
@@ -456,9 +462,13 @@ mod tests {
         let mut queue = SendQueue::with_bytes(b"HTTP/1.1 101".to_vec());
         queue.advance(12, &mut pool);
         assert!(queue.body.is_none(), "an idle connection holds no body");
-        assert_eq!(pool.bodies.len(), 1);
+        assert_eq!(pool.bodies.len(), PREPARED_BODIES + 1);
+        let returned: *const Body = &**pool.bodies.last().unwrap();
         queue.encode(usize::MAX, &mut pool, |out| out.extend_from_slice(b"echo"));
-        assert!(pool.bodies.is_empty(), "the pooled body is reused");
+        assert!(
+            std::ptr::eq(body(&queue), returned),
+            "the pooled body is reused"
+        );
         assert!(
             body(&queue).owned.capacity() >= 12,
             "the pooled buffer is reused"

@@ -50,6 +50,15 @@ const RECEIVE_BUFFER_SIZE: u32 = 32 * 1024;
 /// front (see [`reserved_slots`]).
 const MAX_RESERVED_SLOTS: usize = 1 << 18;
 
+/// Buffers a shard's pool holds from the start, and their size: enough
+/// for the connections written to in one busy loop turn, each with a
+/// few echoes of a kilobyte queued.
+const PREPARED_BUFFERS: usize = 64;
+const PREPARED_CAPACITY: usize = 4096;
+
+/// Connections the dirty list has room for from the start.
+const DIRTY_CAPACITY: usize = 1024;
+
 /// Stale handshake deadlines tolerated beyond twice the handshakes in
 /// progress before the queue is compacted.
 const COMPACT_DEADLINES: usize = 1024;
@@ -214,17 +223,16 @@ where
             subprotocols: config.subprotocols.clone().into_boxed_slice(),
             encoder: Encoder::with_compression_threshold(config.compression_threshold),
             deflater: std::cell::RefCell::new(Deflater::new(config.compression_level)),
-            pool: std::cell::RefCell::new(SendPools::new(BufferPool::new(
-                BufferPool::DEFAULT_BUFFERS,
-                BufferPool::DEFAULT_MAX_CAPACITY,
-            ))),
+            pool: std::cell::RefCell::new(SendPools::new(prepared_buffers())),
             counters: Arc::clone(&counters),
             send_limit: config.max_send_buffer,
             drain_threshold: config.drain_threshold,
             backpressure: config.backpressure,
         }),
         connections: Slab::with_capacity(reserved_slots(&config)),
-        dirty: Vec::new(),
+        // Room for a busy turn's dirty list, so it does not grow (and
+        // allocate) in the middle of traffic.
+        dirty: Vec::with_capacity(DIRTY_CAPACITY),
         handshake_deadlines: Deadlines::new(Instant::now()),
         close_deadlines: Deadlines::new(Instant::now()),
         handshaking: 0,
@@ -663,6 +671,17 @@ impl<H: Handler> Sink for Shard<H> {
             }
         }
     }
+}
+
+/// The shard's send and message buffers: a pool with
+/// [`PREPARED_BUFFERS`] of [`PREPARED_CAPACITY`] bytes ready.
+fn prepared_buffers() -> BufferPool {
+    let mut buffers = BufferPool::new(
+        BufferPool::DEFAULT_BUFFERS,
+        BufferPool::DEFAULT_MAX_CAPACITY,
+    );
+    buffers.prepare(PREPARED_BUFFERS, PREPARED_CAPACITY);
+    buffers
 }
 
 /// How many connection slots a shard reserves when it starts: its share
