@@ -12,7 +12,9 @@ use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use shardcast_proto::CloseCode;
 use shardcast_proto::deflate::{DeflateConfig, DeflateParams, Inflater};
@@ -120,15 +122,18 @@ pub(crate) enum Next {
     Drop,
 }
 
-/// What a connection's step needs of its shard, borrowed apart from the
-/// slab of connections.
-pub(crate) struct ShardParts<'a, H> {
-    pub(crate) handler: &'a mut H,
-    pub(crate) inflater: &'a mut Inflater,
-    pub(crate) send: &'a Rc<SendContext>,
-    pub(crate) config: &'a ServerConfig,
-    pub(crate) shared: &'a Shared,
-    pub(crate) shutting_down: bool,
+/// What a connection's steps need of their shard: the handler, the
+/// inflater, the send context, the configuration and whether shutdown
+/// began. The shard keeps it apart from its slab of connections, so a
+/// connection and this can be borrowed at once.
+pub(crate) struct ShardCore<H> {
+    pub(crate) handler: H,
+    pub(crate) inflater: Inflater,
+    pub(crate) send: Rc<SendContext>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) shared: Arc<Shared>,
+    /// The shutdown deadline, once shutdown began.
+    pub(crate) shutdown: Option<Instant>,
 }
 
 impl<S> Connection<S> {
@@ -172,7 +177,7 @@ impl<S> Connection<S> {
     /// Returns how many text and binary messages they held.
     pub(crate) fn receive<H>(
         &mut self,
-        shard: &mut ShardParts<'_, H>,
+        shard: &mut ShardCore<H>,
         id: impl FnOnce() -> ConnId,
         now: u32,
         input: &mut [u8],
@@ -213,7 +218,7 @@ impl<S> Connection<S> {
     /// Parses the request read so far and, once it is whole, answers it.
     fn continue_handshake<H>(
         &mut self,
-        shard: &mut ShardParts<'_, H>,
+        shard: &mut ShardCore<H>,
         id: impl FnOnce() -> ConnId,
     ) -> Next
     where
@@ -254,7 +259,7 @@ impl<S> Connection<S> {
                 .deflate
                 .map(|params| params.server_compression_limit()),
             accepted.subprotocol,
-            Rc::clone(shard.send),
+            Rc::clone(&shard.send),
         );
         let decoder = Decoder::new(DecoderConfig {
             compression: accepted.deflate.is_some(),
@@ -268,7 +273,7 @@ impl<S> Connection<S> {
         let Phase::Open(open) = &mut self.phase else {
             unreachable!("the phase was just set");
         };
-        let handler = &mut *shard.handler;
+        let handler = &mut shard.handler;
         if guarded(|| handler.on_open(&mut open.conn)).is_err() {
             panicked(&mut open.conn, "on_open");
         }
@@ -287,7 +292,7 @@ impl<S> Connection<S> {
     ///
     /// # Errors
     /// The socket failed.
-    pub(crate) fn flush<H>(&mut self, shard: &mut ShardParts<'_, H>) -> io::Result<bool>
+    pub(crate) fn flush<H>(&mut self, shard: &mut ShardCore<H>) -> io::Result<bool>
     where
         H: Handler<State = S>,
     {
@@ -328,7 +333,7 @@ impl<S> Connection<S> {
             self.flags.set(Flags::BLOCKED, false);
             // The queue emptied after the socket had pushed back: the
             // handler may queue more, which is written in this same flush.
-            let handler = &mut *shard.handler;
+            let handler = &mut shard.handler;
             let conn = &mut open.conn;
             if guarded(|| handler.on_drain(conn)).is_err() {
                 panicked(conn, "on_drain");
@@ -382,7 +387,7 @@ impl<S> Open<S> {
     /// text and binary messages it held and whether a pong came.
     fn handle_input<H>(
         &mut self,
-        shard: &mut ShardParts<'_, H>,
+        shard: &mut ShardCore<H>,
         flags: &mut Flags,
         input: &mut [u8],
     ) -> (u64, bool)
@@ -393,7 +398,8 @@ impl<S> Open<S> {
         let mut pong = false;
         let mut pos = 0;
         while pos < input.len() && !self.decoder.is_closed() && !flags.has(Flags::FAILED) {
-            let (used, message) = match self.decoder.decode(&mut input[pos..], shard.inflater) {
+            let (used, message) = match self.decoder.decode(&mut input[pos..], &mut shard.inflater)
+            {
                 Ok(decoded) => decoded,
                 Err(error) => {
                     debug!(peer = %self.conn.peer_addr(), %error, "protocol error; closing");
@@ -406,11 +412,11 @@ impl<S> Open<S> {
                 None => {}
                 Some(Frame::Text(text)) => {
                     messages += 1;
-                    deliver(shard.handler, &mut self.conn, Message::Text(text));
+                    deliver(&mut shard.handler, &mut self.conn, Message::Text(text));
                 }
                 Some(Frame::Binary(bytes)) => {
                     messages += 1;
-                    deliver(shard.handler, &mut self.conn, Message::Binary(bytes));
+                    deliver(&mut shard.handler, &mut self.conn, Message::Binary(bytes));
                 }
                 Some(Frame::Ping(payload)) => self.conn.pong(payload),
                 Some(Frame::Pong(_)) => pong = true,
@@ -422,7 +428,7 @@ impl<S> Open<S> {
                         self.conn.close_with(reply, "");
                         self.peer_close = Some(Box::new((code, reason.into())));
                     }
-                    if shard.shutting_down {
+                    if shard.shutdown.is_some() {
                         shard.shared.closed_cleanly.fetch_add(1, Ordering::Relaxed);
                     }
                     flags.set(Flags::FINISHED, true);
@@ -447,16 +453,16 @@ struct Accepted<S> {
 /// address) is at its connection limit or the server is stopping, the
 /// handler's rejection, or the 101. `Err` carries a refusal's response.
 fn decide<H: Handler>(
-    shard: &mut ShardParts<'_, H>,
+    shard: &mut ShardCore<H>,
     request: &UpgradeRequest<'_>,
     peer: SocketAddr,
     full: bool,
 ) -> Result<Accepted<H::State>, Vec<u8>> {
-    if full || shard.shutting_down {
+    if full || shard.shutdown.is_some() {
         debug!(%peer, full, "upgrade refused: the server is full or stopping");
         return Err(rejection(&Rejection::new(503, "Service Unavailable")));
     }
-    let handler = &mut *shard.handler;
+    let handler = &mut shard.handler;
     let state = match guarded(|| handler.on_upgrade(request, peer)) {
         Ok(Ok(state)) => state,
         Ok(Err(refusal)) => return Err(rejection(&refusal)),

@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::buffer_pool::BufferPool;
 use crate::config::ServerConfig;
 use crate::conn::{ConnId, SendContext};
-use crate::connection::{Connection, Flags, Next, ShardParts};
+use crate::connection::{Connection, Flags, Next, ShardCore};
 use crate::deadlines::Deadlines;
 use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
 use crate::error::Error;
@@ -86,12 +86,9 @@ pub(crate) struct ShardSetup<F> {
 /// A shard's state, owned by its thread: touched by nothing else.
 struct Shard<H: Handler> {
     id: ShardId,
-    config: Arc<ServerConfig>,
-    shared: Arc<Shared>,
     counters: Arc<ShardCounters>,
-    handler: H,
-    inflater: Inflater,
-    send: Rc<SendContext>,
+    /// What connections need of the shard as they run.
+    core: ShardCore<H>,
     connections: Slab<Connection<H::State>>,
     /// Keys of the connections to flush at the end of this turn.
     dirty: Vec<usize>,
@@ -104,8 +101,6 @@ struct Shard<H: Handler> {
     /// Connections still in their handshake.
     handshaking: usize,
     control: UnixStream,
-    /// The shutdown deadline, once shutdown began.
-    shutdown: Option<Instant>,
     /// The listeners are closed (after shutdown began).
     listeners_closed: bool,
     /// The control socket's one-shot watch fired with nothing to read.
@@ -215,21 +210,27 @@ where
         }));
         return None;
     }
+    let connections = Slab::with_capacity(reserved_slots(&config));
     let shard = Shard {
         id,
-        handler: factory(id),
-        inflater: Inflater::new(),
-        send: Rc::new(SendContext {
-            subprotocols: config.subprotocols.clone().into_boxed_slice(),
-            encoder: Encoder::with_compression_threshold(config.compression_threshold),
-            deflater: std::cell::RefCell::new(Deflater::new(config.compression_level)),
-            pool: std::cell::RefCell::new(SendPools::new(prepared_buffers())),
-            counters: Arc::clone(&counters),
-            send_limit: config.max_send_buffer,
-            drain_threshold: config.drain_threshold,
-            backpressure: config.backpressure,
-        }),
-        connections: Slab::with_capacity(reserved_slots(&config)),
+        core: ShardCore {
+            handler: factory(id),
+            inflater: Inflater::new(),
+            send: Rc::new(SendContext {
+                subprotocols: config.subprotocols.clone().into_boxed_slice(),
+                encoder: Encoder::with_compression_threshold(config.compression_threshold),
+                deflater: std::cell::RefCell::new(Deflater::new(config.compression_level)),
+                pool: std::cell::RefCell::new(SendPools::new(prepared_buffers())),
+                counters: Arc::clone(&counters),
+                send_limit: config.max_send_buffer,
+                drain_threshold: config.drain_threshold,
+                backpressure: config.backpressure,
+            }),
+            config,
+            shared,
+            shutdown: None,
+        },
+        connections,
         // Room for a busy turn's dirty list, so it does not grow (and
         // allocate) in the middle of traffic.
         dirty: Vec::with_capacity(DIRTY_CAPACITY),
@@ -237,14 +238,11 @@ where
         close_deadlines: Deadlines::new(Instant::now()),
         handshaking: 0,
         control,
-        shutdown: None,
         listeners_closed: false,
         rewatch_control: false,
         clock: 0,
         next_sweep: Instant::now() + SWEEP,
         next_sequence: 0,
-        config,
-        shared,
         counters,
     };
     info!(shard = id.index(), addrs = ?bound, "shard listening");
@@ -255,7 +253,8 @@ where
 impl<H: Handler> Shard<H> {
     /// The event loop, until shutdown is over.
     fn serve(&mut self, driver: &mut Driver) {
-        let sweeping = self.config.idle_timeout.is_some() || self.config.heartbeat.is_some();
+        let sweeping =
+            self.core.config.idle_timeout.is_some() || self.core.config.heartbeat.is_some();
         loop {
             let now = Instant::now();
             let timeout = self
@@ -270,7 +269,7 @@ impl<H: Handler> Shard<H> {
                     error!(shard = self.id.index(), %error, "could not watch the control socket");
                 }
             }
-            if self.shutdown.is_some() && !self.listeners_closed {
+            if self.core.shutdown.is_some() && !self.listeners_closed {
                 // New connections are refused by the kernel from here on.
                 self.listeners_closed = true;
                 driver.close_listeners();
@@ -286,7 +285,7 @@ impl<H: Handler> Shard<H> {
                 self.sweep();
             }
             self.flush_dirty(&mut io, now);
-            if let Some(deadline) = self.shutdown {
+            if let Some(deadline) = self.core.shutdown {
                 if self.connections.is_empty() || now >= deadline {
                     break;
                 }
@@ -301,7 +300,7 @@ impl<H: Handler> Shard<H> {
             self.handshake_deadlines.next(),
             self.close_deadlines.next(),
             sweeping.then_some(self.next_sweep),
-            self.shutdown,
+            self.core.shutdown,
         ]
         .into_iter()
         .flatten()
@@ -318,7 +317,10 @@ impl<H: Handler> Shard<H> {
             self.close(key, &mut io);
         }
         if dropped > 0 {
-            self.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.core
+                .shared
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
         }
         info!(shard = self.id.index(), dropped, "shard stopped");
     }
@@ -350,7 +352,7 @@ impl<H: Handler> Shard<H> {
         };
         io.forget(connection.stream.as_raw_fd(), token);
         if connection.is_open() {
-            connection.finish(&mut self.handler);
+            connection.finish(&mut self.core.handler);
             self.counters.connection_closed();
         } else {
             self.handshaking -= 1;
@@ -393,32 +395,19 @@ impl<H: Handler> Shard<H> {
         while let Some(key) = self.dirty.pop() {
             let Shard {
                 connections,
-                handler,
-                inflater,
-                send,
-                config,
-                shared,
+                core,
                 close_deadlines,
-                shutdown,
                 ..
             } = self;
             let Some(connection) = connections.get_mut(key) else {
                 continue;
             };
             connection.flags.set(Flags::DIRTY, false);
-            let mut parts = ShardParts {
-                handler,
-                inflater,
-                send,
-                config,
-                shared,
-                shutting_down: shutdown.is_some(),
-            };
             let token = Token {
                 key: key as u32,
                 generation: connection.generation,
             };
-            let next = match connection.flush(&mut parts) {
+            let next = match connection.flush(core) {
                 Ok(true) => connection.after_flush(),
                 Ok(false) => {
                     if !connection.flags.has(Flags::WAITING_WRITABLE) {
@@ -441,7 +430,7 @@ impl<H: Handler> Shard<H> {
                 .is_some_and(|open| open.conn.is_closing());
             if closing && !connection.flags.has(Flags::CLOSE_TIMER) {
                 connection.flags.set(Flags::CLOSE_TIMER, true);
-                close_deadlines.push(now, config.close_timeout, token);
+                close_deadlines.push(now, core.config.close_timeout, token);
             }
         }
     }
@@ -452,8 +441,9 @@ impl<H: Handler> Shard<H> {
     /// nanoseconds per connection and needs no timer per connection.
     fn sweep(&mut self) {
         let now = self.clock;
-        let idle = self.config.idle_timeout.map(seconds);
+        let idle = self.core.config.idle_timeout.map(seconds);
         let heartbeat = self
+            .core
             .config
             .heartbeat
             .map(|beat| (seconds(beat.interval), seconds(beat.timeout)));
@@ -495,11 +485,12 @@ impl<H: Handler> Shard<H> {
     /// 1001 to every open connection.
     fn begin_shutdown(&mut self) {
         let deadline = *self
+            .core
             .shared
             .deadline
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.shutdown = Some(deadline.unwrap_or_else(Instant::now));
+        self.core.shutdown = Some(deadline.unwrap_or_else(Instant::now));
         for (key, connection) in &mut self.connections {
             if let Some(open) = connection.open_mut() {
                 open.conn
@@ -520,7 +511,7 @@ impl<H: Handler> Sink for Shard<H> {
 
     fn accepted(&mut self, io: &mut Io<'_>, socket: OwnedFd) {
         let stream = TcpStream::from(socket);
-        if self.shutdown.is_some() {
+        if self.core.shutdown.is_some() {
             // Dropped unanswered: the server no longer accepts.
             return;
         }
@@ -531,7 +522,7 @@ impl<H: Handler> Sink for Shard<H> {
         // Echo-style traffic is latency-bound; frames are corked by the
         // engine.
         let _ = stream.set_nodelay(true);
-        let ticket = self.shared.admission.admit(peer.ip());
+        let ticket = self.core.shared.admission.admit(peer.ip());
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let entry = self.connections.vacant_entry();
@@ -547,7 +538,7 @@ impl<H: Handler> Sink for Shard<H> {
         io.watch(fd, token);
         self.handshaking += 1;
         self.handshake_deadlines
-            .push(Instant::now(), self.config.handshake_timeout, token);
+            .push(Instant::now(), self.core.config.handshake_timeout, token);
     }
 
     fn received(&mut self, io: &mut Io<'_>, token: Token, data: &mut [u8]) {
@@ -555,14 +546,9 @@ impl<H: Handler> Sink for Shard<H> {
         let Shard {
             id,
             connections,
-            handler,
-            inflater,
-            send,
-            config,
-            shared,
+            core,
             counters,
             dirty,
-            shutdown,
             clock,
             next_sequence,
             ..
@@ -574,21 +560,13 @@ impl<H: Handler> Sink for Shard<H> {
             return;
         };
         let was_open = connection.is_open();
-        let mut parts = ShardParts {
-            handler,
-            inflater,
-            send,
-            config,
-            shared,
-            shutting_down: shutdown.is_some(),
-        };
         let new_id = || {
             let sequence = *next_sequence;
             *next_sequence += 1;
             ConnId::new(*id, sequence)
         };
         let received = data.len() as u64;
-        let (next, messages) = connection.receive(&mut parts, new_id, *clock, data);
+        let (next, messages) = connection.receive(core, new_id, *clock, data);
         if next == Next::Drop {
             self.close(key, io);
             return;
@@ -607,14 +585,7 @@ impl<H: Handler> Sink for Shard<H> {
     fn ended(&mut self, io: &mut Io<'_>, token: Token, error: Option<std::io::Error>) {
         let key = token.key as usize;
         let Shard {
-            connections,
-            handler,
-            inflater,
-            send,
-            config,
-            shared,
-            shutdown,
-            ..
+            connections, core, ..
         } = self;
         let Some(connection) = connections
             .get_mut(key)
@@ -627,15 +598,7 @@ impl<H: Handler> Sink for Shard<H> {
         } else if connection.is_open() {
             // The peer may have sent its close frame and its end of stream
             // at once: our queued reply still goes out, if it can.
-            let mut parts = ShardParts {
-                handler,
-                inflater,
-                send,
-                config,
-                shared,
-                shutting_down: shutdown.is_some(),
-            };
-            let _ = connection.flush(&mut parts);
+            let _ = connection.flush(core);
         }
         self.close(key, io);
     }
@@ -657,7 +620,7 @@ impl<H: Handler> Sink for Shard<H> {
     fn control(&mut self, _io: &mut Io<'_>) {
         let mut byte = [0; 1];
         match self.control.read(&mut byte) {
-            Ok(1..) if self.shutdown.is_none() => self.begin_shutdown(),
+            Ok(1..) if self.core.shutdown.is_none() => self.begin_shutdown(),
             Ok(1..) => {}
             // Every handle is gone (end of stream): the server runs until
             // the process ends.

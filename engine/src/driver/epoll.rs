@@ -76,14 +76,7 @@ impl Epoll {
 
     /// Starts accepting on `listener` (non-blocking).
     pub(crate) fn add_listener(&mut self, listener: OwnedFd) -> io::Result<()> {
-        let index = self.listeners.len();
-        ctl(
-            self.epoll.as_fd(),
-            libc::EPOLL_CTL_ADD,
-            listener.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            data(LISTENER, Token::new(index, 0)),
-        )?;
+        watch_listener(self.epoll.as_fd(), self.listeners.len(), &listener)?;
         self.listeners.push(listener);
         Ok(())
     }
@@ -136,13 +129,7 @@ impl Epoll {
         if self.accept_paused_until.is_some_and(|until| until <= now) {
             self.accept_paused_until = None;
             for (index, listener) in self.listeners.iter().enumerate() {
-                ctl(
-                    self.epoll.as_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    listener.as_raw_fd(),
-                    libc::EPOLLIN as u32,
-                    data(LISTENER, Token::new(index, 0)),
-                )?;
+                watch_listener(self.epoll.as_fd(), index, listener)?;
             }
         }
         let timeout = match (timeout, self.accept_paused_until) {
@@ -293,6 +280,17 @@ fn accept(io: &mut Io<'_>, listener: RawFd, sink: &mut impl Sink) -> bool {
         }
     }
     true
+}
+
+/// Registers listener `index` for readability.
+fn watch_listener(epoll: BorrowedFd<'_>, index: usize, listener: &OwnedFd) -> io::Result<()> {
+    ctl(
+        epoll,
+        libc::EPOLL_CTL_ADD,
+        listener.as_raw_fd(),
+        libc::EPOLLIN as u32,
+        data(LISTENER, Token::new(index, 0)),
+    )
 }
 
 /// One `epoll_ctl` call.
