@@ -325,11 +325,9 @@ impl<H: Handler> Shard<H> {
         info!(shard = self.id.index(), dropped, "shard stopped");
     }
 
-    /// The live connection `token` names, with its key.
+    /// The live connection `token` names.
     fn live(&mut self, token: Token) -> Option<&mut Connection<H::State>> {
-        self.connections
-            .get_mut(token.key as usize)
-            .filter(|connection| connection.generation == token.generation)
+        live(&mut self.connections, token)
     }
 
     /// Puts a connection on the list to flush at the end of the turn.
@@ -553,10 +551,7 @@ impl<H: Handler> Sink for Shard<H> {
             next_sequence,
             ..
         } = self;
-        let Some(connection) = connections
-            .get_mut(key)
-            .filter(|connection| connection.generation == token.generation)
-        else {
+        let Some(connection) = live(connections, token) else {
             return;
         };
         let was_open = connection.is_open();
@@ -587,10 +582,7 @@ impl<H: Handler> Sink for Shard<H> {
         let Shard {
             connections, core, ..
         } = self;
-        let Some(connection) = connections
-            .get_mut(key)
-            .filter(|connection| connection.generation == token.generation)
-        else {
+        let Some(connection) = live(connections, token) else {
             return;
         };
         if let Some(error) = error {
@@ -608,10 +600,7 @@ impl<H: Handler> Sink for Shard<H> {
         let Shard {
             connections, dirty, ..
         } = self;
-        if let Some(connection) = connections
-            .get_mut(key)
-            .filter(|connection| connection.generation == token.generation)
-        {
+        if let Some(connection) = live(connections, token) {
             connection.flags.set(Flags::WAITING_WRITABLE, false);
             Self::mark_dirty(dirty, key, connection);
         }
@@ -660,6 +649,14 @@ fn reserved_slots(config: &ServerConfig) -> usize {
         .max_connections
         .div_ceil(config.shards.max(1))
         .min(MAX_RESERVED_SLOTS)
+}
+
+/// The connection `token` names, unless it ended (and its key may have
+/// gone to another).
+fn live<S>(connections: &mut Slab<Connection<S>>, token: Token) -> Option<&mut Connection<S>> {
+    connections
+        .get_mut(token.key as usize)
+        .filter(|connection| connection.generation == token.generation)
 }
 
 /// Whole seconds of a timeout, at least one: the sweep's granularity.
