@@ -26,7 +26,7 @@ use tracing::{debug, error};
 use crate::admission::Ticket;
 use crate::config::ServerConfig;
 use crate::conn::{Conn, ConnId, SendContext};
-use crate::driver::socket;
+use crate::driver::{Token, socket};
 use crate::handler::{Handler, Message, Rejection};
 use crate::send_queue::MAX_SLICES;
 use crate::server::Shared;
@@ -126,7 +126,7 @@ pub(crate) enum Next {
 /// inflater, the send context, the configuration and whether shutdown
 /// began. The shard keeps it apart from its slab of connections, so a
 /// connection and this can be borrowed at once.
-pub(crate) struct ShardCore<H> {
+pub(crate) struct ShardContext<H> {
     pub(crate) handler: H,
     pub(crate) inflater: Inflater,
     pub(crate) send: Rc<SendContext>,
@@ -160,6 +160,14 @@ impl<S> Connection<S> {
         }
     }
 
+    /// The connection's token for the driver, given its key in the slab.
+    pub(crate) fn token(&self, key: usize) -> Token {
+        Token {
+            key: key as u32,
+            generation: self.generation,
+        }
+    }
+
     /// Whether the connection was upgraded.
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open(_))
@@ -177,7 +185,7 @@ impl<S> Connection<S> {
     /// Returns how many text and binary messages they held.
     pub(crate) fn receive<H>(
         &mut self,
-        shard: &mut ShardCore<H>,
+        shard: &mut ShardContext<H>,
         id: impl FnOnce() -> ConnId,
         now: u32,
         input: &mut [u8],
@@ -218,7 +226,7 @@ impl<S> Connection<S> {
     /// Parses the request read so far and, once it is whole, answers it.
     fn continue_handshake<H>(
         &mut self,
-        shard: &mut ShardCore<H>,
+        shard: &mut ShardContext<H>,
         id: impl FnOnce() -> ConnId,
     ) -> Next
     where
@@ -292,7 +300,7 @@ impl<S> Connection<S> {
     ///
     /// # Errors
     /// The socket failed.
-    pub(crate) fn flush<H>(&mut self, shard: &mut ShardCore<H>) -> io::Result<bool>
+    pub(crate) fn flush<H>(&mut self, shard: &mut ShardContext<H>) -> io::Result<bool>
     where
         H: Handler<State = S>,
     {
@@ -387,7 +395,7 @@ impl<S> Open<S> {
     /// text and binary messages it held and whether a pong came.
     fn handle_input<H>(
         &mut self,
-        shard: &mut ShardCore<H>,
+        shard: &mut ShardContext<H>,
         flags: &mut Flags,
         input: &mut [u8],
     ) -> (u64, bool)
@@ -453,7 +461,7 @@ struct Accepted<S> {
 /// address) is at its connection limit or the server is stopping, the
 /// handler's rejection, or the 101. `Err` carries a refusal's response.
 fn decide<H: Handler>(
-    shard: &mut ShardCore<H>,
+    shard: &mut ShardContext<H>,
     request: &UpgradeRequest<'_>,
     peer: SocketAddr,
     full: bool,

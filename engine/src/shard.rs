@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::buffer_pool::BufferPool;
 use crate::config::ServerConfig;
 use crate::conn::{ConnId, SendContext};
-use crate::connection::{Connection, Flags, Next, ShardCore};
+use crate::connection::{Connection, Flags, Next, ShardContext};
 use crate::deadlines::Deadlines;
 use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
 use crate::error::Error;
@@ -88,7 +88,7 @@ struct Shard<H: Handler> {
     id: ShardId,
     counters: Arc<ShardCounters>,
     /// What connections need of the shard as they run.
-    core: ShardCore<H>,
+    context: ShardContext<H>,
     connections: Slab<Connection<H::State>>,
     /// Keys of the connections to flush at the end of this turn.
     dirty: Vec<usize>,
@@ -213,7 +213,7 @@ where
     let connections = Slab::with_capacity(reserved_slots(&config));
     let shard = Shard {
         id,
-        core: ShardCore {
+        context: ShardContext {
             handler: factory(id),
             inflater: Inflater::new(),
             send: Rc::new(SendContext {
@@ -254,7 +254,7 @@ impl<H: Handler> Shard<H> {
     /// The event loop, until shutdown is over.
     fn serve(&mut self, driver: &mut Driver) {
         let sweeping =
-            self.core.config.idle_timeout.is_some() || self.core.config.heartbeat.is_some();
+            self.context.config.idle_timeout.is_some() || self.context.config.heartbeat.is_some();
         loop {
             let now = Instant::now();
             let timeout = self
@@ -269,7 +269,7 @@ impl<H: Handler> Shard<H> {
                     error!(shard = self.id.index(), %error, "could not watch the control socket");
                 }
             }
-            if self.core.shutdown.is_some() && !self.listeners_closed {
+            if self.context.shutdown.is_some() && !self.listeners_closed {
                 // New connections are refused by the kernel from here on.
                 self.listeners_closed = true;
                 driver.close_listeners();
@@ -285,7 +285,7 @@ impl<H: Handler> Shard<H> {
                 self.sweep();
             }
             self.flush_dirty(&mut io, now);
-            if let Some(deadline) = self.core.shutdown {
+            if let Some(deadline) = self.context.shutdown {
                 if self.connections.is_empty() || now >= deadline {
                     break;
                 }
@@ -300,7 +300,7 @@ impl<H: Handler> Shard<H> {
             self.handshake_deadlines.next(),
             self.close_deadlines.next(),
             sweeping.then_some(self.next_sweep),
-            self.core.shutdown,
+            self.context.shutdown,
         ]
         .into_iter()
         .flatten()
@@ -317,7 +317,7 @@ impl<H: Handler> Shard<H> {
             self.close(key, &mut io);
         }
         if dropped > 0 {
-            self.core
+            self.context
                 .shared
                 .dropped
                 .fetch_add(dropped, Ordering::Relaxed);
@@ -344,13 +344,10 @@ impl<H: Handler> Shard<H> {
         let Some(mut connection) = self.connections.try_remove(key) else {
             return;
         };
-        let token = Token {
-            key: key as u32,
-            generation: connection.generation,
-        };
+        let token = connection.token(key);
         io.forget(connection.stream.as_raw_fd(), token);
         if connection.is_open() {
-            connection.finish(&mut self.core.handler);
+            connection.finish(&mut self.context.handler);
             self.counters.connection_closed();
         } else {
             self.handshaking -= 1;
@@ -372,11 +369,8 @@ impl<H: Handler> Shard<H> {
         if self.handshake_deadlines.len() > 2 * self.handshaking + COMPACT_DEADLINES {
             // Most queued handshakes ended long before their timeout.
             let connections = &self.connections;
-            self.handshake_deadlines.retain(|token| {
-                connections
-                    .get(token.key as usize)
-                    .is_some_and(|c| c.generation == token.generation && !c.is_open())
-            });
+            self.handshake_deadlines
+                .retain(|token| named(connections, token).is_some_and(|c| !c.is_open()));
         }
         while let Some(token) = self.close_deadlines.pop_due(now) {
             if self.live(token).is_some() {
@@ -393,7 +387,7 @@ impl<H: Handler> Shard<H> {
         while let Some(key) = self.dirty.pop() {
             let Shard {
                 connections,
-                core,
+                context,
                 close_deadlines,
                 ..
             } = self;
@@ -401,11 +395,8 @@ impl<H: Handler> Shard<H> {
                 continue;
             };
             connection.flags.set(Flags::DIRTY, false);
-            let token = Token {
-                key: key as u32,
-                generation: connection.generation,
-            };
-            let next = match connection.flush(core) {
+            let token = connection.token(key);
+            let next = match connection.flush(context) {
                 Ok(true) => connection.after_flush(),
                 Ok(false) => {
                     if !connection.flags.has(Flags::WAITING_WRITABLE) {
@@ -428,7 +419,7 @@ impl<H: Handler> Shard<H> {
                 .is_some_and(|open| open.conn.is_closing());
             if closing && !connection.flags.has(Flags::CLOSE_TIMER) {
                 connection.flags.set(Flags::CLOSE_TIMER, true);
-                close_deadlines.push(now, core.config.close_timeout, token);
+                close_deadlines.push(now, context.config.close_timeout, token);
             }
         }
     }
@@ -439,9 +430,9 @@ impl<H: Handler> Shard<H> {
     /// nanoseconds per connection and needs no timer per connection.
     fn sweep(&mut self) {
         let now = self.clock;
-        let idle = self.core.config.idle_timeout.map(seconds);
+        let idle = self.context.config.idle_timeout.map(seconds);
         let heartbeat = self
-            .core
+            .context
             .config
             .heartbeat
             .map(|beat| (seconds(beat.interval), seconds(beat.timeout)));
@@ -483,12 +474,12 @@ impl<H: Handler> Shard<H> {
     /// 1001 to every open connection.
     fn begin_shutdown(&mut self) {
         let deadline = *self
-            .core
+            .context
             .shared
             .deadline
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.core.shutdown = Some(deadline.unwrap_or_else(Instant::now));
+        self.context.shutdown = Some(deadline.unwrap_or_else(Instant::now));
         for (key, connection) in &mut self.connections {
             if let Some(open) = connection.open_mut() {
                 open.conn
@@ -501,15 +492,12 @@ impl<H: Handler> Shard<H> {
 
 impl<H: Handler> Sink for Shard<H> {
     fn socket(&self, token: Token) -> Option<RawFd> {
-        self.connections
-            .get(token.key as usize)
-            .filter(|connection| connection.generation == token.generation)
-            .map(|connection| connection.stream.as_raw_fd())
+        named(&self.connections, token).map(|connection| connection.stream.as_raw_fd())
     }
 
     fn accepted(&mut self, io: &mut Io<'_>, socket: OwnedFd) {
         let stream = TcpStream::from(socket);
-        if self.core.shutdown.is_some() {
+        if self.context.shutdown.is_some() {
             // Dropped unanswered: the server no longer accepts.
             return;
         }
@@ -520,7 +508,7 @@ impl<H: Handler> Sink for Shard<H> {
         // Echo-style traffic is latency-bound; frames are corked by the
         // engine.
         let _ = stream.set_nodelay(true);
-        let ticket = self.core.shared.admission.admit(peer.ip());
+        let ticket = self.context.shared.admission.admit(peer.ip());
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let entry = self.connections.vacant_entry();
@@ -536,7 +524,7 @@ impl<H: Handler> Sink for Shard<H> {
         io.watch(fd, token);
         self.handshaking += 1;
         self.handshake_deadlines
-            .push(Instant::now(), self.core.config.handshake_timeout, token);
+            .push(Instant::now(), self.context.config.handshake_timeout, token);
     }
 
     fn received(&mut self, io: &mut Io<'_>, token: Token, data: &mut [u8]) {
@@ -544,7 +532,7 @@ impl<H: Handler> Sink for Shard<H> {
         let Shard {
             id,
             connections,
-            core,
+            context,
             counters,
             dirty,
             clock,
@@ -561,7 +549,7 @@ impl<H: Handler> Sink for Shard<H> {
             ConnId::new(*id, sequence)
         };
         let received = data.len() as u64;
-        let (next, messages) = connection.receive(core, new_id, *clock, data);
+        let (next, messages) = connection.receive(context, new_id, *clock, data);
         if next == Next::Drop {
             self.close(key, io);
             return;
@@ -580,7 +568,9 @@ impl<H: Handler> Sink for Shard<H> {
     fn ended(&mut self, io: &mut Io<'_>, token: Token, error: Option<std::io::Error>) {
         let key = token.key as usize;
         let Shard {
-            connections, core, ..
+            connections,
+            context,
+            ..
         } = self;
         let Some(connection) = live(connections, token) else {
             return;
@@ -590,7 +580,7 @@ impl<H: Handler> Sink for Shard<H> {
         } else if connection.is_open() {
             // The peer may have sent its close frame and its end of stream
             // at once: our queued reply still goes out, if it can.
-            let _ = connection.flush(core);
+            let _ = connection.flush(context);
         }
         self.close(key, io);
     }
@@ -609,7 +599,7 @@ impl<H: Handler> Sink for Shard<H> {
     fn control(&mut self, _io: &mut Io<'_>) {
         let mut byte = [0; 1];
         match self.control.read(&mut byte) {
-            Ok(1..) if self.core.shutdown.is_none() => self.begin_shutdown(),
+            Ok(1..) if self.context.shutdown.is_none() => self.begin_shutdown(),
             Ok(1..) => {}
             // Every handle is gone (end of stream): the server runs until
             // the process ends.
@@ -656,7 +646,14 @@ fn reserved_slots(config: &ServerConfig) -> usize {
 fn live<S>(connections: &mut Slab<Connection<S>>, token: Token) -> Option<&mut Connection<S>> {
     connections
         .get_mut(token.key as usize)
-        .filter(|connection| connection.generation == token.generation)
+        .filter(|connection| connection.token(token.key as usize) == token)
+}
+
+/// [`live`], to read.
+fn named<S>(connections: &Slab<Connection<S>>, token: Token) -> Option<&Connection<S>> {
+    connections
+        .get(token.key as usize)
+        .filter(|connection| connection.token(token.key as usize) == token)
 }
 
 /// Whole seconds of a timeout, at least one: the sweep's granularity.

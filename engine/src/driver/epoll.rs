@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::error;
 
-use super::{DriverConfig, Io, Sink, Token};
+use super::{DriverConfig, Io, Sink, Token, wait_timeout};
 
 /// Reads from one connection per readiness event, at most: a peer that
 /// never stops sending cannot starve the others (level-triggered epoll
@@ -132,11 +132,7 @@ impl Epoll {
                 watch_listener(self.epoll.as_fd(), index, listener)?;
             }
         }
-        let timeout = match (timeout, self.accept_paused_until) {
-            (Some(timeout), Some(until)) => Some(timeout.min(until - now)),
-            (None, Some(until)) => Some(until - now),
-            (timeout, None) => timeout,
-        };
+        let timeout = wait_timeout(timeout, self.accept_paused_until, now);
         let millis = timeout.map_or(-1, |timeout| {
             // Round up: a timer due in 0.3 ms must not spin with 0.
             i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)

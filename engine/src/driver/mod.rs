@@ -26,7 +26,7 @@ mod uring;
 
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) use epoll::Epoll;
 pub(crate) use uring::Uring;
@@ -206,6 +206,20 @@ impl Driver {
             Driver::Uring(uring) => Io::Uring(uring.ops()),
             Driver::Epoll(epoll) => Io::Epoll(epoll.ops()),
         }
+    }
+}
+
+/// How long a driver waits: the shard's `timeout` (`None`: until an
+/// event), cut short to resume accepting at `accept_paused_until`.
+fn wait_timeout(
+    timeout: Option<Duration>,
+    accept_paused_until: Option<Instant>,
+    now: Instant,
+) -> Option<Duration> {
+    let resume = accept_paused_until.map(|until| until.saturating_duration_since(now));
+    match (timeout, resume) {
+        (Some(timeout), Some(resume)) => Some(timeout.min(resume)),
+        (timeout, resume) => timeout.or(resume),
     }
 }
 

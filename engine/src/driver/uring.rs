@@ -13,7 +13,7 @@ use io_uring::{IoUring, SubmissionQueue, Submitter, cqueue, opcode, squeue};
 use tracing::error;
 
 use super::buf_ring::BufRing;
-use super::{DriverConfig, Io, Sink, Token};
+use super::{DriverConfig, Io, Sink, Token, wait_timeout};
 
 /// The buffer group of the receive ring.
 const GROUP: u16 = 0;
@@ -163,11 +163,7 @@ impl Uring {
                 ops.accept(fd, index);
             }
         }
-        let timeout = match (timeout, self.accept_paused_until) {
-            (Some(timeout), Some(until)) => Some(timeout.min(until - now)),
-            (None, Some(until)) => Some(until - now),
-            (timeout, None) => timeout,
-        };
+        let timeout = wait_timeout(timeout, self.accept_paused_until, now);
         let Uring {
             ring,
             buffers,
