@@ -75,10 +75,11 @@ pub(crate) struct Args {
 }
 
 /// Which monoio driver the generator's threads run on.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum DriverChoice {
     /// io_uring if this kernel (and its seccomp policy) allows it, the
     /// legacy epoll driver otherwise.
+    #[default]
     Auto,
     /// io_uring, failing if it is unavailable.
     IoUring,
@@ -191,10 +192,11 @@ impl Outcome {
         Ok(())
     }
 
-    /// The result as JSON.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
+    /// The result as JSON: `{"scenario": "echo", "params": {..}, "metrics": {..}}`,
+    /// the inputs from `args`.
+    pub(crate) fn to_json(&self, args: &Args) -> serde_json::Value {
         let server = self.server_micros_per_message();
-        json!({
+        let metrics = json!({
             "driver": self.driver,
             "seconds": self.seconds,
             "echoes": self.echoes,
@@ -209,6 +211,21 @@ impl Outcome {
             "server_user_us_per_message": server.map(|(_, user)| user),
             "server_core_share": self.server_core_share(),
             "generator_core_share": self.generator_core_share(),
+        });
+        json!({
+            "scenario": "echo",
+            "params": {
+                "url": args.url,
+                "connections": args.connections,
+                "size": args.size,
+                "in_flight": args.in_flight,
+                "text": args.text,
+                "warmup_seconds": args.warmup,
+                "duration_seconds": args.duration,
+                "threads": args.threads,
+                "cores": args.cores.as_ref().map(ToString::to_string),
+            },
+            "metrics": metrics,
         })
     }
 }
@@ -218,7 +235,7 @@ impl Outcome {
 pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
     let outcome = run(args)?;
     if args.json {
-        println!("{}", outcome.to_json());
+        println!("{}", outcome.to_json(args));
     } else {
         println!(
             "{} connections x {} B {}, {} in flight, {} thread(s), {} driver",

@@ -5,6 +5,7 @@ use std::fs;
 use std::process::Command;
 
 /// What ran the benchmark: CPU, cores, kernel, and the commit measured.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Machine {
     /// CPU model name from /proc/cpuinfo.
     pub(crate) cpu: String,

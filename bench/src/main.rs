@@ -2,9 +2,21 @@
 //! generator of BENCHMARKS.md.
 //!
 //! - `echo`: closed-loop echo load against one server (monoio, io_uring).
-//! - `echo-compare`: servers side by side under the same echo load, each
-//!   pinned and restarted per run; medians, ratios against shardcast and
-//!   the `engine-echo` section of BENCHMARKS.md.
+//! - `latency`: open-loop echo at a fixed offered rate; latency
+//!   percentiles corrected for coordinated omission.
+//! - `fanout`: rooms with subscribers and publishers, through each
+//!   server's own room protocol; deliveries/s and publish-to-delivery
+//!   latency.
+//! - `storm`: clients dropping and reconnecting at once; time until all
+//!   are back, and the latency of the connections that stayed.
+//! - `compare`: servers side by side under the same scenarios in one
+//!   session, each pinned and restarted per run; every run a JSON record.
+//! - `report`: BENCHMARKS.md's scenario sections and plots from those
+//!   records.
+//! - `scaling`: shardcast with 1, 2, 4, 8 shards against uWebSockets.js
+//!   with as many processes, each with as many load cores.
+//! - `trivial-echo`: the cheapest echo server the generator accepts, to
+//!   measure the generator's own ceiling.
 //! - `connections`: servers' memory per idle upgraded connection and their
 //!   handshake rate, tens of thousands of connections from several source
 //!   addresses; the `engine-connections` section of BENCHMARKS.md.
@@ -20,13 +32,24 @@ mod compare;
 mod connections;
 mod cores;
 mod echo;
+mod fanout;
+mod latency;
 mod limits;
 mod machine;
 mod memory;
+mod placement;
+mod plot;
 mod proc_stat;
+mod record;
+mod report;
 mod report_file;
+mod room_protocol;
+mod scaling;
+mod scenario;
 mod servers;
 mod stats;
+mod storm;
+mod trivial_echo;
 
 use std::path::{Path, PathBuf};
 
@@ -45,10 +68,22 @@ enum Command {
     /// Echo load against one WebSocket server: N connections, each sending
     /// the next message when the echo of the last arrives.
     Echo(echo::Args),
-    /// Echo servers side by side: each pinned and restarted per run, the
-    /// same echo load against each, rounds in shuffled order; medians and
-    /// ratios, optionally written to BENCHMARKS.md.
-    EchoCompare(compare::Args),
+    /// Servers side by side under the same scenarios (echo, latency,
+    /// fanout, storm) in one session: each pinned and restarted per run,
+    /// rounds in shuffled order; every run appended to a JSON-lines file
+    /// of records, optionally reported to BENCHMARKS.md at the end.
+    Compare(compare::Args),
+    /// Writes the scenario sections of BENCHMARKS.md, with SVG plots, from
+    /// the records `compare` wrote.
+    Report(report::Args),
+    /// Throughput against cores: shardcast with 1, 2, 4, 8 shards and
+    /// uWebSockets.js with as many processes (SO_REUSEPORT), the load on
+    /// as many further cores; counts that do not fit are skipped.
+    Scaling(scaling::Args),
+    /// The cheapest echo server the load generator accepts (127.0.0.1,
+    /// one thread): what the generator reaches against it is its own
+    /// ceiling on its cores.
+    TrivialEcho(trivial_echo::Args),
     /// Memory per idle connection: opens upgraded connections to each
     /// server up to each count, from several 127.0.0.x source addresses,
     /// and measures the server's RSS per connection and the handshake
@@ -86,7 +121,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo(args) => echo::command(&args),
-        Command::EchoCompare(args) => compare::command(&args),
+        Command::Compare(args) => compare::command(&args),
+        Command::Report(args) => report::command(&args),
+        Command::Scaling(args) => scaling::command(&args),
+        Command::TrivialEcho(args) => trivial_echo::command(&args),
         Command::Connections(args) => connections::command(&args),
         Command::CodecReport {
             criterion,

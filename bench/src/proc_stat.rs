@@ -25,14 +25,44 @@ pub(crate) struct CpuSpent {
 }
 
 impl CpuTimes {
-    /// Reads the CPU times of process `pid`; `None` reads this process.
+    /// Reads the CPU times of process `pid`, with every other process of
+    /// its process group when it leads one (a server that runs a process
+    /// per core is charged for all of them: `RunningServer` starts each
+    /// server as the leader of its own group); `None` reads this process.
     pub(crate) fn read(pid: Option<u32>) -> anyhow::Result<CpuTimes> {
-        let path = match pid {
-            Some(pid) => format!("/proc/{pid}/stat"),
-            None => "/proc/self/stat".to_owned(),
+        let Some(pid) = pid else {
+            return CpuTimes::read_path("/proc/self/stat").map(|(times, _)| times);
         };
-        let line = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        CpuTimes::parse(&line).with_context(|| format!("parsing {path}"))
+        let (mut times, group) = CpuTimes::read_path(&format!("/proc/{pid}/stat"))?;
+        if group != pid {
+            return Ok(times);
+        }
+        for entry in fs::read_dir("/proc").context("listing /proc")? {
+            let Some(other) = entry
+                .ok()
+                .and_then(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&other| other != pid)
+            else {
+                continue;
+            };
+            // Processes come and go while /proc is listed: one that is
+            // gone by the time it is read has nothing left to count.
+            if let Ok((more, other_group)) = CpuTimes::read_path(&format!("/proc/{other}/stat")) {
+                if other_group == pid {
+                    times.user_ticks += more.user_ticks;
+                    times.system_ticks += more.system_ticks;
+                }
+            }
+        }
+        Ok(times)
+    }
+
+    /// Reads one stat file: the CPU times and the process group.
+    fn read_path(path: &str) -> anyhow::Result<(CpuTimes, u32)> {
+        let line = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let times = CpuTimes::parse(&line).with_context(|| format!("parsing {path}"))?;
+        let group = process_group(&line).with_context(|| format!("parsing {path}"))?;
+        Ok((times, group))
     }
 
     /// Parses one `/proc/PID/stat` line. The command name (field 2) is in
@@ -71,6 +101,19 @@ impl CpuTimes {
     }
 }
 
+/// The process group (field 5) of a `/proc/PID/stat` line.
+fn process_group(line: &str) -> anyhow::Result<u32> {
+    let Some((_, after_name)) = line.rsplit_once(')') else {
+        bail!("no command name in {line:?}");
+    };
+    after_name
+        .split_ascii_whitespace()
+        .nth(5 - 3)
+        .context("no pgrp field")?
+        .parse()
+        .context("pgrp is not a number")
+}
+
 /// Clock ticks per second, the unit of `/proc/PID/stat` times
 /// (`sysconf(_SC_CLK_TCK)`).
 pub(crate) fn ticks_per_second() -> u64 {
@@ -100,6 +143,12 @@ mod tests {
                 system_ticks: 79,
             }
         );
+    }
+
+    #[test]
+    fn the_process_group_is_the_fifth_field() {
+        assert_eq!(process_group(LINE).unwrap(), 10990);
+        assert!(process_group("4242 (echo) S 1").is_err());
     }
 
     #[test]

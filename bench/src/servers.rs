@@ -4,6 +4,7 @@
 //! command line of a run as the reports quote it.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::thread;
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shardcast::CoreList;
+
+use crate::room_protocol::RoomProtocol;
 
 /// How long a server may take to open its port.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,7 +48,33 @@ impl FromStr for ServerSpec {
     }
 }
 
-/// A started server, killed when dropped.
+/// A server with rooms under test: its room protocol and how to start it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FanoutServerSpec {
+    /// Its name and command.
+    pub(crate) server: ServerSpec,
+    /// The room protocol the fanout load speaks to it.
+    pub(crate) protocol: RoomProtocol,
+}
+
+impl FromStr for FanoutServerSpec {
+    type Err = anyhow::Error;
+
+    /// Parses `NAME=PROTOCOL:COMMAND`.
+    fn from_str(text: &str) -> anyhow::Result<FanoutServerSpec> {
+        let expected = || format!("expected NAME=PROTOCOL:COMMAND, got {text:?}");
+        let (name, rest) = text.split_once('=').with_context(expected)?;
+        let (protocol, command) = rest.split_once(':').with_context(expected)?;
+        Ok(FanoutServerSpec {
+            server: format!("{name}={command}").parse()?,
+            protocol: protocol.trim().parse()?,
+        })
+    }
+}
+
+/// A started server, killed when dropped, with every process it started:
+/// it leads its own process group, which is also what its CPU time is
+/// read over.
 ///
 /// It runs with this process's resource limits: raise RLIMIT_NOFILE here
 /// before starting it to give it more file descriptors.
@@ -67,6 +96,7 @@ impl RunningServer {
         let child = Command::new("taskset")
             .args(["-c", &cores])
             .args(command.split_whitespace())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -106,7 +136,14 @@ impl RunningServer {
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        // It may have exited already; either way it must not outlive the run.
+        // It may have exited already; either way neither it nor any process
+        // it started (its group) may outlive the run.
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -45,7 +45,7 @@ fn echo_connection(stream: TcpStream, corrupt: bool) {
 }
 
 /// Runs the generator for about a second and returns its exit success and
-/// JSON result.
+/// the metrics of its JSON result.
 fn run_echo(port: u16, extra: &[&str]) -> (bool, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
         .args(["echo", "--url", &format!("ws://127.0.0.1:{port}/echo")])
@@ -54,9 +54,11 @@ fn run_echo(port: u16, extra: &[&str]) -> (bool, Value) {
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let result = serde_json::from_str(stdout.trim())
+    let result: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
-    (output.status.success(), result)
+    assert_eq!(result["scenario"], "echo", "{result}");
+    assert!(result["params"]["connections"].as_u64().is_some(), "{result}");
+    (output.status.success(), result["metrics"].clone())
 }
 
 #[test]
