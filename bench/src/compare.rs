@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use shardcast::CoreList;
 
-use crate::client::XorShift;
+use crate::client::{EchoProtocol, XorShift};
 use crate::echo::{self, Outcome};
 use crate::machine::Machine;
 use crate::report_file::{self, section_header};
@@ -292,6 +292,7 @@ fn run_one(args: &Args, spec: &ServerSpec, scenario: &Scenario) -> anyhow::Resul
     let server = RunningServer::start(spec, port, &placement.server)?;
     let load = echo::Args {
         url: format!("ws://127.0.0.1:{port}{}", args.path),
+        protocol: EchoProtocol::Raw,
         connections: scenario.connections,
         size: scenario.size,
         in_flight: args.in_flight,

@@ -26,6 +26,7 @@ mod memory;
 mod proc_stat;
 mod report_file;
 mod servers;
+mod socket_io;
 mod stats;
 
 use std::path::{Path, PathBuf};
