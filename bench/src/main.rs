@@ -5,6 +5,10 @@
 //! - `echo-compare`: servers side by side under the same echo load, each
 //!   pinned and restarted per run; medians, ratios against shardcast and
 //!   the `engine-echo` section of BENCHMARKS.md.
+//! - `fanout`: publish/subscribe load against one server: subscribers in
+//!   one room or many, publishers, deliveries per second, publish-to-
+//!   delivery latency, every message checked (uWebSockets.js topics or
+//!   Socket.IO rooms).
 //! - `connections`: servers' memory per idle upgraded connection and their
 //!   handshake rate, tens of thousands of connections from several source
 //!   addresses; the `engine-connections` section of BENCHMARKS.md.
@@ -20,11 +24,13 @@ mod compare;
 mod connections;
 mod cores;
 mod echo;
+mod fanout;
 mod limits;
 mod machine;
 mod memory;
 mod proc_stat;
 mod report_file;
+mod room_protocol;
 mod servers;
 mod socket_io;
 mod stats;
@@ -50,6 +56,11 @@ enum Command {
     /// same echo load against each, rounds in shuffled order; medians and
     /// ratios, optionally written to BENCHMARKS.md.
     EchoCompare(compare::Args),
+    /// Publish/subscribe load against one server: M subscribers in K
+    /// rooms, P publishers, closed loop (each round waits for every
+    /// delivery) or a fixed publish rate; deliveries per second and
+    /// publish-to-delivery latency, every message checked.
+    Fanout(fanout::Args),
     /// Memory per idle connection: opens upgraded connections to each
     /// server up to each count, from several 127.0.0.x source addresses,
     /// and measures the server's RSS per connection and the handshake
@@ -88,6 +99,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo(args) => echo::command(&args),
         Command::EchoCompare(args) => compare::command(&args),
+        Command::Fanout(args) => fanout::command(&args),
         Command::Connections(args) => connections::command(&args),
         Command::CodecReport {
             criterion,

@@ -7,7 +7,9 @@
 // It listens on 127.0.0.1:PORT, path /socket.io/, default namespace:
 // - "echo" (data): the server emits "echo" with the same data back to the
 //   sender;
-// - "join" (room): the socket joins room `room` (socket.join);
+// - "join" (room, ack): the socket joins room `room` (socket.join), then
+//   acknowledges, when the client asked for it, so the client knows
+//   publishes to the room reach it;
 // - "publish" (room, data): the server emits "message" (data) to every
 //   socket in `room` (io.to(room).emit), the publisher included if it
 //   joined.
@@ -27,8 +29,8 @@
 //   do, and never poll.
 // - The default parser: the benchmark sends text events only, and a
 //   custom parser (msgpack) helps binary payloads, which are not used.
-// - No connection-state recovery, no middleware, no acknowledgements:
-//   nothing that the scenarios do not use.
+// - No connection-state recovery, no middleware, no acknowledgement but
+//   the join's: nothing that the scenarios do not use.
 
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
@@ -51,8 +53,11 @@ io.on('connection', (socket) => {
   socket.on('echo', (data) => {
     socket.emit('echo', data);
   });
-  socket.on('join', (room) => {
+  socket.on('join', (room, ack) => {
     socket.join(room);
+    if (typeof ack === 'function') {
+      ack();
+    }
   });
   socket.on('publish', (room, data) => {
     io.to(room).emit('message', data);
