@@ -21,17 +21,21 @@
 //! latency in an HDR histogram and count lost, duplicated, late (out of
 //! order) and corrupt messages. Any of those fails the run.
 //!
-//! Every connection runs on one generator thread (one monoio runtime):
-//! the closed loop's round barrier is then a plain counter and a waker,
-//! with no synchronization between threads. `generator_core_share` shows
-//! when that thread, not the server, is the limit.
+//! The subscribers, and the closed loop's publishers, run on one
+//! generator thread (one monoio runtime): the closed loop's round barrier
+//! is then a plain counter and a waker, with no synchronization between
+//! threads. The open loop's publishers run on a second thread, which
+//! blocks until each publish is due: monoio's timer counts milliseconds,
+//! too coarse for a latency measured in microseconds. Both threads go on
+//! the `--cores` core. `generator_core_share` shows when the generator,
+//! not the server, is the limit.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,7 +43,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use serde_json::json;
 use shardcast::CoreList;
@@ -89,7 +93,7 @@ pub(crate) struct Args {
     /// Seconds measured.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) duration: f64,
-    /// The core to pin the generator's one thread to (a list of one core);
+    /// The core to pin the generator's threads to (a list of one core);
     /// unpinned when absent.
     #[arg(long)]
     pub(crate) cores: Option<CoreList>,
@@ -116,9 +120,10 @@ const DRAIN_SECONDS: f64 = 2.0;
 /// missing messages; a larger one is a corrupt payload.
 const MAX_GAP: u64 = 1 << 20;
 
-/// Publishes one open-loop publisher sends in one write at most, when it
-/// has fallen behind its schedule.
-const MAX_BATCH: usize = 1024;
+/// How long before a publish is due the open loop's publisher thread
+/// stops sleeping and spins, nanoseconds: a sleep can overshoot by about
+/// this much.
+const SPIN_NANOS: u64 = 100_000;
 
 /// Latencies above this many nanoseconds (one minute) are recorded as it.
 const MAX_LATENCY_NANOS: u64 = 60_000_000_000;
@@ -349,7 +354,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
             cores::check_available(cores.as_slice())?;
             match cores.as_slice() {
                 [core] => Some(*core),
-                _ => bail!("fanout runs one generator thread: give --cores one core"),
+                _ => bail!("fanout pins its generator threads to one core: give --cores one core"),
             }
         }
         None => None,
@@ -361,15 +366,33 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
     let connections = args.subscribers + args.publishers;
     let ticks = proc_stat::ticks_per_second();
     let shared = Arc::new(Shared::default());
+    let ledger = Arc::new(Ledger::new(args, Arc::clone(&shared)));
     let start = Instant::now();
+    let mut rng = XorShift::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64),
+    );
 
-    let generator = {
-        let shared = Arc::clone(&shared);
-        let args = args.clone();
+    let subscribers = {
+        let (ledger, target, seed) = (Arc::clone(&ledger), target.clone(), rng.next());
+        let (driver, closed_loop) = (args.driver, args.rate.is_none());
         thread::Builder::new()
-            .name("fanout-load".to_owned())
-            .spawn(move || generator_thread(&args, core, target, shared))
-            .context("starting the generator thread")?
+            .name("fanout-subscribers".to_owned())
+            .spawn(move || subscribers_thread(ledger, driver, core, target, closed_loop, seed))
+            .context("starting the subscribers' thread")?
+    };
+    let publishers = match args.rate {
+        Some(rate) => {
+            ledger.publishing.store(true, Ordering::Release);
+            let (ledger, seed, driver) = (Arc::clone(&ledger), rng.next(), args.driver);
+            let thread = thread::Builder::new()
+                .name("fanout-publishers".to_owned())
+                .spawn(move || publishers_thread(ledger, driver, core, target, rate, seed))
+                .context("starting the publishers' thread")?;
+            Some(thread)
+        }
+        None => None,
     };
 
     let connect_deadline = start + Duration::from_secs_f64(args.connect_timeout);
@@ -405,24 +428,34 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         (Some(pid), Some(before)) => Some(CpuTimes::read(Some(pid))?.since(&before, ticks)),
         _ => None,
     };
-    let tally = generator
+    if let Some(publishers) = publishers {
+        publishers
+            .join()
+            .map_err(|_| anyhow::anyhow!("the publishers' thread panicked"))??;
+    }
+    let tally = subscribers
         .join()
-        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
+        .map_err(|_| anyhow::anyhow!("the subscribers' thread panicked"))??;
+    let first_error = ledger
+        .first_error
+        .lock()
+        .ok()
+        .and_then(|mut first| first.take());
     Ok(Outcome {
         args: args.clone(),
         driver: tally.driver,
         connect_seconds,
         seconds,
         deliveries: tally.deliveries,
-        publishes: tally.publishes,
+        publishes: ledger.publishes.load(Ordering::Relaxed),
         latency: tally.latency,
-        lost: tally.expected.saturating_sub(tally.received),
+        lost: ledger.expected().saturating_sub(tally.received),
         duplicates: tally.duplicates,
         out_of_order: tally.out_of_order,
         corrupt: tally.corrupt,
-        failed: tally.failed,
+        failed: ledger.failed.load(Ordering::Relaxed),
         stalled,
-        first_error: tally.first_error,
+        first_error,
         server_cpu,
         generator_cpu,
     })
@@ -451,71 +484,76 @@ fn check_args(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The generator thread's share of the outcome.
+/// What the subscribers' thread measured.
 struct Tally {
     driver: &'static str,
     deliveries: u64,
-    publishes: u64,
     latency: Histogram<u64>,
-    expected: u64,
     received: u64,
     duplicates: u64,
     out_of_order: u64,
     corrupt: u64,
-    failed: u64,
-    first_error: Option<String>,
 }
 
-/// Runs every connection on one monoio runtime until the run is over and
-/// the deliveries still due have arrived or the drain time ran out.
-fn generator_thread(
-    args: &Args,
+/// The subscribers' thread: every subscriber, and the publishers of the
+/// closed loop, on one monoio runtime until the run is over and the
+/// deliveries still due have arrived or the drain time ran out.
+fn subscribers_thread(
+    ledger: Arc<Ledger>,
+    driver: DriverChoice,
     core: Option<usize>,
     target: Target,
-    shared: Arc<Shared>,
+    closed_loop: bool,
+    seed: u64,
 ) -> anyhow::Result<Tally> {
-    let connections = args.subscribers + args.publishers;
     let runtime = core
         .map_or(Ok(()), cores::pin_current_thread)
-        .and_then(|()| args.driver.build());
+        .and_then(|()| driver.build());
     let mut runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             // No connection will start: the clock must not wait for them.
-            shared.failed.fetch_add(connections, Ordering::Relaxed);
+            let connections = ledger.subscribers + ledger.publishers;
+            ledger
+                .shared
+                .failed
+                .fetch_add(connections, Ordering::Relaxed);
             return Err(error);
         }
     };
-    let state = Rc::new(Fanout::new(args, shared)?);
+    let state = Rc::new(Fanout::new(ledger, closed_loop)?);
     let target = Rc::new(target);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos() as u64);
     let main = {
         let state = Rc::clone(&state);
         async move {
+            let ledger = &state.ledger;
             let mut rng = XorShift::new(seed);
-            for index in 0..state.subscribers {
+            for index in 0..ledger.subscribers {
                 let (state, target, seed) = (Rc::clone(&state), Rc::clone(&target), rng.next());
                 monoio::spawn(async move {
                     let result = subscriber(&state, index, &target, seed).await;
-                    state.settle(result);
+                    state.ledger.settle(result);
                 });
             }
-            for index in 0..state.publishers {
-                let (state, target, seed) = (Rc::clone(&state), Rc::clone(&target), rng.next());
-                monoio::spawn(async move {
-                    let result = publisher(&state, index, &target, seed).await;
-                    state.settle(result);
-                });
+            if closed_loop {
+                for index in 0..ledger.publishers {
+                    let (state, target, seed) = (Rc::clone(&state), Rc::clone(&target), rng.next());
+                    monoio::spawn(async move {
+                        let result = closed_loop_publisher(&state, index, &target, seed).await;
+                        state.ledger.settle(result);
+                    });
+                }
             }
             // The clock runs on the calling thread; a check every 10 ms
             // costs the generator next to nothing.
-            while state.phase() != phase::DONE {
+            while ledger.phase() != phase::DONE {
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
             let drained = Instant::now() + Duration::from_secs_f64(DRAIN_SECONDS);
-            while state.received.get() < state.expected() && Instant::now() < drained {
+            while (ledger.publishing.load(Ordering::Acquire)
+                || state.received.get() < ledger.expected())
+                && Instant::now() < drained
+            {
                 monoio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -528,21 +566,60 @@ fn generator_thread(
     let tally = Tally {
         driver,
         deliveries: state.deliveries.get(),
-        publishes: state.publishes.get(),
         latency: state.latency.borrow().clone(),
-        expected: state.expected(),
         received: state.received.get(),
         duplicates: state.duplicates.get(),
         out_of_order: state.out_of_order.get(),
         corrupt: state.corrupt.get(),
-        failed: state.failed.get(),
-        first_error: state.first_error.take(),
     };
     // The connections still open are dropped with the runtime.
     drop(runtime);
     Ok(tally)
 }
 
+/// The open loop's publisher thread: every publisher on a monoio runtime
+/// of its own, so that the schedule can be kept to the microsecond by
+/// blocking the thread (monoio's timer counts milliseconds).
+fn publishers_thread(
+    ledger: Arc<Ledger>,
+    driver: DriverChoice,
+    core: Option<usize>,
+    target: Target,
+    rate: f64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let runtime = core
+        .map_or(Ok(()), cores::pin_current_thread)
+        .and_then(|()| driver.build());
+    let mut runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            ledger.publishing.store(false, Ordering::Release);
+            ledger
+                .shared
+                .failed
+                .fetch_add(ledger.publishers, Ordering::Relaxed);
+            return Err(error);
+        }
+    };
+    let clock = Arc::clone(&ledger);
+    runtime.block_on(async move {
+        monoio::spawn(open_loop_publishers(
+            Arc::clone(&clock),
+            Rc::new(target),
+            rate,
+            seed,
+        ));
+        // A publisher stuck connecting must not keep the run from ending.
+        while clock.phase() != phase::DONE {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // The publishing task never runs again.
+    drop(runtime);
+    ledger.publishing.store(false, Ordering::Release);
+    Ok(())
+}
 /// Hex digits of the publisher's index at the start of a payload.
 const PUBLISHER_DIGITS: usize = 4;
 /// Hex digits of the sequence number, after the publisher's.
@@ -680,9 +757,9 @@ impl Track {
     }
 }
 
-/// What the generator thread's connections share: the run's shape, the
-/// closed loop's round barrier, what was published and what arrived.
-struct Fanout {
+/// What every thread of the generator shares: the run's shape, what was
+/// published, the connections ready and the failures.
+struct Ledger {
     protocol: RoomProtocol,
     size: usize,
     subscribers: usize,
@@ -691,46 +768,34 @@ struct Fanout {
     rooms: Vec<Vec<u8>>,
     /// Subscribers per room.
     room_sizes: Vec<u64>,
-    rate: Option<f64>,
     /// Where publish times count from.
     epoch: Instant,
     shared: Arc<Shared>,
     /// Connections ready: subscribers joined, publishers connected.
-    ready: Cell<usize>,
-    /// The closed loop's round; 0 until every connection is ready, which
-    /// starts round 1 (and the open loop's schedule).
-    round: Cell<u64>,
-    /// Deliveries the current round still waits for.
-    remaining: Cell<u64>,
-    /// Each publisher's waker while it waits for the next round.
-    wakers: RefCell<Vec<Option<Waker>>>,
+    ready: AtomicUsize,
+    /// When every connection was ready, nanoseconds since the epoch plus
+    /// one; 0 before.
+    started: AtomicU64,
+    /// Whether the open loop's publishers' thread may still publish: the
+    /// subscribers' thread waits for it before it counts what is due.
+    publishing: AtomicBool,
     /// Messages published, per publisher and room (`publisher * rooms +
     /// room`): the next sequence number of each.
-    published: Vec<Cell<u64>>,
+    published: Vec<AtomicU64>,
     /// Publishes in the measured window.
-    publishes: Cell<u64>,
-    /// Deliveries in the measured window.
-    deliveries: Cell<u64>,
-    /// Messages received once, over the whole run.
-    received: Cell<u64>,
-    duplicates: Cell<u64>,
-    out_of_order: Cell<u64>,
-    corrupt: Cell<u64>,
-    /// Latency of the window's deliveries, nanoseconds.
-    latency: RefCell<Histogram<u64>>,
-    failed: Cell<u64>,
-    first_error: RefCell<Option<String>>,
+    publishes: AtomicU64,
+    /// Connections that failed before the run was over.
+    failed: AtomicU64,
+    /// The first failure's description.
+    first_error: Mutex<Option<String>>,
 }
 
-impl Fanout {
-    fn new(args: &Args, shared: Arc<Shared>) -> anyhow::Result<Fanout> {
+impl Ledger {
+    fn new(args: &Args, shared: Arc<Shared>) -> Ledger {
         let rooms = args.rooms;
-        let room_sizes = (0..rooms)
-            .map(|room| {
-                (args.subscribers / rooms + usize::from(room < args.subscribers % rooms)) as u64
-            })
-            .collect();
-        Ok(Fanout {
+        let room_size =
+            |room: usize| args.subscribers / rooms + usize::from(room < args.subscribers % rooms);
+        Ledger {
             protocol: args.protocol,
             size: args.size,
             subscribers: args.subscribers,
@@ -738,28 +803,19 @@ impl Fanout {
             rooms: (0..rooms)
                 .map(|room| format!("r{room}").into_bytes())
                 .collect(),
-            room_sizes,
-            rate: args.rate,
+            room_sizes: (0..rooms).map(|room| room_size(room) as u64).collect(),
             epoch: Instant::now(),
             shared,
-            ready: Cell::new(0),
-            round: Cell::new(0),
-            remaining: Cell::new(0),
-            wakers: RefCell::new(vec![None; args.publishers]),
-            published: (0..args.publishers * rooms).map(|_| Cell::new(0)).collect(),
-            publishes: Cell::new(0),
-            deliveries: Cell::new(0),
-            received: Cell::new(0),
-            duplicates: Cell::new(0),
-            out_of_order: Cell::new(0),
-            corrupt: Cell::new(0),
-            latency: RefCell::new(
-                Histogram::new_with_bounds(1, MAX_LATENCY_NANOS, 3)
-                    .context("creating the latency histogram")?,
-            ),
-            failed: Cell::new(0),
-            first_error: RefCell::new(None),
-        })
+            ready: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            publishing: AtomicBool::new(false),
+            published: (0..args.publishers * rooms)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            publishes: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+        }
     }
 
     fn phase(&self) -> u8 {
@@ -776,29 +832,136 @@ impl Fanout {
         self.published
             .iter()
             .enumerate()
-            .map(|(index, count)| count.get() * self.room_sizes[index % self.rooms.len()])
+            .map(|(index, count)| {
+                count.load(Ordering::Acquire) * self.room_sizes[index % self.rooms.len()]
+            })
             .sum()
     }
 
-    /// Deliveries each closed-loop round waits for: one message of each
-    /// publisher per subscriber.
-    fn per_round(&self) -> u64 {
-        (self.publishers * self.subscribers) as u64
+    /// Counts a connection ready; returns whether it was the last, which
+    /// starts the run.
+    fn connection_ready(&self) -> bool {
+        self.shared.upgraded.fetch_add(1, Ordering::Relaxed);
+        let ready = self.ready.fetch_add(1, Ordering::AcqRel) + 1;
+        let last = ready == self.subscribers + self.publishers;
+        if last {
+            self.started.store(self.nanos() + 1, Ordering::Release);
+        }
+        last
     }
 
-    /// Counts a connection ready; the last one starts the first round.
+    /// When every connection was ready, nanoseconds since the epoch.
+    fn started(&self) -> Option<u64> {
+        self.started.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Records a connection's end: a failure, unless the run was over.
+    fn settle(&self, result: anyhow::Result<()>) {
+        if let Err(error) = result {
+            if self.phase() != phase::DONE {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| format!("{error:#}"));
+                }
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Appends a publish of the next message of `publisher` to `room`,
+    /// stamped `nanos`, to the publisher's buffers.
+    fn push_publish(
+        &self,
+        publisher: usize,
+        room: usize,
+        nanos: u64,
+        buffers: &mut PublishBuffers,
+        rng: &mut XorShift,
+    ) {
+        let count = &self.published[publisher * self.rooms.len() + room];
+        // Only this publisher's task counts its messages.
+        let seq = count.load(Ordering::Relaxed);
+        write_stamp(
+            &mut buffers.payload,
+            Stamp {
+                publisher,
+                seq,
+                nanos,
+            },
+        );
+        self.protocol.publish(
+            &mut buffers.out,
+            &mut buffers.scratch,
+            &self.rooms[room],
+            &buffers.payload,
+            rng,
+        );
+        count.store(seq + 1, Ordering::Release);
+        if self.phase() == phase::MEASURING {
+            self.publishes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the subscribers' thread keeps: the closed loop's round barrier
+/// and what arrived.
+struct Fanout {
+    ledger: Arc<Ledger>,
+    /// Whether rounds pace the publishers (no `--rate`).
+    closed_loop: bool,
+    /// The closed loop's round; 0 until every connection is ready, which
+    /// starts round 1.
+    round: Cell<u64>,
+    /// Deliveries the current round still waits for.
+    remaining: Cell<u64>,
+    /// Each publisher's waker while it waits for the next round.
+    wakers: RefCell<Vec<Option<Waker>>>,
+    /// Deliveries in the measured window.
+    deliveries: Cell<u64>,
+    /// Messages received once, over the whole run.
+    received: Cell<u64>,
+    duplicates: Cell<u64>,
+    out_of_order: Cell<u64>,
+    corrupt: Cell<u64>,
+    /// Latency of the window's deliveries, nanoseconds.
+    latency: RefCell<Histogram<u64>>,
+}
+
+impl Fanout {
+    fn new(ledger: Arc<Ledger>, closed_loop: bool) -> anyhow::Result<Fanout> {
+        let publishers = ledger.publishers;
+        Ok(Fanout {
+            ledger,
+            closed_loop,
+            round: Cell::new(0),
+            remaining: Cell::new(0),
+            wakers: RefCell::new(vec![None; publishers]),
+            deliveries: Cell::new(0),
+            received: Cell::new(0),
+            duplicates: Cell::new(0),
+            out_of_order: Cell::new(0),
+            corrupt: Cell::new(0),
+            latency: RefCell::new(
+                Histogram::new_with_bounds(1, MAX_LATENCY_NANOS, 3)
+                    .context("creating the latency histogram")?,
+            ),
+        })
+    }
+
+    /// Counts a connection of this thread ready; in the closed loop, the
+    /// last one starts the first round.
     fn connection_ready(&self) {
-        self.ready.set(self.ready.get() + 1);
-        self.shared.upgraded.fetch_add(1, Ordering::Relaxed);
-        if self.ready.get() == self.subscribers + self.publishers {
+        if self.ledger.connection_ready() && self.closed_loop {
             self.next_round();
         }
     }
 
-    /// Starts the next round and wakes every publisher.
+    /// Starts the next round, waiting for one message of each publisher
+    /// per subscriber, and wakes every publisher.
     fn next_round(&self) {
         self.round.set(self.round.get() + 1);
-        self.remaining.set(self.per_round());
+        self.remaining
+            .set((self.ledger.publishers * self.ledger.subscribers) as u64);
         for waker in self.wakers.borrow_mut().iter_mut() {
             if let Some(waker) = waker.take() {
                 waker.wake();
@@ -815,52 +978,9 @@ impl Fanout {
         }
     }
 
-    /// Records a connection's end: a failure, unless the run was over.
-    fn settle(&self, result: anyhow::Result<()>) {
-        if let Err(error) = result {
-            if self.phase() != phase::DONE {
-                self.failed.set(self.failed.get() + 1);
-                self.first_error
-                    .borrow_mut()
-                    .get_or_insert_with(|| format!("{error:#}"));
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Appends a publish of the next message of `publisher` to `room`,
-    /// stamped `nanos`, to `out`. `payload` is the publisher's template.
-    fn push_publish(
-        &self,
-        publisher: usize,
-        room: usize,
-        nanos: u64,
-        buffers: &mut PublishBuffers,
-        rng: &mut XorShift,
-    ) {
-        let count = &self.published[publisher * self.rooms.len() + room];
-        let stamp = Stamp {
-            publisher,
-            seq: count.get(),
-            nanos,
-        };
-        write_stamp(&mut buffers.payload, stamp);
-        self.protocol.publish(
-            &mut buffers.out,
-            &mut buffers.scratch,
-            &self.rooms[room],
-            &buffers.payload,
-            rng,
-        );
-        count.set(stamp.seq + 1);
-        if self.phase() == phase::MEASURING {
-            self.publishes.set(self.publishes.get() + 1);
-        }
-    }
-
     /// Takes a delivery to a subscriber, received at `now`, into account.
     fn deliver(&self, track: &mut Track, payload: &[u8], now: u64) {
-        let Some(stamp) = read_stamp(payload, self.size) else {
+        let Some(stamp) = read_stamp(payload, self.ledger.size) else {
             self.corrupt.set(self.corrupt.get() + 1);
             return;
         };
@@ -877,12 +997,12 @@ impl Fanout {
             }
         }
         self.received.set(self.received.get() + 1);
-        if self.phase() == phase::MEASURING {
+        if self.ledger.phase() == phase::MEASURING {
             self.deliveries.set(self.deliveries.get() + 1);
             let latency = now.saturating_sub(stamp.nanos).max(1);
             self.latency.borrow_mut().saturating_record(latency);
         }
-        if self.rate.is_none() {
+        if self.closed_loop {
             let remaining = self.remaining.get().saturating_sub(1);
             self.remaining.set(remaining);
             if remaining == 0 {
@@ -914,25 +1034,6 @@ impl Future for RoundWait<'_> {
     }
 }
 
-/// Gives the other tasks of the runtime a turn, I/O completions included:
-/// an open-loop publisher spins on this when its next publish is less
-/// than the timer's resolution away.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-}
-
 /// A publisher's buffers, reused for every publish.
 struct PublishBuffers {
     /// The payload, its header rewritten for each message.
@@ -943,10 +1044,20 @@ struct PublishBuffers {
     out: Vec<u8>,
 }
 
+impl PublishBuffers {
+    fn new(size: usize) -> PublishBuffers {
+        PublishBuffers {
+            payload: payload_template(size),
+            scratch: Vec::new(),
+            out: Vec::with_capacity(64 * 1024),
+        }
+    }
+}
+
 /// Connects, upgrades and opens the protocol's session; returns the
 /// stream and the bytes read after the opening.
 async fn open(
-    state: &Fanout,
+    ledger: &Ledger,
     target: &Target,
     rng: &mut XorShift,
 ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
@@ -955,7 +1066,7 @@ async fn open(
         .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
     let leftover = client::handshake(&mut stream, target, rng).await?;
-    let leftover = state.protocol.open(&mut stream, leftover, rng).await?;
+    let leftover = ledger.protocol.open(&mut stream, leftover, rng).await?;
     Ok((stream, leftover))
 }
 
@@ -967,22 +1078,23 @@ async fn subscriber(
     target: &Target,
     seed: u64,
 ) -> anyhow::Result<()> {
+    let ledger = &state.ledger;
     let mut rng = XorShift::new(seed);
-    let (mut stream, leftover) = open(state, target, &mut rng).await?;
+    let (mut stream, leftover) = open(ledger, target, &mut rng).await?;
     let mut outgoing = Vec::with_capacity(4096);
     let mut scratch = Vec::new();
-    let room = &state.rooms[index % state.rooms.len()];
-    state
+    let room = &ledger.rooms[index % ledger.rooms.len()];
+    ledger
         .protocol
         .join(&mut outgoing, &mut scratch, room, &mut rng);
-    let mut track = Track::new(state.publishers);
+    let mut track = Track::new(ledger.publishers);
     let mut decoder = Decoder::<Client>::new(DecoderConfig::DEFAULT);
     let mut inflater = Inflater::new();
     let mut incoming = leftover;
     incoming.reserve(64 * 1024);
     let mut joined = false;
     loop {
-        let now = state.nanos();
+        let now = ledger.nanos();
         let filled = incoming.len();
         let mut offset = 0;
         while offset < filled {
@@ -991,7 +1103,7 @@ async fn subscriber(
             let Some(message) = message else {
                 continue;
             };
-            match state.protocol.read(message, &mut outgoing, &mut rng)? {
+            match ledger.protocol.read(message, &mut outgoing, &mut rng)? {
                 Inbound::Nothing => {}
                 Inbound::Joined if !joined => {
                     joined = true;
@@ -1017,95 +1129,150 @@ async fn subscriber(
     }
 }
 
-/// Publisher `index`: publishes round after round (closed loop) or on
-/// its schedule (open loop) until the run is over. A task of its own
-/// reads what the server sends it and queues any answer (pongs) in
-/// `control`, written with the next publishes; its failure counts as a
-/// failed connection too.
-async fn publisher(
-    state: &Rc<Fanout>,
+/// A publisher's connection, its writing half: what the server sends it
+/// is read by a task of its own ([`publisher_reads`]), which queues any
+/// answer (pongs) in `control`, written with the next publishes.
+struct PublisherConnection {
+    writer: OwnedWriteHalf<TcpStream>,
+    control: Rc<RefCell<Vec<u8>>>,
+    buffers: PublishBuffers,
+    rng: XorShift,
+}
+
+impl PublisherConnection {
+    /// Connects publisher `seed`'s connection and starts its reading task,
+    /// whose failure counts as a failed connection.
+    async fn open(ledger: &Arc<Ledger>, target: &Target, seed: u64) -> anyhow::Result<Self> {
+        let mut rng = XorShift::new(seed);
+        let (stream, leftover) = open(ledger, target, &mut rng).await?;
+        let (reader, writer) = stream.into_split();
+        let control = Rc::new(RefCell::new(Vec::new()));
+        {
+            let (ledger, control) = (Arc::clone(ledger), Rc::clone(&control));
+            let rng = XorShift::new(rng.next());
+            monoio::spawn(async move {
+                let result =
+                    publisher_reads(ledger.protocol, reader, leftover, &control, rng).await;
+                ledger.settle(result);
+            });
+        }
+        Ok(PublisherConnection {
+            writer,
+            control,
+            buffers: PublishBuffers::new(ledger.size),
+            rng,
+        })
+    }
+
+    /// Writes the publishes queued in the buffers, and the answers the
+    /// reading task queued.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let out = &mut self.buffers.out;
+        out.extend_from_slice(&self.control.borrow());
+        self.control.borrow_mut().clear();
+        if !out.is_empty() {
+            let (result, buf) = self.writer.write_all(std::mem::take(out)).await;
+            result.context("publishing")?;
+            *out = buf;
+            out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Closed-loop publisher `index`: in each round, one message to every
+/// room, then it waits for the next round, until the run is over.
+async fn closed_loop_publisher(
+    state: &Fanout,
     index: usize,
     target: &Target,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let mut rng = XorShift::new(seed);
-    let (stream, leftover) = open(state, target, &mut rng).await?;
-    let (reader, mut writer) = stream.into_split();
-    let control = Rc::new(RefCell::new(Vec::new()));
-    {
-        let (state, control) = (Rc::clone(state), Rc::clone(&control));
-        let rng = XorShift::new(rng.next());
-        monoio::spawn(async move {
-            let result = publisher_reads(state.protocol, reader, leftover, &control, rng).await;
-            state.settle(result);
-        });
-    }
+    let ledger = &state.ledger;
+    let mut connection = PublisherConnection::open(ledger, target, seed).await?;
     state.connection_ready();
-    let mut buffers = PublishBuffers {
-        payload: payload_template(state.size),
-        scratch: Vec::new(),
-        out: Vec::with_capacity(64 * 1024),
-    };
     let mut round = state.wait_round(index, 0).await;
-    // Open loop: publish i of this publisher is due at
-    // start + (index + i × publishers) / rate, its rooms taken in turn.
-    let schedule = state.rate.map(|rate| {
-        let start = state.nanos() as f64 + index as f64 * 1e9 / rate;
-        (start, state.publishers as f64 * 1e9 / rate)
-    });
-    let mut sent = 0u64;
-    while state.phase() != phase::DONE {
-        match schedule {
-            None => {
-                let now = state.nanos();
-                for room in 0..state.rooms.len() {
-                    state.push_publish(index, room, now, &mut buffers, &mut rng);
-                }
-            }
-            Some((start, period)) => {
-                let now = state.nanos();
-                let mut due = (start + sent as f64 * period) as u64;
-                let mut batch = 0;
-                while due <= now && batch < MAX_BATCH {
-                    let room = (sent % state.rooms.len() as u64) as usize;
-                    state.push_publish(index, room, due, &mut buffers, &mut rng);
-                    sent += 1;
-                    batch += 1;
-                    due = (start + sent as f64 * period) as u64;
-                }
-            }
+    while ledger.phase() != phase::DONE {
+        let now = ledger.nanos();
+        for room in 0..ledger.rooms.len() {
+            let PublisherConnection { buffers, rng, .. } = &mut connection;
+            ledger.push_publish(index, room, now, buffers, rng);
         }
-        buffers.out.extend_from_slice(&control.borrow());
-        control.borrow_mut().clear();
-        if !buffers.out.is_empty() {
-            let (result, buf) = writer.write_all(std::mem::take(&mut buffers.out)).await;
-            result.context("publishing")?;
-            buffers.out = buf;
-            buffers.out.clear();
-        }
-        match schedule {
-            None => round = state.wait_round(index, round).await,
-            Some((start, period)) => {
-                let due = (start + sent as f64 * period) as u64;
-                let wait = due.saturating_sub(state.nanos());
-                // monoio's timer counts milliseconds: sleep until about a
-                // millisecond before, then spin, giving way to the others.
-                if wait > 2_000_000 {
-                    monoio::time::sleep(Duration::from_nanos(wait - 1_000_000)).await;
-                } else {
-                    YieldNow(false).await;
-                }
-            }
-        }
+        connection.flush().await?;
+        round = state.wait_round(index, round).await;
     }
     Ok(())
+}
+
+/// The open loop's publishers: publish i is due at start + i / rate, from
+/// publisher i mod P, each publisher taking the rooms in turn; each is
+/// stamped with its due time, so a late publish counts in the latency.
+async fn open_loop_publishers(ledger: Arc<Ledger>, target: Rc<Target>, rate: f64, seed: u64) {
+    let mut rng = XorShift::new(seed);
+    let mut connections = Vec::with_capacity(ledger.publishers);
+    for _ in 0..ledger.publishers {
+        match PublisherConnection::open(&ledger, &target, rng.next()).await {
+            Ok(connection) => {
+                ledger.connection_ready();
+                connections.push(connection);
+            }
+            Err(error) => ledger.settle(Err(error)),
+        }
+    }
+    let start = loop {
+        if let Some(start) = ledger.started() {
+            break start;
+        }
+        if ledger.phase() == phase::DONE {
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let (publishers, rooms) = (ledger.publishers as u64, ledger.rooms.len() as u64);
+    let period = 1e9 / rate;
+    let mut sent = 0u64;
+    while ledger.phase() != phase::DONE {
+        let due = start + (sent as f64 * period) as u64;
+        wait_until(&ledger, due);
+        if ledger.phase() == phase::DONE {
+            return;
+        }
+        let publisher = (sent % publishers) as usize;
+        let room = (sent / publishers % rooms) as usize;
+        let connection = &mut connections[publisher];
+        let PublisherConnection { buffers, rng, .. } = connection;
+        ledger.push_publish(publisher, room, due, buffers, rng);
+        if let Err(error) = connection.flush().await {
+            ledger.settle(Err(error));
+            return;
+        }
+        sent += 1;
+    }
+}
+
+/// Blocks the thread until `due` (nanoseconds since the epoch): sleeps to
+/// within [`SPIN_NANOS`] of it, then spins. Blocking is right on the
+/// publishers' thread: until then it has nothing to do but read pings,
+/// whose answers wait for the next write anyway.
+fn wait_until(ledger: &Ledger, due: u64) {
+    loop {
+        let left = due.saturating_sub(ledger.nanos());
+        if left == 0 {
+            return;
+        }
+        if left > SPIN_NANOS {
+            thread::sleep(Duration::from_nanos(left - SPIN_NANOS));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 /// Reads what the server sends a publisher, which joined no room: only
 /// pings (answered through `control`) are expected.
 async fn publisher_reads(
     protocol: RoomProtocol,
-    mut reader: monoio::io::OwnedReadHalf<TcpStream>,
+    mut reader: OwnedReadHalf<TcpStream>,
     leftover: Vec<u8>,
     control: &RefCell<Vec<u8>>,
     mut rng: XorShift,
