@@ -178,8 +178,10 @@ mod tests {
     /// Decodes the one client frame in `frame` as the server would.
     fn server_reads(frame: &mut [u8]) -> Vec<u8> {
         let mut decoder = Decoder::<Server>::new(DecoderConfig::DEFAULT);
-        let (used, message) = decoder.decode(frame, &mut Inflater::new()).unwrap();
-        assert_eq!(used, frame.len());
+        let mut inflater = Inflater::new();
+        let len = frame.len();
+        let (used, message) = decoder.decode(frame, &mut inflater).unwrap();
+        assert_eq!(used, len);
         match message.unwrap() {
             Message::Binary(bytes) => bytes.to_vec(),
             Message::Text(text) => text.as_bytes().to_vec(),
