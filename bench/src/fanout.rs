@@ -486,12 +486,19 @@ fn check_args(args: &Args) -> anyhow::Result<()> {
 
 /// What the subscribers' thread measured.
 struct Tally {
+    /// The driver the runtime used: `io_uring` or `legacy`.
     driver: &'static str,
+    /// Deliveries in the measured window.
     deliveries: u64,
+    /// Latency of the window's deliveries, nanoseconds.
     latency: Histogram<u64>,
+    /// Messages received once, over the whole run.
     received: u64,
+    /// Messages received again.
     duplicates: u64,
+    /// Messages that arrived after a later one of the same publisher.
     out_of_order: u64,
+    /// Deliveries that were not a payload of this run.
     corrupt: u64,
 }
 
@@ -636,8 +643,11 @@ const HEADER: usize = PUBLISHER_DIGITS + SEQ_DIGITS + STAMP_DIGITS;
 /// What a payload's header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
+    /// The publisher's index.
     publisher: usize,
+    /// The message's number among the publisher's to its room.
     seq: u64,
+    /// When it was published (open loop: due), nanoseconds since the epoch.
     nanos: u64,
 }
 
@@ -760,9 +770,13 @@ impl Track {
 /// What every thread of the generator shares: the run's shape, what was
 /// published, the connections ready and the failures.
 struct Ledger {
+    /// The server's pub/sub protocol.
     protocol: RoomProtocol,
+    /// Payload bytes per message.
     size: usize,
+    /// Subscriber connections.
     subscribers: usize,
+    /// Publisher connections.
     publishers: usize,
     /// Room names, `r0`, `r1`, ...
     rooms: Vec<Vec<u8>>,
@@ -770,6 +784,7 @@ struct Ledger {
     room_sizes: Vec<u64>,
     /// Where publish times count from.
     epoch: Instant,
+    /// The run's phase and connection counts, shared with the clock.
     shared: Arc<Shared>,
     /// Connections ready: subscribers joined, publishers connected.
     ready: AtomicUsize,
@@ -791,6 +806,7 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// The ledger of a run of `args`, nothing published yet.
     fn new(args: &Args, shared: Arc<Shared>) -> Ledger {
         let rooms = args.rooms;
         let room_size =
@@ -818,6 +834,7 @@ impl Ledger {
         }
     }
 
+    /// The run's current phase (see [`phase`]).
     fn phase(&self) -> u8 {
         self.shared.phase.load(Ordering::Relaxed)
     }
@@ -906,6 +923,7 @@ impl Ledger {
 /// What the subscribers' thread keeps: the closed loop's round barrier
 /// and what arrived.
 struct Fanout {
+    /// What every thread shares.
     ledger: Arc<Ledger>,
     /// Whether rounds pace the publishers (no `--rate`).
     closed_loop: bool,
@@ -920,14 +938,18 @@ struct Fanout {
     deliveries: Cell<u64>,
     /// Messages received once, over the whole run.
     received: Cell<u64>,
+    /// Messages received again.
     duplicates: Cell<u64>,
+    /// Messages that arrived after a later one of the same publisher.
     out_of_order: Cell<u64>,
+    /// Deliveries that were not a payload of this run.
     corrupt: Cell<u64>,
     /// Latency of the window's deliveries, nanoseconds.
     latency: RefCell<Histogram<u64>>,
 }
 
 impl Fanout {
+    /// The subscribers' state of a run, before any connection.
     fn new(ledger: Arc<Ledger>, closed_loop: bool) -> anyhow::Result<Fanout> {
         let publishers = ledger.publishers;
         Ok(Fanout {
@@ -1015,8 +1037,11 @@ impl Fanout {
 /// A publisher waiting for the next closed-loop round (see
 /// [`Fanout::wait_round`]).
 struct RoundWait<'a> {
+    /// Whose round it is.
     fanout: &'a Fanout,
+    /// The waiting publisher's index, where its waker goes.
     publisher: usize,
+    /// The round the publisher has published in.
     after: u64,
 }
 
@@ -1045,6 +1070,7 @@ struct PublishBuffers {
 }
 
 impl PublishBuffers {
+    /// Buffers for payloads of `size` bytes.
     fn new(size: usize) -> PublishBuffers {
         PublishBuffers {
             payload: payload_template(size),
@@ -1133,9 +1159,13 @@ async fn subscriber(
 /// is read by a task of its own ([`publisher_reads`]), which queues any
 /// answer (pongs) in `control`, written with the next publishes.
 struct PublisherConnection {
+    /// Where the publishes go.
     writer: OwnedWriteHalf<TcpStream>,
+    /// Answers queued by the reading task, sent with the next write.
     control: Rc<RefCell<Vec<u8>>>,
+    /// The publisher's buffers.
     buffers: PublishBuffers,
+    /// Masking keys for its frames.
     rng: XorShift,
 }
 

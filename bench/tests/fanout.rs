@@ -201,6 +201,8 @@ fn start_lossy_topics_server(drop_every: u64) -> u16 {
     port
 }
 
+/// One connection of the lossy server: joins, publishes (every
+/// `drop_every`-th one dropped), and the deliveries queued for it.
 fn topics_connection(
     stream: TcpStream,
     subscribers: &Subscribers,
