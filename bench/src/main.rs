@@ -1,7 +1,8 @@
 //! shardcast-bench: benchmarks of shardcast against its peers, and the
 //! generator of BENCHMARKS.md.
 //!
-//! - `echo`: closed-loop echo load against one server (monoio, io_uring).
+//! - `echo`: closed-loop echo load against one server (monoio, io_uring),
+//!   plain WebSocket messages or Socket.IO events.
 //! - `echo-compare`: servers side by side under the same echo load, each
 //!   pinned and restarted per run; medians, ratios against shardcast and
 //!   the `engine-echo` section of BENCHMARKS.md.
