@@ -1,6 +1,7 @@
 //! One benchmark client connection on a monoio runtime: TCP connect, the
 //! upgrade handshake with shardcast-proto, then the echo loop, checking
-//! every echo against what was sent.
+//! every echo against what was sent; plain WebSocket messages, or
+//! Socket.IO "echo" events.
 
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -13,6 +14,8 @@ use shardcast_proto::Client;
 use shardcast_proto::deflate::Inflater;
 use shardcast_proto::frame::{Decoder, DecoderConfig, Encoder, Message, OpCode};
 use shardcast_proto::handshake::{ClientHandshake, Progress, generate_key};
+
+use crate::socket_io;
 
 /// Phases of a run, shared by every connection of every thread.
 pub(crate) mod phase {
@@ -94,6 +97,21 @@ pub(crate) struct Load {
     pub(crate) in_flight: usize,
     /// Text messages rather than binary.
     pub(crate) text: bool,
+    /// How messages are wrapped.
+    pub(crate) protocol: EchoProtocol,
+}
+
+/// What an echo server expects to echo.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum EchoProtocol {
+    /// Plain WebSocket messages, echoed as they came.
+    #[default]
+    Raw,
+    /// Socket.IO: each message is an "echo" event with the payload as its
+    /// one string argument (text), and the server emits "echo" back with
+    /// the same argument. Engine.IO's pings are answered.
+    #[value(name = "socket.io")]
+    SocketIo,
 }
 
 /// The counters of one generator thread, updated by its connections.
@@ -139,7 +157,8 @@ impl XorShift {
         x
     }
 
-    fn mask_key(&mut self) -> [u8; 4] {
+    /// A masking key for one client frame.
+    pub(crate) fn mask_key(&mut self) -> [u8; 4] {
         (self.next() as u32).to_le_bytes()
     }
 }
@@ -221,7 +240,10 @@ async fn connect_and_echo(
         .await
         .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
-    let leftover = handshake(&mut stream, target, &mut rng).await?;
+    let mut leftover = handshake(&mut stream, target, &mut rng).await?;
+    if load.protocol == EchoProtocol::SocketIo {
+        leftover = socket_io::connect(&mut stream, leftover, &mut rng).await?;
+    }
     shared.upgraded.fetch_add(1, Ordering::Relaxed);
 
     let encoder = Encoder::<Client>::new();
@@ -236,15 +258,19 @@ async fn connect_and_echo(
     let frame_len = load.size + 14;
     let mut outgoing = Vec::with_capacity(frame_len * load.in_flight);
     let mut incoming = Vec::with_capacity((frame_len * load.in_flight).clamp(4096, 256 * 1024));
+    // Socket.IO's event around the payload, reused for every message.
+    let mut event = Vec::new();
     let mut sent = 0u64;
     let mut received = 0u64;
     for _ in 0..load.in_flight {
-        encoder.frame(
+        let payload = payloads.get(sent);
+        push_message(
             &mut outgoing,
+            &mut event,
+            load.protocol,
             opcode,
-            true,
-            payloads.get(sent),
-            rng.mask_key(),
+            payload,
+            &mut rng,
         );
         sent += 1;
     }
@@ -260,6 +286,17 @@ async fn connect_and_echo(
             };
             let (echoed, right_kind) = match message {
                 Message::Binary(bytes) => (bytes, !load.text),
+                Message::Text(text) if load.protocol == EchoProtocol::SocketIo => {
+                    match socket_io::parse(text.as_bytes()) {
+                        socket_io::Inbound::Ping => {
+                            let (pong, key) = (socket_io::PONG, rng.mask_key());
+                            encoder.frame(&mut outgoing, OpCode::Text, true, pong, key);
+                            continue;
+                        }
+                        socket_io::Inbound::Event { name: b"echo", arg } => (arg, true),
+                        other => bail!("unexpected Socket.IO packet {other:?}"),
+                    }
+                }
                 Message::Text(text) => (text.as_bytes(), load.text),
                 Message::Ping(payload) => {
                     encoder.pong(&mut outgoing, payload, rng.mask_key())?;
@@ -277,12 +314,14 @@ async fn connect_and_echo(
                 phase::MEASURING => counters.echoes.set(counters.echoes.get() + 1),
                 _ => return Ok(()),
             }
-            encoder.frame(
+            let payload = payloads.get(sent);
+            push_message(
                 &mut outgoing,
+                &mut event,
+                load.protocol,
                 opcode,
-                true,
-                payloads.get(sent),
-                rng.mask_key(),
+                payload,
+                &mut rng,
             );
             sent += 1;
         }
@@ -297,6 +336,27 @@ async fn connect_and_echo(
         filled = result.context("receiving")?;
         if filled == 0 {
             bail!("the server closed the TCP connection");
+        }
+    }
+}
+
+/// Appends message `payload` to `outgoing` as one frame: as it is, or
+/// inside a Socket.IO "echo" event built in `event`.
+fn push_message(
+    outgoing: &mut Vec<u8>,
+    event: &mut Vec<u8>,
+    protocol: EchoProtocol,
+    opcode: OpCode,
+    payload: &[u8],
+    rng: &mut XorShift,
+) {
+    let encoder = Encoder::<Client>::new();
+    match protocol {
+        EchoProtocol::Raw => encoder.frame(outgoing, opcode, true, payload, rng.mask_key()),
+        EchoProtocol::SocketIo => {
+            event.clear();
+            socket_io::event(event, None, b"echo", &[payload]);
+            encoder.frame(outgoing, OpCode::Text, true, event, rng.mask_key());
         }
     }
 }

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardcast::CoreList;
 
-use crate::client::XorShift;
+use crate::client::{EchoProtocol, XorShift};
 use crate::echo::{self, DriverChoice};
 use crate::fanout;
 use crate::latency;
@@ -29,24 +29,24 @@ use crate::placement::{NamedPlacement, Placement};
 use crate::record::{Record, RecordWriter};
 use crate::report;
 use crate::scenario::{Offered, Scenario, Shape};
-use crate::servers::{FanoutServerSpec, RunningServer, ServerSpec, free_port, shell_command_line};
+use crate::room_protocol::RoomProtocol;
+use crate::servers::{RunningServer, ServerSpec, Speaks, free_port, shell_command_line};
 use crate::stats::{format_rate, median};
 use crate::storm;
 
 /// Command line of `shardcast-bench compare`.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Args {
-    /// A WebSocket echo server under test, `NAME=COMMAND`; `{port}` in
-    /// COMMAND is replaced by a free port. COMMAND is split on whitespace,
-    /// without a shell. Runs the echo, latency and storm scenarios. Repeat
-    /// for each server.
-    #[arg(long = "server")]
+    /// A server under test, `NAME=COMMAND` for a plain WebSocket echo
+    /// server, or `NAME=PROTOCOL:COMMAND` with PROTOCOL `raw`, `socket.io`
+    /// or `uws-topics`; `{port}` in COMMAND is replaced by a free port, and
+    /// COMMAND is split on whitespace, without a shell. Each scenario runs
+    /// against the servers whose protocol it speaks: echo raw and
+    /// socket.io, latency and storm raw, fanout socket.io and uws-topics.
+    /// A name may come twice with two protocols (one server for echo, one
+    /// for fanout). Repeat for each server.
+    #[arg(long = "server", required = true)]
     pub(crate) servers: Vec<ServerSpec>,
-    /// A server with rooms, `NAME=PROTOCOL:COMMAND`, PROTOCOL the room
-    /// protocol the fanout load speaks to it (see `fanout --help`). Runs
-    /// the fanout scenarios. Repeat for each.
-    #[arg(long = "fanout-server")]
-    pub(crate) fanout_servers: Vec<FanoutServerSpec>,
     /// A scenario: `echo:NxS` (or `NxS`), `latency:NxS@SHARE%` or
     /// `latency:NxS@RATE`, `fanout:MxS` or `fanout:MxS/ROOMS`,
     /// `storm:N` or `storm:N~JITTER_MS`. Repeat for each; without any,
@@ -128,12 +128,7 @@ impl Args {
     /// Fails on a placement for no server, a latency share without the
     /// echo it is a share of, or scenarios with no server to run them.
     fn check(&self) -> anyhow::Result<()> {
-        let names: Vec<&str> = self
-            .servers
-            .iter()
-            .map(|spec| spec.name.as_str())
-            .chain(self.fanout_servers.iter().map(|spec| spec.server.name.as_str()))
-            .collect();
+        let names: Vec<&str> = self.servers.iter().map(|spec| spec.name.as_str()).collect();
         if let Some(stray) = self
             .placements
             .iter()
@@ -153,15 +148,16 @@ impl Args {
                     );
                 }
             }
-            let has_servers = match scenario {
-                Scenario::Fanout { .. } => !self.fanout_servers.is_empty(),
-                _ => !self.servers.is_empty(),
-            };
-            if !has_servers {
+            if self.servers_for(scenario).is_empty() {
                 bail!(
-                    "no server for {} {}: give --server (echo, latency, storm) or --fanout-server (fanout)",
+                    "no server speaks what {} {} needs ({})",
                     scenario.kind(),
-                    scenario.label()
+                    scenario.label(),
+                    speakers(scenario)
+                        .iter()
+                        .map(|speaks| speaks.name())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 );
             }
         }
@@ -169,35 +165,36 @@ impl Args {
     }
 }
 
+/// The protocols a scenario can speak to a server, in order of preference.
+fn speakers(scenario: &Scenario) -> &'static [Speaks] {
+    match scenario {
+        Scenario::Echo(_) => &[Speaks::Raw, Speaks::SocketIo],
+        Scenario::Latency(..) | Scenario::Storm { .. } => &[Speaks::Raw],
+        Scenario::Fanout { .. } => &[Speaks::SocketIo, Speaks::UwsTopics],
+    }
+}
+
+impl Args {
+    /// The servers `scenario` runs against: per name, the first spec whose
+    /// protocol it speaks.
+    fn servers_for(&self, scenario: &Scenario) -> Vec<ServerSpec> {
+        let mut chosen: Vec<ServerSpec> = Vec::new();
+        for speaks in speakers(scenario) {
+            for spec in self.servers.iter().filter(|spec| spec.speaks == *speaks) {
+                if !chosen.iter().any(|other| other.name == spec.name) {
+                    chosen.push(spec.clone());
+                }
+            }
+        }
+        chosen
+    }
+}
+
 /// One run of the session's plan.
 struct Step {
     round: u32,
     scenario: Scenario,
-    /// The server's name and command; for fanout, its room protocol too.
-    server: ServerRef,
-}
-
-/// The server a step runs against.
-#[derive(Clone)]
-enum ServerRef {
-    Echo(ServerSpec),
-    Fanout(FanoutServerSpec),
-}
-
-impl ServerRef {
-    fn name(&self) -> &str {
-        match self {
-            ServerRef::Echo(spec) => &spec.name,
-            ServerRef::Fanout(spec) => &spec.server.name,
-        }
-    }
-
-    fn spec(&self) -> &ServerSpec {
-        match self {
-            ServerRef::Echo(spec) => spec,
-            ServerRef::Fanout(spec) => &spec.server,
-        }
-    }
+    server: ServerSpec,
 }
 
 /// The session's runs in order: every round of the echo scenarios, then
@@ -210,15 +207,7 @@ fn plan(args: &Args, scenarios: &[Scenario], rng: &mut XorShift) -> Vec<Step> {
     for phase in [echoes, others] {
         for round in 1..=args.rounds {
             for scenario in &phase {
-                let servers: Vec<ServerRef> = match scenario {
-                    Scenario::Fanout { .. } => args
-                        .fanout_servers
-                        .iter()
-                        .cloned()
-                        .map(ServerRef::Fanout)
-                        .collect(),
-                    _ => args.servers.iter().cloned().map(ServerRef::Echo).collect(),
-                };
+                let servers = args.servers_for(scenario);
                 for index in shuffled(servers.len(), rng) {
                     steps.push(Step {
                         round,
@@ -269,7 +258,7 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
             args.rounds,
             step.scenario.kind(),
             step.scenario.label(),
-            step.server.name()
+            step.server.name
         );
         bar.set_message(what.clone());
         let record = run_one(args, &context, step, &records).with_context(|| what.clone())?;
@@ -310,15 +299,19 @@ fn run_one(
     step: &Step,
     earlier: &[Record],
 ) -> anyhow::Result<Record> {
-    let name = step.server.name();
+    let name = step.server.name.as_str();
     let placement = args.placement(name);
     let port = free_port()?;
-    let url = format!("ws://127.0.0.1:{port}{}", args.path);
+    let url = match step.server.speaks {
+        Speaks::Raw => format!("ws://127.0.0.1:{port}{}", args.path),
+        // Each protocol's client finds its own path.
+        Speaks::SocketIo | Speaks::UwsTopics => format!("ws://127.0.0.1:{port}"),
+    };
     let threads = u32::try_from(placement.load.as_slice().len())?;
-    let server = RunningServer::start(step.server.spec(), port, &placement.server)?;
+    let server = RunningServer::start(&step.server, port, &placement.server)?;
     let server_pid = Some(server.pid());
-    let json = match (step.scenario, &step.server) {
-        (Scenario::Echo(shape), _) => {
+    let json = match step.scenario {
+        Scenario::Echo(shape) => {
             let load = echo::Args {
                 url,
                 connections: shape.connections,
@@ -328,8 +321,12 @@ fn run_one(
                 duration: args.duration,
                 threads,
                 cores: Some(placement.load.clone()),
-                binary: true,
-                text: false,
+                binary: step.server.speaks == Speaks::Raw,
+                text: step.server.speaks == Speaks::SocketIo,
+                protocol: match step.server.speaks {
+                    Speaks::SocketIo => EchoProtocol::SocketIo,
+                    _ => EchoProtocol::Raw,
+                },
                 server_pid,
                 driver: args.driver,
                 connect_timeout: 30.0,
@@ -339,7 +336,7 @@ fn run_one(
             outcome.check()?;
             outcome.to_json(&load)
         }
-        (Scenario::Latency(shape, offered), _) => {
+        Scenario::Latency(shape, offered) => {
             let rate = match offered {
                 Offered::Rate(rate) => rate,
                 Offered::Share(share) => share * echo_maximum(earlier, name, shape)?,
@@ -362,25 +359,31 @@ fn run_one(
             outcome.check()?;
             outcome.to_json()
         }
-        (Scenario::Fanout { shape, rooms }, ServerRef::Fanout(spec)) => {
+        Scenario::Fanout { shape, rooms } => {
+            let protocol = match step.server.speaks {
+                Speaks::UwsTopics => RoomProtocol::UwsTopics,
+                _ => RoomProtocol::SocketIo,
+            };
             let outcome = fanout::run(&fanout::Args {
                 url,
-                protocol: spec.protocol,
+                protocol,
                 subscribers: shape.connections,
                 rooms,
+                publishers: 1,
                 size: shape.size,
+                rate: None,
                 warmup: args.warmup,
                 duration: args.duration,
-                threads,
                 cores: Some(placement.load.clone()),
-                server_pid,
                 driver: args.driver,
-                ..fanout::Args::default()
+                server_pid,
+                connect_timeout: 30.0,
+                json: false,
             })?;
             outcome.check()?;
             outcome.to_json()
         }
-        (Scenario::Storm { clients, jitter_ms }, _) => {
+        Scenario::Storm { clients, jitter_ms } => {
             let outcome = storm::run(&storm::Args {
                 url,
                 clients,
@@ -392,9 +395,6 @@ fn run_one(
             })?;
             outcome.check()?;
             outcome.to_json()
-        }
-        (Scenario::Fanout { .. }, ServerRef::Echo(_)) => {
-            bail!("{name} is an echo server, with no rooms to fan out to")
         }
     };
     drop(server);
@@ -478,7 +478,6 @@ mod tests {
                 .iter()
                 .map(|name| format!("{name}=bin/{name} {{port}}").parse().unwrap())
                 .collect(),
-            fanout_servers: Vec::new(),
             scenarios: scenarios.iter().map(|s| s.parse().unwrap()).collect(),
             rounds: 2,
             warmup: 3.0,
@@ -529,10 +528,38 @@ mod tests {
         let error = args(&["shardcast"], &["latency:100x32@50%"]).check().unwrap_err();
         assert!(error.to_string().contains("add --scenario echo:100x32"), "{error}");
         let error = args(&["shardcast"], &["fanout:100x32"]).check().unwrap_err();
-        assert!(error.to_string().contains("--fanout-server"), "{error}");
+        assert!(error.to_string().contains("socket.io or uws-topics"), "{error}");
         let mut stray = args(&["shardcast"], &["echo:100x32"]);
         stray.placements.push("other=0/1".parse().unwrap());
         assert!(stray.check().is_err());
+    }
+
+    #[test]
+    fn each_scenario_runs_against_the_servers_that_speak_its_protocol() {
+        let mut args = args(&["shardcast", "ws"], &[]);
+        for spec in [
+            "socket.io=socket.io:node io.js {port}",
+            "uWebSockets.js=node uws.js {port}",
+            "uWebSockets.js=uws-topics:node fanout.js {port}",
+        ] {
+            args.servers.push(spec.parse().unwrap());
+        }
+        let names = |scenario: &str| -> Vec<(String, &'static str)> {
+            args.servers_for(&scenario.parse().unwrap())
+                .into_iter()
+                .map(|spec| (spec.name, spec.speaks.name()))
+                .collect()
+        };
+        let raw = |name: &str| (name.to_owned(), "raw");
+        assert_eq!(
+            names("echo:10x32"),
+            [raw("shardcast"), raw("ws"), raw("uWebSockets.js"), ("socket.io".into(), "socket.io")]
+        );
+        assert_eq!(names("storm:10"), [raw("shardcast"), raw("ws"), raw("uWebSockets.js")]);
+        assert_eq!(
+            names("fanout:10x32"),
+            [("socket.io".into(), "socket.io"), ("uWebSockets.js".into(), "uws-topics")]
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::client::{self, Counters, Load, Shared, Target, XorShift, phase};
+use crate::client::{self, Counters, EchoProtocol, Load, Shared, Target, XorShift, phase};
+use crate::socket_io;
 use shardcast::CoreList;
 
 use crate::cores;
@@ -26,9 +27,15 @@ use crate::proc_stat::{self, CpuSpent, CpuTimes};
 /// Command line of `shardcast-bench echo`.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Args {
-    /// The server: ws://HOST:PORT/PATH.
+    /// The server: ws://HOST:PORT/PATH. With `--protocol socket.io`, a
+    /// URL without a path means Socket.IO's default path
+    /// (`/socket.io/?EIO=4&transport=websocket`).
     #[arg(long)]
     pub(crate) url: String,
+    /// What the server echoes: plain WebSocket messages (`raw`), or
+    /// Socket.IO "echo" events (`socket.io`, text only).
+    #[arg(long, value_enum, default_value_t = EchoProtocol::Raw)]
+    pub(crate) protocol: EchoProtocol,
     /// Connections in total.
     #[arg(long, default_value_t = 100)]
     pub(crate) connections: usize,
@@ -241,7 +248,11 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
             "{} connections x {} B {}, {} in flight, {} thread(s), {} driver",
             args.connections,
             args.size,
-            if args.text { "text" } else { "binary" },
+            match args.protocol {
+                EchoProtocol::SocketIo => "Socket.IO events",
+                EchoProtocol::Raw if args.text => "text",
+                EchoProtocol::Raw => "binary",
+            },
             args.in_flight,
             args.threads,
             outcome.driver
@@ -282,11 +293,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
     if let Some(cores) = &args.cores {
         cores::check_available(cores.as_slice())?;
     }
-    let target = Arc::new(Target::parse(&args.url)?);
+    let mut target = Target::parse(&args.url)?;
+    if args.protocol == EchoProtocol::SocketIo {
+        if args.binary {
+            bail!("Socket.IO events carry text here: --binary does not apply");
+        }
+        if target.path == "/" {
+            socket_io::PATH.clone_into(&mut target.path);
+        }
+    }
+    let target = Arc::new(target);
     let load = Load {
         size: args.size,
         in_flight: args.in_flight as usize,
-        text: args.text,
+        text: args.text || args.protocol == EchoProtocol::SocketIo,
+        protocol: args.protocol,
     };
     let ticks = proc_stat::ticks_per_second();
     let shared = Arc::new(Shared::default());

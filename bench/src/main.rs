@@ -1,7 +1,8 @@
 //! shardcast-bench: benchmarks of shardcast against its peers, and the
 //! generator of BENCHMARKS.md.
 //!
-//! - `echo`: closed-loop echo load against one server (monoio, io_uring).
+//! - `echo`: closed-loop echo load against one server (monoio, io_uring),
+//!   plain WebSocket messages or Socket.IO events.
 //! - `latency`: open-loop echo at a fixed offered rate; latency
 //!   percentiles corrected for coordinated omission.
 //! - `fanout`: rooms with subscribers and publishers, through each
@@ -47,6 +48,7 @@ mod room_protocol;
 mod scaling;
 mod scenario;
 mod servers;
+mod socket_io;
 mod stats;
 mod storm;
 mod trivial_echo;
@@ -68,6 +70,11 @@ enum Command {
     /// Echo load against one WebSocket server: N connections, each sending
     /// the next message when the echo of the last arrives.
     Echo(echo::Args),
+    /// Publish/subscribe load against one server: M subscribers in K
+    /// rooms, P publishers, closed loop (each round waits for every
+    /// delivery) or a fixed publish rate; deliveries per second and
+    /// publish-to-delivery latency, every message checked.
+    Fanout(fanout::Args),
     /// Servers side by side under the same scenarios (echo, latency,
     /// fanout, storm) in one session: each pinned and restarted per run,
     /// rounds in shuffled order; every run appended to a JSON-lines file
@@ -121,6 +128,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo(args) => echo::command(&args),
+        Command::Fanout(args) => fanout::command(&args),
         Command::Compare(args) => compare::command(&args),
         Command::Report(args) => report::command(&args),
         Command::Scaling(args) => scaling::command(&args),

@@ -110,6 +110,7 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
                 .replace("{cores}", &server.to_string());
             servers.push(ServerSpec {
                 name: name.clone(),
+                speaks: family.speaks,
                 command,
             });
             placements.push(NamedPlacement {
@@ -128,7 +129,6 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
     };
     compare::command(&compare::Args {
         servers,
-        fanout_servers: Vec::new(),
         scenarios,
         rounds: args.rounds,
         warmup: args.warmup,

@@ -13,61 +13,78 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shardcast::CoreList;
 
-use crate::room_protocol::RoomProtocol;
 
 /// How long a server may take to open its port.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server under test: its name in the report and how to start it.
+/// A server under test: its name in the report, the protocol it speaks
+/// and how to start it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ServerSpec {
     /// Name in the report.
     pub(crate) name: String,
+    /// What the load speaks to it.
+    pub(crate) speaks: Speaks,
     /// Command line, with `{port}` where its port goes.
     pub(crate) command: String,
+}
+
+/// The protocol a server under test speaks, which decides the scenarios
+/// it can run and how the load talks to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Speaks {
+    /// Plain WebSocket messages, echoed back: echo, latency, storm and
+    /// connections.
+    Raw,
+    /// Socket.IO events (`bench/peers/socket.io`): echo and fanout.
+    SocketIo,
+    /// uWebSockets.js topics (`bench/peers/uwebsockets-js/fanout.js`):
+    /// fanout.
+    UwsTopics,
+}
+
+impl Speaks {
+    const ALL: [Speaks; 3] = [Speaks::Raw, Speaks::SocketIo, Speaks::UwsTopics];
+
+    /// The name written before a command: `raw`, `socket.io`,
+    /// `uws-topics`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Speaks::Raw => "raw",
+            Speaks::SocketIo => "socket.io",
+            Speaks::UwsTopics => "uws-topics",
+        }
+    }
 }
 
 impl FromStr for ServerSpec {
     type Err = anyhow::Error;
 
+    /// Parses `NAME=COMMAND` (a plain WebSocket server) or
+    /// `NAME=PROTOCOL:COMMAND`, PROTOCOL one of `raw`, `socket.io`,
+    /// `uws-topics`.
     fn from_str(text: &str) -> anyhow::Result<ServerSpec> {
-        let Some((name, command)) = text.split_once('=') else {
-            bail!("expected NAME=COMMAND, got {text:?}");
+        let Some((name, rest)) = text.split_once('=') else {
+            bail!("expected NAME=[PROTOCOL:]COMMAND, got {text:?}");
         };
+        let (speaks, command) = Speaks::ALL
+            .iter()
+            .find_map(|speaks| {
+                let command = rest.trim_start().strip_prefix(speaks.name())?;
+                Some((*speaks, command.strip_prefix(':')?))
+            })
+            .unwrap_or((Speaks::Raw, rest));
         let (name, command) = (name.trim(), command.trim());
         if name.is_empty() || command.is_empty() {
-            bail!("expected NAME=COMMAND, got {text:?}");
+            bail!("expected NAME=[PROTOCOL:]COMMAND, got {text:?}");
         }
         if !command.contains("{port}") {
             bail!("the command of {name} has no {{port}} to listen on");
         }
         Ok(ServerSpec {
             name: name.to_owned(),
+            speaks,
             command: command.to_owned(),
-        })
-    }
-}
-
-/// A server with rooms under test: its room protocol and how to start it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct FanoutServerSpec {
-    /// Its name and command.
-    pub(crate) server: ServerSpec,
-    /// The room protocol the fanout load speaks to it.
-    pub(crate) protocol: RoomProtocol,
-}
-
-impl FromStr for FanoutServerSpec {
-    type Err = anyhow::Error;
-
-    /// Parses `NAME=PROTOCOL:COMMAND`.
-    fn from_str(text: &str) -> anyhow::Result<FanoutServerSpec> {
-        let expected = || format!("expected NAME=PROTOCOL:COMMAND, got {text:?}");
-        let (name, rest) = text.split_once('=').with_context(expected)?;
-        let (protocol, command) = rest.split_once(':').with_context(expected)?;
-        Ok(FanoutServerSpec {
-            server: format!("{name}={command}").parse()?,
-            protocol: protocol.trim().parse()?,
         })
     }
 }
@@ -183,6 +200,12 @@ mod tests {
         let spec: ServerSpec = "peer=bin/echo --listen 127.0.0.1:{port}".parse().unwrap();
         assert_eq!(spec.name, "peer");
         assert_eq!(spec.command, "bin/echo --listen 127.0.0.1:{port}");
+        assert_eq!(spec.speaks, Speaks::Raw);
+        let spec: ServerSpec = "io=socket.io:node server.js {port}".parse().unwrap();
+        assert_eq!((spec.speaks, spec.command.as_str()), (Speaks::SocketIo, "node server.js {port}"));
+        let spec: ServerSpec = "uws=uws-topics:node fanout.js {port}".parse().unwrap();
+        assert_eq!(spec.speaks, Speaks::UwsTopics);
+        assert!("io=socket.io:".parse::<ServerSpec>().is_err());
         assert!("peer".parse::<ServerSpec>().is_err());
         assert!("=bin/echo {port}".parse::<ServerSpec>().is_err());
         assert!(
@@ -196,7 +219,7 @@ mod tests {
     fn command_lines_are_quoted_only_where_needed() {
         let args = [
             "shardcast-bench",
-            "echo-compare",
+            "compare",
             "--server",
             "peer=bin/echo --listen 127.0.0.1:{port}",
             "--scenario",
@@ -206,7 +229,7 @@ mod tests {
         .map(str::to_owned);
         assert_eq!(
             shell_command_line(args),
-            r"shardcast-bench echo-compare --server 'peer=bin/echo --listen 127.0.0.1:{port}' --scenario 100x32 'it'\''s'"
+            r"shardcast-bench compare --server 'peer=bin/echo --listen 127.0.0.1:{port}' --scenario 100x32 'it'\''s'"
         );
     }
 }

@@ -1,0 +1,305 @@
+//! `shardcast-bench fanout`, and `echo --protocol socket.io`, end to end
+//! against the real Node peers (`bench/peers/uwebsockets-js/fanout.js`,
+//! `bench/peers/socket.io/server.js`), and against a small lossy
+//! uws-topics server this test starts, which the run must catch.
+//!
+//! The Node peers need `node` and their `node_modules`: run
+//! `bench/peers/install` once (CI does, in `ci/run`). Without them these
+//! tests fail and say so: a benchmark whose peers are missing is not a
+//! passing one.
+
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use tungstenite::Message;
+
+/// A Node peer server, killed when dropped.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `node bench/peers/PACKAGE/SCRIPT PORT` on a free port and waits
+/// for its "listening" line.
+fn start_peer(package: &str, script: &str) -> Peer {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(package);
+    assert!(
+        dir.join("node_modules").is_dir(),
+        "bench/peers/{package}/node_modules is missing: run bench/peers/install first"
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("node")
+        .arg(dir.join(script))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("starting node ({error}): install Node.js, then run bench/peers/install")
+        });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("listening"),
+        "{package}/{script}: {line:?}"
+    );
+    Peer { child, port }
+}
+
+/// Runs the generator for about a second with `args` and returns its exit
+/// success and JSON result.
+fn run_bench(args: &[&str]) -> (bool, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
+        .args(args)
+        .args(["--warmup", "0.3", "--duration", "0.7", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let result = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
+    (output.status.success(), result)
+}
+
+/// Runs `fanout` against the server on `port` and checks the outcome is
+/// valid: deliveries, no loss, every key of the output contract.
+fn fanout_is_clean(port: u16, pid: u32, protocol: &str, extra: &[&str]) -> Value {
+    let url = format!("ws://127.0.0.1:{port}");
+    let pid = pid.to_string();
+    let mut args = vec!["fanout", "--url", &url, "--protocol", protocol];
+    args.extend(["--server-pid", &pid]);
+    args.extend(extra);
+    let (success, result) = run_bench(&args);
+    assert!(success, "{result}");
+    assert_eq!(result["scenario"], "fanout");
+    assert_eq!(result["params"]["protocol"], protocol, "{result}");
+    let metrics = &result["metrics"];
+    for key in [
+        "deliveries_per_second",
+        "publishes_per_second",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "server_micros_per_delivery",
+        "server_core_share",
+        "generator_core_share",
+    ] {
+        assert!(metrics[key].as_f64().is_some(), "{key}: {result}");
+    }
+    assert!(metrics["deliveries"].as_u64().unwrap() > 0, "{result}");
+    for key in ["lost", "duplicates", "out_of_order", "corrupt"] {
+        assert_eq!(metrics[key], 0, "{key}: {result}");
+    }
+    result
+}
+
+#[test]
+fn uws_topics_one_room_closed_loop() {
+    let peer = start_peer("uwebsockets-js", "fanout.js");
+    let result = fanout_is_clean(
+        peer.port,
+        peer.child.id(),
+        "uws-topics",
+        &["--subscribers", "20", "--publishers", "2"],
+    );
+    // Every round delivers each publisher's message to every subscriber.
+    let metrics = &result["metrics"];
+    let ratio = metrics["deliveries_per_second"].as_f64().unwrap()
+        / metrics["publishes_per_second"].as_f64().unwrap();
+    assert!((ratio - 20.0).abs() < 1.0, "{result}");
+}
+
+#[test]
+fn uws_topics_many_rooms_open_loop() {
+    let peer = start_peer("uwebsockets-js", "fanout.js");
+    let result = fanout_is_clean(
+        peer.port,
+        peer.child.id(),
+        "uws-topics",
+        &["--subscribers", "20", "--rooms", "5", "--rate", "2000"],
+    );
+    let rate = result["metrics"]["publishes_per_second"].as_f64().unwrap();
+    assert!((1600.0..2400.0).contains(&rate), "{result}");
+    assert_eq!(result["params"]["mode"], "open-loop");
+}
+
+#[test]
+fn socket_io_rooms_closed_and_open_loop() {
+    let peer = start_peer("socket.io", "server.js");
+    let extra = ["--subscribers", "20", "--rooms", "2", "--publishers", "2"];
+    fanout_is_clean(peer.port, peer.child.id(), "socket.io", &extra);
+    let result = fanout_is_clean(
+        peer.port,
+        peer.child.id(),
+        "socket.io",
+        &["--subscribers", "10", "--rate", "500"],
+    );
+    assert_eq!(result["params"]["rate_per_second"], 500.0, "{result}");
+}
+
+#[test]
+fn socket_io_echo() {
+    let peer = start_peer("socket.io", "server.js");
+    let url = format!("ws://127.0.0.1:{}", peer.port);
+    let (success, result) = run_bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--protocol",
+        "socket.io",
+        "--connections",
+        "8",
+        "--in-flight",
+        "2",
+    ]);
+    assert!(success, "{result}");
+    assert!(result["echoes"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(result["mismatches"], 0, "{result}");
+}
+
+/// The subscribers of a one-room uws-topics server, each a queue its
+/// connection's thread writes from.
+type Subscribers = Arc<Mutex<Vec<Sender<Vec<u8>>>>>;
+
+/// Starts a uws-topics server (see `bench/peers/uwebsockets-js/fanout.js`)
+/// that skips every `drop_every`-th publish for its subscribers; returns
+/// its port.
+fn start_lossy_topics_server(drop_every: u64) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let subscribers = Subscribers::default();
+    let publishes = Arc::new(Mutex::new(0u64));
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (subscribers, publishes) = (Arc::clone(&subscribers), Arc::clone(&publishes));
+            thread::spawn(move || topics_connection(stream, &subscribers, &publishes, drop_every));
+        }
+    });
+    port
+}
+
+/// One connection of the lossy server: joins, publishes (every
+/// `drop_every`-th one dropped), and the deliveries queued for it.
+fn topics_connection(
+    stream: TcpStream,
+    subscribers: &Subscribers,
+    publishes: &Mutex<u64>,
+    drop_every: u64,
+) {
+    stream.set_nodelay(true).unwrap();
+    let Ok(mut socket) = tungstenite::accept(stream) else {
+        return;
+    };
+    socket
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let mut deliveries: Option<Receiver<Vec<u8>>> = None;
+    loop {
+        if let Some(deliveries) = &deliveries {
+            for payload in deliveries.try_iter() {
+                if socket.send(Message::binary(payload)).is_err() {
+                    return;
+                }
+            }
+        }
+        let message = match socket.read() {
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(error))
+                if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                continue;
+            }
+            // The generator drops its connections at the end of the run.
+            Err(_) => return,
+        };
+        match message.first() {
+            Some(b'J') => {
+                let (sender, receiver) = mpsc::channel();
+                subscribers.lock().unwrap().push(sender);
+                deliveries = Some(receiver);
+                if socket.send(Message::binary(message)).is_err() {
+                    return;
+                }
+            }
+            Some(b'P') => {
+                let mut count = publishes.lock().unwrap();
+                *count += 1;
+                if *count % drop_every != 0 {
+                    let payload = message[2 + usize::from(message[1])..].to_vec();
+                    for subscriber in subscribers.lock().unwrap().iter() {
+                        let _ = subscriber.send(payload.clone());
+                    }
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn a_server_that_drops_publishes_fails_the_run() {
+    let port = start_lossy_topics_server(50);
+    let url = format!("ws://127.0.0.1:{port}");
+    let (success, result) = run_bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--protocol",
+        "uws-topics",
+        "--subscribers",
+        "4",
+        "--rate",
+        "1000",
+    ]);
+    assert!(!success, "{result}");
+    assert!(result["metrics"]["lost"].as_u64().unwrap() > 0, "{result}");
+    assert!(
+        result["metrics"]["deliveries"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+}
+
+#[test]
+fn sizes_below_the_header_are_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
+        .args([
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:9/",
+            "--protocol",
+            "uws-topics",
+        ])
+        .args(["--size", "8"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("at least 24"),
+        "{output:?}"
+    );
+}
