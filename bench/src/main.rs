@@ -12,6 +12,11 @@
 //!   criterion's results.
 //! - `allocations-report`: the engine's allocations per echoed message,
 //!   from the counting-allocator test's results.
+//! - `latency`: echo latency percentiles at a fixed offered rate, open
+//!   loop (coordinated omission corrected), paced to the microsecond.
+//! - `storm`: every client drops and reconnects at once (or within a
+//!   jitter); the time until all are back, the handshake rate, and the
+//!   latency of other connections before and during the storm.
 
 mod allocations_report;
 mod client;
@@ -20,13 +25,16 @@ mod compare;
 mod connections;
 mod cores;
 mod echo;
+mod latency;
 mod limits;
 mod machine;
 mod memory;
+mod open_loop;
 mod proc_stat;
 mod report_file;
 mod servers;
 mod stats;
+mod storm;
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +62,14 @@ enum Command {
     /// and measures the server's RSS per connection and the handshake
     /// rate; optionally written to BENCHMARKS.md.
     Connections(connections::Args),
+    /// Echo latency at a fixed offered rate: messages leave on a schedule
+    /// whatever the replies, and latency counts from each one's intended
+    /// send time; percentiles, achieved rate, schedule lag, CPU shares.
+    Latency(latency::Args),
+    /// Reconnection storm: every client drops and reconnects at once (or
+    /// within a jitter); time until all are back, handshakes/s, and the
+    /// latency of probe connections before and during the storm.
+    Storm(storm::Args),
     /// Writes the protocol codec section of BENCHMARKS.md from criterion's
     /// results (`cargo bench -p shardcast-proto --bench codec`).
     CodecReport {
@@ -88,6 +104,8 @@ fn main() -> anyhow::Result<()> {
         Command::Echo(args) => echo::command(&args),
         Command::EchoCompare(args) => compare::command(&args),
         Command::Connections(args) => connections::command(&args),
+        Command::Latency(args) => latency::command(&args),
+        Command::Storm(args) => storm::command(&args),
         Command::CodecReport {
             criterion,
             out,
