@@ -9,10 +9,14 @@
 //!
 //! The latencies of interest are 20-200 µs; monoio's timer wheel ticks
 //! every millisecond, so a sender sleeping on it would add up to 1 ms of
-//! false latency. A busy-polling task on monoio would keep its runtime
-//! out of `park` (monoio 0.2 then only submits and reaps between task
-//! rounds), but every send would still be a task wake-up and a ring
-//! operation away from the clock that timed it. So once upgraded (on
+//! false latency. A task that busy-polls with yields keeps monoio 0.2's
+//! runtime out of `park`: between task rounds it then only calls the
+//! driver's `submit`, which still reaps completions (io_uring: submit and
+//! walk the completion queue; legacy: a zero-timeout poll), but its time
+//! driver advances timers only in `park`, so no timer of that thread
+//! fires any more, and every send would still be a task wake-up and a
+//! ring operation away from the clock reading that timed it. So once
+//! upgraded (on
 //! monoio, with `client::handshake`), each thread's connections leave the
 //! runtime as plain non-blocking sockets and one loop owns them: it reads
 //! the monotonic clock, writes every message now due with `write(2)` at

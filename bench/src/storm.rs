@@ -120,7 +120,9 @@ pub(crate) struct Round {
     pub(crate) failed: u64,
     /// Clients not back when the round timed out.
     pub(crate) stalled: u64,
-    /// The server's CPU time during the round, when its pid was given.
+    /// The server's CPU time during the round, when its pid was given;
+    /// counted in clock ticks (10 ms at 100 Hz), so coarse for a short
+    /// round.
     pub(crate) server_cpu: Option<CpuSpent>,
 }
 
