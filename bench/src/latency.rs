@@ -105,6 +105,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// The measured window.
     fn window(&self) -> &open_loop::Window {
         &self.tally.windows[usize::from(MEASURED)]
     }
@@ -181,12 +182,13 @@ impl Outcome {
                 "threads": args.threads,
                 "cores": args.cores.as_ref().map(|cores| cores.as_slice().to_vec()),
                 "text": args.text,
-                "idle": args.idle.name(),
+                "idle": open_loop::choice_name(&args.idle),
                 "server_pid": args.server_pid,
-                "driver": self.driver,
+                "driver": open_loop::choice_name(&args.driver),
                 "connect_timeout": args.connect_timeout,
             },
             "metrics": metrics,
+            "driver": self.driver,
             "first_error": self.tally.first_error,
         })
     }
@@ -201,7 +203,7 @@ impl Outcome {
             args.size,
             if args.text { "text" } else { "binary" },
             args.threads,
-            args.idle.name(),
+            open_loop::choice_name(&args.idle),
             self.driver
         );
         println!(

@@ -124,14 +124,13 @@ pub(crate) enum Idle {
     Block,
 }
 
-impl Idle {
-    /// The name used on the command line and in JSON.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Idle::Spin => "spin",
-            Idle::Block => "block",
-        }
-    }
+/// The name of a command-line choice as the command line spells it, for
+/// the JSON params and the human output.
+pub(crate) fn choice_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// What one generator thread sends.
@@ -393,6 +392,7 @@ impl Tally {
         Ok(())
     }
 
+    /// Keeps `error` if it is the first.
     fn note(&mut self, error: String) {
         self.first_error.get_or_insert(error);
     }
@@ -401,6 +401,7 @@ impl Tally {
 /// A message sent and not yet echoed.
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
+    /// Its sequence number on its connection.
     seq: u64,
     /// Intended send time, nanoseconds since the schedule began.
     intended: u64,
@@ -413,12 +414,16 @@ struct Connection {
     /// The socket; `None` once the connection has failed (closing it
     /// also takes it out of the epoll set).
     stream: Option<TcpStream>,
+    /// Frames from the server; keeps a partial frame between reads.
     decoder: Decoder<Client>,
     /// The payload's bytes after the stamp, the same for every message.
     filler: Vec<u8>,
     /// Frame bytes the socket has not taken yet.
     unsent: Vec<u8>,
+    /// Messages sent and not echoed yet, oldest first: an echo must be
+    /// of the oldest.
     in_flight: VecDeque<InFlight>,
+    /// The sequence number of the next message.
     next_seq: u64,
 }
 
@@ -578,10 +583,13 @@ pub(crate) fn run(
 
 /// What the loop holds beside its connections.
 struct Loop {
+    /// Frames messages and pongs, masked.
     encoder: Encoder<Client>,
+    /// For compressed frames, which a server should not send unasked.
     inflater: Inflater,
     /// Masking keys.
     rng: XorShift,
+    /// Text or binary: what is sent and what an echo must be.
     opcode: OpCode,
     /// Scratch for one payload.
     payload: Vec<u8>,
@@ -805,8 +813,11 @@ fn set_timer_slack_ns(slack: libc::c_ulong) -> io::Result<()> {
 /// An epoll set of sockets watched for input, level-triggered, each
 /// known by a token.
 struct Epoll {
+    /// The epoll instance.
     fd: OwnedFd,
+    /// Filled by the kernel on each wait.
     events: Vec<libc::epoll_event>,
+    /// The tokens of the last wait's ready sockets.
     ready: Vec<u64>,
 }
 

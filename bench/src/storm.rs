@@ -168,14 +168,17 @@ impl Outcome {
         self.handshakes() as f64 / self.storm_seconds()
     }
 
+    /// Reconnections completed over all rounds.
     fn handshakes(&self) -> u64 {
         self.rounds.iter().map(|round| round.back).sum()
     }
 
+    /// Handshakes that failed (and were tried again) over all rounds.
     fn failed(&self) -> u64 {
         self.rounds.iter().map(|round| round.failed).sum()
     }
 
+    /// Clients not back when their round timed out.
     fn stalled(&self) -> u64 {
         self.rounds.iter().map(|round| round.stalled).sum()
     }
@@ -188,6 +191,7 @@ impl Outcome {
             .sum()
     }
 
+    /// The probes' window `index` ([`BASELINE`] or [`STORM`]).
     fn window(&self, index: u8) -> &open_loop::Window {
         &self.probes.windows[usize::from(index)]
     }
@@ -291,15 +295,16 @@ impl Outcome {
                 "warmup": args.warmup,
                 "baseline": args.baseline,
                 "pause": args.pause,
-                "idle": args.idle.name(),
+                "idle": open_loop::choice_name(&args.idle),
                 "server_pid": args.server_pid,
-                "driver": self.driver,
+                "driver": open_loop::choice_name(&args.driver),
                 "connect_timeout": args.connect_timeout,
                 "handshake_timeout": args.handshake_timeout,
                 "storm_timeout": args.storm_timeout,
             },
             "metrics": metrics,
             "rounds": rounds,
+            "driver": self.driver,
             "first_error": self.first_error.as_ref().or(self.probes.first_error.as_ref()),
         })
     }
@@ -461,8 +466,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
 
 /// The clients' side of a run, on the calling thread's monoio runtime.
 struct Storms<'a> {
+    /// The command line.
     args: &'a Args,
+    /// The server.
     target: Target,
+    /// The clients' source addresses, used round-robin.
     sources: Vec<Ipv4Addr>,
     /// Shared with the probes: the storm thread runs their clock.
     control: Arc<Control>,
@@ -470,10 +478,15 @@ struct Storms<'a> {
 
 /// What the clients' side measured.
 struct Timeline {
+    /// Seconds to open every client before the first storm.
     connect_seconds: f64,
+    /// Clients that failed to open then.
     connect_failed: u64,
+    /// Length of the probes' baseline window.
     baseline_seconds: f64,
+    /// The storms run.
     rounds: Vec<Round>,
+    /// The first failure of a client.
     first_error: Option<String>,
 }
 
