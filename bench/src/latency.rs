@@ -15,6 +15,7 @@
 //! generator.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -96,6 +97,9 @@ pub(crate) struct Outcome {
     pub(crate) seconds: f64,
     /// Connections that failed to open.
     pub(crate) connect_failed: u64,
+    /// Generator threads that stopped on an error (their figures are
+    /// lost).
+    pub(crate) threads_failed: u64,
     /// The measured window and the loop's failures, all threads merged.
     pub(crate) tally: Tally,
     /// The server's CPU time over the window, when its pid was given.
@@ -126,12 +130,18 @@ impl Outcome {
     pub(crate) fn check(&self) -> anyhow::Result<()> {
         let tally = &self.tally;
         let count = self.window().latency.len();
-        if tally.mismatches > 0 || self.failed() > 0 || tally.unanswered > 0 || count == 0 {
+        if tally.mismatches > 0
+            || self.failed() > 0
+            || self.threads_failed > 0
+            || tally.unanswered > 0
+            || count == 0
+        {
             bail!(
-                "invalid run: {count} echoes recorded, {} mismatched, {} unanswered, {} connections failed{}",
+                "invalid run: {count} echoes recorded, {} mismatched, {} unanswered, {} connections and {} generator threads failed{}",
                 tally.mismatches,
                 tally.unanswered,
                 self.failed(),
+                self.threads_failed,
                 tally
                     .first_error
                     .as_ref()
@@ -159,6 +169,7 @@ impl Outcome {
         put("mismatches", json!(self.tally.mismatches));
         put("unanswered", json!(self.tally.unanswered));
         put("failed", json!(self.failed()));
+        put("threads_failed", json!(self.threads_failed));
         if let Some(cpu) = self.server_cpu {
             put("server_core_share", json!(cpu.total / self.seconds));
         }
@@ -296,9 +307,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
             .spawn(move || -> anyhow::Result<(open_loop::Opened, Tally)> {
                 if let Some(core) = core {
                     if let Err(error) = cores::pin_current_thread(core) {
-                        control
-                            .failed
-                            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                        control.failed.fetch_add(count, Ordering::Relaxed);
                         return Err(error);
                     }
                 }
@@ -312,12 +321,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
     }
 
     // Every connection settles within the connect timeout (a thread that
-    // cannot start counts its connections failed at once).
-    while control.settled() < args.connections {
+    // cannot start counts its connections failed at once; one that
+    // panicked is over).
+    while control.settled() < args.connections && !handles.iter().all(|h| h.is_finished()) {
         thread::sleep(Duration::from_millis(2));
     }
     let connect_seconds = start.elapsed().as_secs_f64();
-    let connected = control.failed.load(std::sync::atomic::Ordering::Relaxed) == 0;
+    let connected = control.failed.load(Ordering::Relaxed) == 0;
     let ticks = proc_stat::ticks_per_second();
     let mut measured = None;
     if connected {
@@ -345,6 +355,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
     let mut tally = Tally::new(1)?;
     let mut driver = "io_uring";
     let mut connect_failed = 0;
+    let mut threads_failed = 0;
     let mut first_error = None;
     for handle in handles {
         let joined = handle
@@ -360,14 +371,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
                 tally.merge(thread_tally)?;
             }
             Err(error) => {
+                threads_failed += 1;
                 first_error.get_or_insert_with(|| format!("{error:#}"));
             }
         }
     }
     // Failures to open come first: they are why nothing was measured.
     tally.first_error = first_error.or(tally.first_error);
-    connect_failed =
-        connect_failed.max(control.failed.load(std::sync::atomic::Ordering::Relaxed) as u64);
+    connect_failed = connect_failed.max(control.failed.load(Ordering::Relaxed) as u64);
     let (seconds, server_cpu, generator_cpu) = measured.unwrap_or((
         0.0,
         None,
@@ -382,6 +393,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         connect_seconds,
         seconds,
         connect_failed,
+        threads_failed,
         tally,
         server_cpu,
         generator_cpu,

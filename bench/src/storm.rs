@@ -20,6 +20,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -509,10 +510,7 @@ impl Storms<'_> {
         while self.control.settled() < args.probes as usize {
             monoio::time::sleep(Duration::from_millis(2)).await;
         }
-        let probes_failed = self
-            .control
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let probes_failed = self.control.failed.load(Ordering::Relaxed);
         if connect_failed > 0 || probes_failed > 0 {
             return Ok(timeline);
         }
