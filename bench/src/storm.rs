@@ -13,7 +13,10 @@
 //! and tried again until the round's timeout. The round lasts until every
 //! client is upgraded again (the time to all-back); the probes' messages
 //! sent meanwhile make the storm window. Rounds are separated by a pause
-//! that is not recorded.
+//! that is not recorded. Each round also reports the kernel's listen
+//! queue overflows (machine-wide): a SYN dropped by a full queue is
+//! retried a second later, and that second shows in the time to
+//! all-back.
 
 use std::cell::Cell;
 use std::net::Ipv4Addr;
@@ -125,6 +128,11 @@ pub(crate) struct Round {
     /// counted in clock ticks (10 ms at 100 Hz), so coarse for a short
     /// round.
     pub(crate) server_cpu: Option<CpuSpent>,
+    /// Connections the kernel's listen queues dropped during the round,
+    /// machine-wide, when /proc/net/netstat is readable: each is a SYN
+    /// retried a second later (or more), which shows in the time to
+    /// all-back.
+    pub(crate) listen_overflows: Option<u64>,
 }
 
 /// What one run measured.
@@ -190,6 +198,11 @@ impl Outcome {
             .iter()
             .map(|round| round.server_cpu.map(|cpu| cpu.total))
             .sum()
+    }
+
+    /// Listen queue overflows over all rounds, when they were readable.
+    fn listen_overflows(&self) -> Option<u64> {
+        self.rounds.iter().map(|round| round.listen_overflows).sum()
     }
 
     /// The probes' window `index` ([`BASELINE`] or [`STORM`]).
@@ -262,6 +275,9 @@ impl Outcome {
         put("probe_mismatches", json!(self.probes.mismatches));
         put("probe_failed", json!(self.probes.failed));
         put("probe_unanswered", json!(self.probes.unanswered));
+        if let Some(overflows) = self.listen_overflows() {
+            put("listen_overflows", json!(overflows));
+        }
         if let Some(cpu) = self.server_cpu() {
             put("server_core_share", json!(cpu / self.storm_seconds()));
             put(
@@ -278,6 +294,7 @@ impl Outcome {
                     "handshakes_per_second": round.back as f64 / round.all_back_seconds,
                     "failed": round.failed,
                     "stalled": round.stalled,
+                    "listen_overflows": round.listen_overflows,
                 })
             })
             .collect();
@@ -325,12 +342,15 @@ impl Outcome {
         );
         for (index, round) in self.rounds.iter().enumerate() {
             println!(
-                "round {}: all back in {:.1} ms, {:.0} handshakes/s, {} failed and retried, {} not back{}",
+                "round {}: all back in {:.1} ms, {:.0} handshakes/s, {} failed and retried, {} not back, {} listen queue overflows{}",
                 index + 1,
                 round.all_back_seconds * 1e3,
                 round.back as f64 / round.all_back_seconds,
                 round.failed,
                 round.stalled,
+                round
+                    .listen_overflows
+                    .map_or_else(|| "?".to_owned(), |count| count.to_string()),
                 round
                     .server_cpu
                     .map(|cpu| format!(
@@ -530,6 +550,7 @@ impl Storms<'_> {
                 .server_pid
                 .map(|pid| CpuTimes::read(Some(pid)))
                 .transpose()?;
+            let overflows_before = listen_overflows();
             self.control.set(STORM);
             let (round, error) = self.storm(&mut held, rng.next()).await;
             self.control.set(phase::UNRECORDED);
@@ -537,10 +558,14 @@ impl Storms<'_> {
                 (Some(pid), Some(before)) => Some(CpuTimes::read(Some(pid))?.since(&before, ticks)),
                 _ => None,
             };
+            let listen_overflows = listen_overflows()
+                .zip(overflows_before)
+                .map(|(after, before)| after.saturating_sub(before));
             timeline.first_error = timeline.first_error.or(error);
             let stalled = round.stalled;
             timeline.rounds.push(Round {
                 server_cpu,
+                listen_overflows,
                 ..round
             });
             if stalled > 0 {
@@ -671,5 +696,45 @@ impl Storms<'_> {
             last_back.as_secs_f64()
         };
         (round, first_error)
+    }
+}
+
+/// The kernel's count of connections dropped because a listen queue was
+/// full (`TcpExt: ListenOverflows` in /proc/net/netstat), machine-wide;
+/// `None` when it cannot be read.
+fn listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    tcp_ext(&netstat, "ListenOverflows")
+}
+
+/// Counter `name` of the `TcpExt:` lines of /proc/net/netstat: a line of
+/// names, then a line of values in the same order.
+fn tcp_ext(netstat: &str, name: &str) -> Option<u64> {
+    let mut lines = netstat
+        .lines()
+        .filter_map(|line| line.strip_prefix("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let index = names.split_whitespace().position(|field| field == name)?;
+    values.split_whitespace().nth(index)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_ext_counters_are_read_by_name() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+            TcpExt: 613 3883 3890\n\
+            IpExt: InNoRoutes ListenOverflows\n\
+            IpExt: 0 7\n";
+        assert_eq!(tcp_ext(netstat, "ListenOverflows"), Some(3883));
+        assert_eq!(tcp_ext(netstat, "SyncookiesSent"), Some(613));
+        assert_eq!(tcp_ext(netstat, "Missing"), None);
+        assert_eq!(
+            tcp_ext("TcpExt: ListenOverflows\n", "ListenOverflows"),
+            None
+        );
+        assert!(listen_overflows().is_some());
     }
 }

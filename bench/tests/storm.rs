@@ -106,6 +106,7 @@ fn every_client_comes_back_in_every_round() {
     }
     assert_eq!(metric(&result, "probe_mismatches"), 0.0, "{result}");
     assert!(metric(&result, "server_cpu_us_per_handshake") >= 0.0);
+    assert!(metric(&result, "listen_overflows") >= 0.0);
 }
 
 #[test]
