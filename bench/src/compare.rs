@@ -25,11 +25,12 @@ use crate::echo::{self, DriverChoice};
 use crate::fanout;
 use crate::latency;
 use crate::machine::Machine;
+use crate::open_loop::Idle;
 use crate::placement::{NamedPlacement, Placement};
 use crate::record::{Record, RecordWriter};
 use crate::report;
-use crate::scenario::{Offered, Scenario, Shape};
 use crate::room_protocol::RoomProtocol;
+use crate::scenario::{Offered, Scenario, Shape};
 use crate::servers::{RunningServer, ServerSpec, Speaks, free_port, shell_command_line};
 use crate::stats::{format_rate, median};
 use crate::storm;
@@ -134,7 +135,10 @@ impl Args {
             .iter()
             .find(|named| !names.contains(&named.name.as_str()))
         {
-            bail!("--placement {}: there is no server of that name", stray.name);
+            bail!(
+                "--placement {}: there is no server of that name",
+                stray.name
+            );
         }
         let scenarios = self.scenarios();
         for scenario in &scenarios {
@@ -351,6 +355,7 @@ fn run_one(
                 threads,
                 cores: Some(placement.load.clone()),
                 text: false,
+                idle: Idle::Spin,
                 server_pid,
                 driver: args.driver,
                 connect_timeout: 30.0,
@@ -386,12 +391,24 @@ fn run_one(
         Scenario::Storm { clients, jitter_ms } => {
             let outcome = storm::run(&storm::Args {
                 url,
-                clients,
-                jitter_ms,
-                cores: Some(placement.load.clone()),
+                clients: u32::try_from(clients)?,
+                probes: 10,
+                probe_rate: 1000.0,
+                size: 32,
+                jitter_ms: jitter_ms as f64,
+                rounds: 1,
+                sources: None,
+                concurrency: 256,
+                warmup: 0.5,
+                baseline: 1.0,
+                pause: 0.5,
+                idle: Idle::Block,
                 server_pid,
                 driver: args.driver,
-                ..storm::Args::default()
+                connect_timeout: 30.0,
+                handshake_timeout: 10.0,
+                storm_timeout: 60.0,
+                json: false,
             })?;
             outcome.check()?;
             outcome.to_json()
@@ -422,7 +439,9 @@ fn echo_maximum(earlier: &[Record], name: &str, shape: Shape) -> anyhow::Result<
     let label = Scenario::Echo(shape).label();
     let rates: Vec<f64> = earlier
         .iter()
-        .filter(|record| record.scenario == "echo" && record.server == name && record.label == label)
+        .filter(|record| {
+            record.scenario == "echo" && record.server == name && record.label == label
+        })
         .filter_map(|record| record.metric("messages_per_second"))
         .collect();
     median(&rates).with_context(|| format!("no echo run of {name} at {label} in this session"))
@@ -437,7 +456,10 @@ fn headline(record: &Record) -> String {
         metric("generator_core_share") * 100.0
     );
     match record.scenario.as_str() {
-        "echo" => format!("{} messages/s, {cores}", format_rate(metric("messages_per_second"))),
+        "echo" => format!(
+            "{} messages/s, {cores}",
+            format_rate(metric("messages_per_second"))
+        ),
         "latency" => format!(
             "offered {}/s: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; {cores}",
             format_rate(metric("offered_rate")),
@@ -525,10 +547,20 @@ mod tests {
 
     #[test]
     fn a_latency_share_needs_its_echo_and_fanout_needs_a_room_server() {
-        let error = args(&["shardcast"], &["latency:100x32@50%"]).check().unwrap_err();
-        assert!(error.to_string().contains("add --scenario echo:100x32"), "{error}");
-        let error = args(&["shardcast"], &["fanout:100x32"]).check().unwrap_err();
-        assert!(error.to_string().contains("socket.io or uws-topics"), "{error}");
+        let error = args(&["shardcast"], &["latency:100x32@50%"])
+            .check()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("add --scenario echo:100x32"),
+            "{error}"
+        );
+        let error = args(&["shardcast"], &["fanout:100x32"])
+            .check()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("socket.io or uws-topics"),
+            "{error}"
+        );
         let mut stray = args(&["shardcast"], &["echo:100x32"]);
         stray.placements.push("other=0/1".parse().unwrap());
         assert!(stray.check().is_err());
@@ -553,12 +585,23 @@ mod tests {
         let raw = |name: &str| (name.to_owned(), "raw");
         assert_eq!(
             names("echo:10x32"),
-            [raw("shardcast"), raw("ws"), raw("uWebSockets.js"), ("socket.io".into(), "socket.io")]
+            [
+                raw("shardcast"),
+                raw("ws"),
+                raw("uWebSockets.js"),
+                ("socket.io".into(), "socket.io")
+            ]
         );
-        assert_eq!(names("storm:10"), [raw("shardcast"), raw("ws"), raw("uWebSockets.js")]);
+        assert_eq!(
+            names("storm:10"),
+            [raw("shardcast"), raw("ws"), raw("uWebSockets.js")]
+        );
         assert_eq!(
             names("fanout:10x32"),
-            [("socket.io".into(), "socket.io"), ("uWebSockets.js".into(), "uws-topics")]
+            [
+                ("socket.io".into(), "socket.io"),
+                ("uWebSockets.js".into(), "uws-topics")
+            ]
         );
     }
 

@@ -47,7 +47,7 @@ const GOAL_BYTES: f64 = 2048.0;
 
 /// Descriptors a process needs beyond its connections: listeners, rings,
 /// logs, libraries.
-const SPARE_FDS: u64 = 256;
+pub(crate) const SPARE_FDS: u64 = 256;
 
 /// The share of a source address's ephemeral ports a run fills at most,
 /// so that connect() still finds a free one quickly.
@@ -233,7 +233,7 @@ impl Plan {
 
 /// How many source addresses `connections` are spread over: `asked` if
 /// given, else as many as `ports` makes necessary.
-fn sources_for(
+pub(crate) fn sources_for(
     connections: usize,
     asked: Option<usize>,
     ports: PortRange,
@@ -633,7 +633,11 @@ fn check_memory_left() -> anyhow::Result<()> {
 
 /// Connects from `source` (any port) and upgrades; returns the socket
 /// alone, everything else about the connection dropped.
-async fn upgrade(target: &Target, source: Ipv4Addr, rng: &mut XorShift) -> anyhow::Result<OwnedFd> {
+pub(crate) async fn upgrade(
+    target: &Target,
+    source: Ipv4Addr,
+    rng: &mut XorShift,
+) -> anyhow::Result<OwnedFd> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
         .context("creating a socket")?;
     socket.set_nonblocking(true)?;

@@ -227,6 +227,10 @@ impl Outcome {
                 "size": args.size,
                 "in_flight": args.in_flight,
                 "text": args.text,
+                "protocol": match args.protocol {
+                    EchoProtocol::Raw => "raw",
+                    EchoProtocol::SocketIo => "socket.io",
+                },
                 "warmup_seconds": args.warmup,
                 "duration_seconds": args.duration,
                 "threads": args.threads,

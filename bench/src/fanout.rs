@@ -255,7 +255,7 @@ impl Outcome {
                 "subscribers": args.subscribers,
                 "rooms": args.rooms,
                 "publishers": args.publishers,
-                "size_bytes": args.size,
+                "size": args.size,
                 "mode": if args.rate.is_some() { "open-loop" } else { "closed-loop" },
                 "rate_per_second": args.rate,
                 "warmup_seconds": args.warmup,

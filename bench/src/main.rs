@@ -3,8 +3,8 @@
 //!
 //! - `echo`: closed-loop echo load against one server (monoio, io_uring),
 //!   plain WebSocket messages or Socket.IO events.
-//! - `latency`: open-loop echo at a fixed offered rate; latency
-//!   percentiles corrected for coordinated omission.
+//! - `latency`: echo latency percentiles at a fixed offered rate, open
+//!   loop (coordinated omission corrected), paced to the microsecond.
 //! - `fanout`: rooms with subscribers and publishers, through each
 //!   server's own room protocol; deliveries/s and publish-to-delivery
 //!   latency.
@@ -38,6 +38,7 @@ mod latency;
 mod limits;
 mod machine;
 mod memory;
+mod open_loop;
 mod placement;
 mod plot;
 mod proc_stat;
@@ -70,11 +71,19 @@ enum Command {
     /// Echo load against one WebSocket server: N connections, each sending
     /// the next message when the echo of the last arrives.
     Echo(echo::Args),
+    /// Echo latency at a fixed offered rate: messages leave on a schedule
+    /// whatever the replies, and latency counts from each one's intended
+    /// send time; percentiles, achieved rate, schedule lag, CPU shares.
+    Latency(latency::Args),
     /// Publish/subscribe load against one server: M subscribers in K
     /// rooms, P publishers, closed loop (each round waits for every
     /// delivery) or a fixed publish rate; deliveries per second and
     /// publish-to-delivery latency, every message checked.
     Fanout(fanout::Args),
+    /// Reconnection storm: every client drops and reconnects at once (or
+    /// within a jitter); time until all are back, handshakes/s, and the
+    /// latency of probe connections before and during the storm.
+    Storm(storm::Args),
     /// Servers side by side under the same scenarios (echo, latency,
     /// fanout, storm) in one session: each pinned and restarted per run,
     /// rounds in shuffled order; every run appended to a JSON-lines file
@@ -128,7 +137,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo(args) => echo::command(&args),
+        Command::Latency(args) => latency::command(&args),
         Command::Fanout(args) => fanout::command(&args),
+        Command::Storm(args) => storm::command(&args),
         Command::Compare(args) => compare::command(&args),
         Command::Report(args) => report::command(&args),
         Command::Scaling(args) => scaling::command(&args),

@@ -59,7 +59,9 @@ impl Record {
     /// Whether the server and its load ran on a core in common.
     pub(crate) fn shares_cores(&self) -> bool {
         let load: Vec<&str> = self.load_cores.split(',').collect();
-        self.server_cores.split(',').any(|core| load.contains(&core))
+        self.server_cores
+            .split(',')
+            .any(|core| load.contains(&core))
     }
 }
 
@@ -73,8 +75,7 @@ impl RecordWriter {
     /// Opens `path` for appending, creating it and its folder.
     pub(crate) fn append_to(path: &Path) -> anyhow::Result<RecordWriter> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -109,7 +110,11 @@ pub(crate) fn read_all(paths: &[impl AsRef<Path>]) -> anyhow::Result<Vec<Record>
                 continue;
             }
             let record = serde_json::from_str(&line).with_context(|| {
-                format!("{} line {}: not a benchmark record", path.display(), index + 1)
+                format!(
+                    "{} line {}: not a benchmark record",
+                    path.display(),
+                    index + 1
+                )
             })?;
             records.push(record);
         }

@@ -185,10 +185,7 @@ impl<'a> Grid<'a> {
             }
         }
         servers.sort_by_key(|name| name != baseline);
-        let baseline = servers
-            .first()
-            .filter(|name| *name == baseline)
-            .cloned();
+        let baseline = servers.first().filter(|name| *name == baseline).cloned();
         Grid {
             records,
             servers,
@@ -385,7 +382,10 @@ mod tests {
         assert_eq!(grid.servers, ["shardcast", "peer", "spread"]);
         assert_eq!(grid.baseline.as_deref(), Some("shardcast"));
         let label = "100 × 32 B";
-        assert_eq!(grid.median("shardcast", label, "messages_per_second"), Some(200.0));
+        assert_eq!(
+            grid.median("shardcast", label, "messages_per_second"),
+            Some(200.0)
+        );
         assert_eq!(
             grid.ratio("peer", label, "messages_per_second", Better::Higher, true),
             Some(4.0)
@@ -399,12 +399,20 @@ mod tests {
             Some(0.4)
         );
         assert_eq!(
-            grid.ratio("shardcast", label, "messages_per_second", Better::Higher, false),
+            grid.ratio(
+                "shardcast",
+                label,
+                "messages_per_second",
+                Better::Higher,
+                false
+            ),
             None
         );
         assert_eq!(grid.rounds(), 3);
         let header = grid.header("Echo");
-        assert!(header.contains("- peer: server on core 0 (`taskset -c 0`), load on core 1, apart."));
+        assert!(
+            header.contains("- peer: server on core 0 (`taskset -c 0`), load on core 1, apart.")
+        );
         assert!(header.contains("- spread: server on cores 0,1"));
         assert!(header.contains("Server and load share cores"));
         assert!(header.contains("medians over 3 round(s)"));
@@ -416,7 +424,13 @@ mod tests {
         let grid = Grid::new(records.iter().collect(), "shardcast");
         assert_eq!(grid.baseline, None);
         assert_eq!(
-            grid.ratio("peer", "100 × 32 B", "messages_per_second", Better::Higher, false),
+            grid.ratio(
+                "peer",
+                "100 × 32 B",
+                "messages_per_second",
+                Better::Higher,
+                false
+            ),
             None
         );
         assert!(grid.header("Echo").contains("no ratios"));

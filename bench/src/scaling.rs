@@ -176,7 +176,10 @@ mod tests {
     fn member_names_round_trip() {
         assert_eq!(member_name("shardcast", 4), "shardcast ×4");
         assert_eq!(parse_member("shardcast ×4"), Some(("shardcast", 4)));
-        assert_eq!(parse_member("uWebSockets.js ×12"), Some(("uWebSockets.js", 12)));
+        assert_eq!(
+            parse_member("uWebSockets.js ×12"),
+            Some(("uWebSockets.js", 12))
+        );
         assert_eq!(parse_member("shardcast"), None);
     }
 

@@ -95,7 +95,11 @@ impl Scenario {
             }
             Scenario::Latency(shape, Offered::Rate(rate)) => format!("{shape} at {rate:.0}/s"),
             Scenario::Fanout { shape, rooms: 1 } => {
-                format!("{} subscribers × {}, 1 room", shape.connections, size_text(shape.size))
+                format!(
+                    "{} subscribers × {}, 1 room",
+                    shape.connections,
+                    size_text(shape.size)
+                )
             }
             Scenario::Fanout { shape, rooms } => format!(
                 "{} subscribers × {}, {rooms} rooms",
@@ -166,9 +170,9 @@ impl FromStr for Scenario {
         match kind {
             "echo" => Ok(Scenario::Echo(rest.parse()?)),
             "latency" => {
-                let (shape, offered) = rest
-                    .split_once('@')
-                    .with_context(|| format!("expected latency:NxS@SHARE% or @RATE, got {text:?}"))?;
+                let (shape, offered) = rest.split_once('@').with_context(|| {
+                    format!("expected latency:NxS@SHARE% or @RATE, got {text:?}")
+                })?;
                 let offered = match offered.strip_suffix('%') {
                     Some(percent) => {
                         let percent: f64 = percent
@@ -234,7 +238,10 @@ mod tests {
     #[test]
     fn shapes_parse_counts_and_sizes() {
         assert_eq!("100x32".parse::<Shape>().unwrap(), Shape::new(100, 32));
-        assert_eq!("1000x1KiB".parse::<Shape>().unwrap(), Shape::new(1000, 1024));
+        assert_eq!(
+            "1000x1KiB".parse::<Shape>().unwrap(),
+            Shape::new(1000, 1024)
+        );
         assert_eq!("10x64B".parse::<Shape>().unwrap(), Shape::new(10, 64));
         assert_eq!("1x2MiB".parse::<Shape>().unwrap(), Shape::new(1, 2 << 20));
         for bad in ["100", "x32", "0x32", "100x", "100xKiB", "ax32"] {
@@ -247,7 +254,10 @@ mod tests {
     fn every_kind_parses_with_its_options() {
         let shape = Shape::new(100, 32);
         assert_eq!("100x32".parse::<Scenario>().unwrap(), Scenario::Echo(shape));
-        assert_eq!("echo:100x32".parse::<Scenario>().unwrap(), Scenario::Echo(shape));
+        assert_eq!(
+            "echo:100x32".parse::<Scenario>().unwrap(),
+            Scenario::Echo(shape)
+        );
         assert_eq!(
             "latency:100x32@50%".parse::<Scenario>().unwrap(),
             Scenario::Latency(shape, Offered::Share(0.5))

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shardcast::CoreList;
 
-
 /// How long a server may take to open its port.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -202,7 +201,10 @@ mod tests {
         assert_eq!(spec.command, "bin/echo --listen 127.0.0.1:{port}");
         assert_eq!(spec.speaks, Speaks::Raw);
         let spec: ServerSpec = "io=socket.io:node server.js {port}".parse().unwrap();
-        assert_eq!((spec.speaks, spec.command.as_str()), (Speaks::SocketIo, "node server.js {port}"));
+        assert_eq!(
+            (spec.speaks, spec.command.as_str()),
+            (Speaks::SocketIo, "node server.js {port}")
+        );
         let spec: ServerSpec = "uws=uws-topics:node fanout.js {port}".parse().unwrap();
         assert_eq!(spec.speaks, Speaks::UwsTopics);
         assert!("io=socket.io:".parse::<ServerSpec>().is_err());

@@ -47,8 +47,7 @@ struct Connection {
 /// Runs the server until killed.
 pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
     let address = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let listener =
-        TcpListener::bind(address).with_context(|| format!("listening on {address}"))?;
+    let listener = TcpListener::bind(address).with_context(|| format!("listening on {address}"))?;
     listener.set_nonblocking(true)?;
     let epoll = Epoll::new()?;
     epoll.add(listener.as_raw_fd())?;
@@ -174,9 +173,8 @@ impl Epoll {
             return Err(std::io::Error::last_os_error()).context("epoll_create1");
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
     }
 
     /// Watches `fd` for input, level-triggered, with `fd` as its token.
@@ -239,7 +237,10 @@ fn echo_frames(incoming: &[u8], outgoing: &mut Vec<u8>) -> anyhow::Result<usize>
             126 | 127 => return Ok(at),
             small => (usize::from(small), 2),
         };
-        let Some(total) = (header + 4usize).checked_add(len).filter(|&t| t <= frame.len()) else {
+        let Some(total) = (header + 4usize)
+            .checked_add(len)
+            .filter(|&t| t <= frame.len())
+        else {
             return Ok(at);
         };
         let opcode = frame[0] & 0x0f;
@@ -283,7 +284,13 @@ mod tests {
         let encoder = Encoder::<Client>::new();
         let mut incoming = Vec::new();
         encoder.frame(&mut incoming, OpCode::Binary, true, b"hello", [1, 2, 3, 4]);
-        encoder.frame(&mut incoming, OpCode::Text, true, &[b'x'; 300], [9, 8, 7, 6]);
+        encoder.frame(
+            &mut incoming,
+            OpCode::Text,
+            true,
+            &[b'x'; 300],
+            [9, 8, 7, 6],
+        );
         let whole = incoming.len();
         encoder.frame(&mut incoming, OpCode::Binary, true, b"cut", [5, 5, 5, 5]);
         let mut outgoing = Vec::new();
@@ -302,7 +309,10 @@ mod tests {
         let mut incoming = Vec::new();
         encoder.frame(&mut incoming, OpCode::Close, true, &[3, 232], [1, 2, 3, 4]);
         let mut outgoing = Vec::new();
-        assert_eq!(echo_frames(&incoming, &mut outgoing).unwrap(), incoming.len());
+        assert_eq!(
+            echo_frames(&incoming, &mut outgoing).unwrap(),
+            incoming.len()
+        );
         assert_eq!(outgoing, [0x88, 0]);
         assert!(echo_frames(&[0x82, 0x05], &mut Vec::new()).is_err());
     }

@@ -83,7 +83,10 @@ fn a_session_records_every_run_and_the_report_has_every_section_and_plot() {
     }
     let echo: Vec<&Value> = records.iter().filter(|r| r["scenario"] == "echo").collect();
     assert_eq!(echo.len(), 4);
-    assert!(echo.iter().all(|r| r["metrics"]["messages_per_second"].as_f64().unwrap() > 0.0));
+    assert!(
+        echo.iter()
+            .all(|r| r["metrics"]["messages_per_second"].as_f64().unwrap() > 0.0)
+    );
     // The latency runs offer a fifth of each server's own echo maximum.
     for latency in records.iter().filter(|r| r["scenario"] == "latency") {
         let server = latency["server"].as_str().unwrap();
@@ -95,16 +98,29 @@ fn a_session_records_every_run_and_the_report_has_every_section_and_plot() {
         maxima.sort_by(f64::total_cmp);
         let median = (maxima[0] + maxima[1]) / 2.0;
         let offered = latency["metrics"]["offered_rate"].as_f64().unwrap();
-        assert!((offered - median * 0.2).abs() < 1.0, "{offered} against {median}");
+        assert!(
+            (offered - median * 0.2).abs() < 1.0,
+            "{offered} against {median}"
+        );
     }
     let text = fs::read_to_string(&report).unwrap();
     for section in ["engine-echo", "engine-latency", "engine-storm"] {
-        assert!(text.contains(&format!("<!-- BEGIN {section} -->")), "{text}");
+        assert!(
+            text.contains(&format!("<!-- BEGIN {section} -->")),
+            "{text}"
+        );
     }
     assert!(text.contains("### The generator's ceiling"), "{text}");
     assert!(text.contains("| trivial-echo |"), "{text}");
-    assert!(text.contains("![Echo throughput, 32 B messages](plots/echo-throughput-32B.svg)"), "{text}");
-    for plot in ["echo-throughput-32B.svg", "latency-4x32B-p99.svg", "latency-4x32B-p50.svg"] {
+    assert!(
+        text.contains("![Echo throughput, 32 B messages](plots/echo-throughput-32B.svg)"),
+        "{text}"
+    );
+    for plot in [
+        "echo-throughput-32B.svg",
+        "latency-4x32B-p99.svg",
+        "latency-4x32B-p50.svg",
+    ] {
         let svg = fs::read_to_string(dir.join("plots").join(plot)).unwrap();
         assert!(svg.contains("<svg") && svg.contains("shardcast"), "{plot}");
     }
@@ -148,7 +164,13 @@ fn reports_refuse_files_that_are_not_records() {
     let dir = scratch("report-bad");
     let bad = dir.join("bad.jsonl");
     fs::write(&bad, "{\"scenario\": \"echo\"}\n").unwrap();
-    let (success, log) = run(&["report", "--results", bad.to_str().unwrap(), "--out", dir.join("B.md").to_str().unwrap()]);
+    let (success, log) = run(&[
+        "report",
+        "--results",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.join("B.md").to_str().unwrap(),
+    ]);
     assert!(!success);
     assert!(log.contains("line 1: not a benchmark record"), "{log}");
     fs::remove_dir_all(&dir).unwrap();

@@ -57,7 +57,10 @@ fn run_echo(port: u16, extra: &[&str]) -> (bool, Value) {
     let result: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
     assert_eq!(result["scenario"], "echo", "{result}");
-    assert!(result["params"]["connections"].as_u64().is_some(), "{result}");
+    assert!(
+        result["params"]["connections"].as_u64().is_some(),
+        "{result}"
+    );
     (output.status.success(), result["metrics"].clone())
 }
 

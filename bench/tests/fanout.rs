@@ -175,8 +175,10 @@ fn socket_io_echo() {
         "2",
     ]);
     assert!(success, "{result}");
-    assert!(result["echoes"].as_u64().unwrap() > 0, "{result}");
-    assert_eq!(result["mismatches"], 0, "{result}");
+    assert_eq!(result["params"]["protocol"], "socket.io", "{result}");
+    let metrics = &result["metrics"];
+    assert!(metrics["echoes"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(metrics["mismatches"], 0, "{result}");
 }
 
 /// The subscribers of a one-room uws-topics server, each a queue its

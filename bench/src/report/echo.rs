@@ -41,7 +41,13 @@ pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Re
         &|server, label| {
             let total = grid.median(server, label, "server_cpu_us_per_message")?;
             let user = grid.median(server, label, "server_user_us_per_message")?;
-            let ratio = grid.ratio(server, label, "server_cpu_us_per_message", Better::Lower, false);
+            let ratio = grid.ratio(
+                server,
+                label,
+                "server_cpu_us_per_message",
+                Better::Lower,
+                false,
+            );
             Some(format!("{total:.2} ({user:.2}){}", ratio_text(ratio)))
         },
     ));
@@ -81,18 +87,20 @@ fn ceiling(grid: &Grid<'_>) -> String {
         "### The generator's ceiling\n\n`{CEILING}` is `shardcast-bench trivial-echo`, the cheapest echo the generator accepts (no limits, no checks, one write per read), placed like the others: the generator drives nothing faster on its cores. Each server's messages/s as a share of it; at {:.0}% or more the generator, not the server, set the figure, and CPU per message is the figure to compare.\n\n",
         GENERATOR_BOUND * 100.0
     );
-    out.push_str(&grid.table("Share of the generator's ceiling", &|server, label| {
-        let ceiling = grid.median(CEILING, label, "messages_per_second")?;
-        let rate = grid.median(server, label, "messages_per_second")?;
-        let share = rate / ceiling;
-        Some(if server == CEILING {
-            format!("{} (the ceiling)", format_rate(ceiling))
-        } else if share >= GENERATOR_BOUND {
-            format!("{:.0}%, generator-bound", share * 100.0)
-        } else {
-            format!("{:.0}%", share * 100.0)
-        })
-    }));
+    out.push_str(
+        &grid.table("Share of the generator's ceiling", &|server, label| {
+            let ceiling = grid.median(CEILING, label, "messages_per_second")?;
+            let rate = grid.median(server, label, "messages_per_second")?;
+            let share = rate / ceiling;
+            Some(if server == CEILING {
+                format!("{} (the ceiling)", format_rate(ceiling))
+            } else if share >= GENERATOR_BOUND {
+                format!("{:.0}%, generator-bound", share * 100.0)
+            } else {
+                format!("{:.0}%", share * 100.0)
+            })
+        }),
+    );
     out
 }
 
@@ -159,7 +167,8 @@ fn goals(grid: &Grid<'_>) -> String {
             continue;
         }
         for label in &grid.labels {
-            if let Some(ratio) = grid.ratio(peer, label, "messages_per_second", Better::Higher, true)
+            if let Some(ratio) =
+                grid.ratio(peer, label, "messages_per_second", Better::Higher, true)
             {
                 out.push_str(&goal_line(
                     ratio >= goal,
@@ -186,8 +195,14 @@ mod tests {
         ];
         let grid = Grid::new(records.iter().collect(), "shardcast");
         let text = ceiling(&grid);
-        assert!(text.contains("| shardcast | 94%, generator-bound |"), "{text}");
-        assert!(text.contains("| trivial-echo | 160.0k (the ceiling) |"), "{text}");
+        assert!(
+            text.contains("| shardcast | 94%, generator-bound |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| trivial-echo | 160.0k (the ceiling) |"),
+            "{text}"
+        );
         assert!(text.contains("| ws | 25% |"), "{text}");
     }
 
@@ -227,18 +242,39 @@ mod tests {
         let grid = Grid::new(records.iter().collect(), "shardcast");
         let text = render(&grid, None).unwrap();
         assert!(text.contains("| shardcast | 150.0k | 120.0k |"), "{text}");
-        assert!(text.contains("| uWebSockets.js | 100.0k, 1.50x | 100.0k, 1.20x |"), "{text}");
-        assert!(text.contains("| uWebSockets.js | 10.00 (2.50), 2.00x |"), "{text}");
-        assert!(text.contains("| tokio-tungstenite | 60.0k, 2.50x | - |"), "{text}");
+        assert!(
+            text.contains("| uWebSockets.js | 100.0k, 1.50x | 100.0k, 1.20x |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| uWebSockets.js | 10.00 (2.50), 2.00x |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| tokio-tungstenite | 60.0k, 2.50x | - |"),
+            "{text}"
+        );
         assert!(text.contains("| shardcast | 100% / 90% |"), "{text}");
         assert!(text.contains("3 s warm-up, 10 s measured"), "{text}");
-        assert!(text.contains("- met: 100 × 32 B: shardcast 1.50x uWebSockets.js (goal 1.3x)"), "{text}");
-        assert!(text.contains("- missed: 1000 × 32 B: shardcast 1.20x uWebSockets.js"), "{text}");
-        assert!(text.contains("- missed: 100 × 32 B: shardcast 2.50x tokio-tungstenite (goal 3x)"), "{text}");
+        assert!(
+            text.contains("- met: 100 × 32 B: shardcast 1.50x uWebSockets.js (goal 1.3x)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- missed: 1000 × 32 B: shardcast 1.20x uWebSockets.js"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- missed: 100 × 32 B: shardcast 2.50x tokio-tungstenite (goal 3x)"),
+            "{text}"
+        );
         assert!(!text.contains("ceiling"), "{text}");
         let charts = charts(&grid);
         assert_eq!(charts.len(), 1);
         assert_eq!(charts[0].0, "32B");
-        assert_eq!(charts[0].1.series[0].points, [(100.0, 150_000.0), (1000.0, 120_000.0)]);
+        assert_eq!(
+            charts[0].1.series[0].points,
+            [(100.0, 150_000.0), (1000.0, 120_000.0)]
+        );
     }
 }

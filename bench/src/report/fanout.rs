@@ -23,17 +23,26 @@ pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Re
         let ratio = grid.ratio(server, label, "deliveries_per_second", Better::Higher, true);
         Some(format!("{}{}", format_rate(rate), ratio_text(ratio)))
     }));
-    out.push_str(&grid.table("Publish to delivery p50 / p99 / max, µs", &|server, label| {
-        let p50 = grid.median(server, label, "p50_us")?;
-        let p99 = grid.median(server, label, "p99_us")?;
-        let max = grid.median(server, label, "max_us")?;
-        Some(format!("{p50:.0} / {p99:.0} / {max:.0}"))
-    }));
+    out.push_str(&grid.table(
+        "Publish to delivery p50 / p99 / max, µs",
+        &|server, label| {
+            let p50 = grid.median(server, label, "p50_us")?;
+            let p99 = grid.median(server, label, "p99_us")?;
+            let max = grid.median(server, label, "max_us")?;
+            Some(format!("{p50:.0} / {p99:.0} / {max:.0}"))
+        },
+    ));
     out.push_str(&grid.table(
         "Server CPU per delivery, µs; CPU used: server / load",
         &|server, label| {
             let micros = grid.median(server, label, "server_micros_per_delivery")?;
-            let ratio = grid.ratio(server, label, "server_micros_per_delivery", Better::Lower, false);
+            let ratio = grid.ratio(
+                server,
+                label,
+                "server_micros_per_delivery",
+                Better::Lower,
+                false,
+            );
             let server_share = grid.median(server, label, "server_core_share")?;
             let load_share = grid.median(server, label, "generator_core_share")?;
             Some(format!(
@@ -110,12 +119,21 @@ mod tests {
                 "warmup_seconds": 1.0, "duration_seconds": 5.0});
             record
         };
-        let records = [run("shardcast", 2_000_000.0), run("uWebSockets.js", 400_000.0)];
+        let records = [
+            run("shardcast", 2_000_000.0),
+            run("uWebSockets.js", 400_000.0),
+        ];
         let grid = Grid::new(records.iter().collect(), "shardcast");
         let text = render(&grid, None).unwrap();
-        assert!(text.contains("| uWebSockets.js | 400.0k, 5.00x |"), "{text}");
+        assert!(
+            text.contains("| uWebSockets.js | 400.0k, 5.00x |"),
+            "{text}"
+        );
         assert!(text.contains("| shardcast | 100 / 900 / 3000 |"), "{text}");
-        assert!(text.contains("| uWebSockets.js | 2.500, 5.00x; 100% / 50% |"), "{text}");
+        assert!(
+            text.contains("| uWebSockets.js | 2.500, 5.00x; 100% / 50% |"),
+            "{text}"
+        );
         assert_eq!(chart(&grid).series[0].points, [(100.0, 2_000_000.0)]);
     }
 }

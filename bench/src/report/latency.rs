@@ -21,17 +21,19 @@ pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Re
         first.param("warmup_seconds").unwrap_or(f64::NAN),
         first.param("duration_seconds").unwrap_or(f64::NAN),
     )?;
-    out.push_str(&grid.table("p50 / p99, µs (offered messages/s)", &|server, label| {
-        let p50 = grid.median(server, label, "p50_us")?;
-        let p99 = grid.median(server, label, "p99_us")?;
-        let offered = grid.median(server, label, "offered_rate")?;
-        let ratio = grid.ratio(server, label, "p99_us", Better::Lower, true);
-        Some(format!(
-            "{p50:.0} / {p99:.0}{} ({})",
-            ratio_text(ratio),
-            format_rate(offered)
-        ))
-    }));
+    out.push_str(
+        &grid.table("p50 / p99, µs (offered messages/s)", &|server, label| {
+            let p50 = grid.median(server, label, "p50_us")?;
+            let p99 = grid.median(server, label, "p99_us")?;
+            let offered = grid.median(server, label, "offered_rate")?;
+            let ratio = grid.ratio(server, label, "p99_us", Better::Lower, true);
+            Some(format!(
+                "{p50:.0} / {p99:.0}{} ({})",
+                ratio_text(ratio),
+                format_rate(offered)
+            ))
+        }),
+    );
     out.push_str(&grid.table("p99.9 / max, µs", &|server, label| {
         let p999 = grid.median(server, label, "p999_us")?;
         let max = grid.median(server, label, "max_us")?;
@@ -136,7 +138,11 @@ fn goal(grid: &Grid<'_>) -> String {
         return String::new();
     };
     let mut out = String::new();
-    for label in grid.labels.iter().filter(|label| label.ends_with(GOAL_LOAD)) {
+    for label in grid
+        .labels
+        .iter()
+        .filter(|label| label.ends_with(GOAL_LOAD))
+    {
         let Some(ours) = grid.median(baseline, label, "p99_us") else {
             continue;
         };
@@ -176,7 +182,8 @@ mod tests {
         );
         record.scenario = "latency".into();
         record.label = format!("100 × 32 B at {share}% of max");
-        record.params = json!({"connections": 100, "size": 32, "warmup_seconds": 1.0, "duration_seconds": 5.0});
+        record.params =
+            json!({"connections": 100, "size": 32, "warmup_seconds": 1.0, "duration_seconds": 5.0});
         record
     }
 
@@ -190,11 +197,20 @@ mod tests {
         ];
         let grid = Grid::new(records.iter().collect(), "shardcast");
         let text = render(&grid, None).unwrap();
-        assert!(text.contains("| shardcast | 15 / 60 (40.0k) | 25 / 100 (80.0k) |"), "{text}");
-        assert!(text.contains("| peer | 22 / 90, 1.50x (30.0k) | 20 / 80, 0.80x (60.0k) |"), "{text}");
+        assert!(
+            text.contains("| shardcast | 15 / 60 (40.0k) | 25 / 100 (80.0k) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| peer | 22 / 90, 1.50x (30.0k) | 20 / 80, 0.80x (60.0k) |"),
+            "{text}"
+        );
         assert!(text.contains("| peer | 270 / 900 | 240 / 800 |"), "{text}");
         assert!(text.contains("| peer | 99%; 5; 50% / 40% |"), "{text}");
-        assert!(text.contains("- missed: 100 × 32 B at 50% of max: p99 shardcast 100 µs, peer 80 µs"), "{text}");
+        assert!(
+            text.contains("- missed: 100 × 32 B at 50% of max: p99 shardcast 100 µs, peer 80 µs"),
+            "{text}"
+        );
         let wanted = charts_wanted(&grid);
         assert_eq!(wanted.len(), 2);
         let chart = chart(&grid, "100 × 32 B", "p99", "p99_us");

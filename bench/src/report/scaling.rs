@@ -44,14 +44,14 @@ pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Re
         grid.first().machine.cores,
     )?;
     let figure = |family: &str, count: usize, label: &str| {
-        let member = members
-            .iter()
-            .find(|m| m.0 == family && m.1 == count)?
-            .2;
+        let member = members.iter().find(|m| m.0 == family && m.1 == count)?.2;
         grid.median(member, label, "messages_per_second")
     };
     for label in &grid.labels {
-        writeln!(out, "### Messages/s at {label} (efficiency against linear)\n")?;
+        writeln!(
+            out,
+            "### Messages/s at {label} (efficiency against linear)\n"
+        )?;
         let heads: Vec<String> = counts.iter().map(|c| format!("{c} core(s)")).collect();
         writeln!(out, "| server | {} |", heads.join(" | "))?;
         writeln!(out, "|---|{}", "---|".repeat(counts.len()))?;
@@ -139,10 +139,22 @@ mod tests {
         ];
         let grid = Grid::new(records.iter().collect(), "shardcast ×1");
         let text = render(&grid, None).unwrap();
-        assert!(text.contains("| server | 1 core(s) | 2 core(s) |"), "{text}");
-        assert!(text.contains("| shardcast | 100.0k | 180.0k (90%) |"), "{text}");
-        assert!(text.contains("| uWebSockets.js | 80.0k | 120.0k (75%) |"), "{text}");
-        assert!(text.contains("- met: 1000 × 32 B: shardcast at 2 cores runs at 90% of linear"), "{text}");
+        assert!(
+            text.contains("| server | 1 core(s) | 2 core(s) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| shardcast | 100.0k | 180.0k (90%) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| uWebSockets.js | 80.0k | 120.0k (75%) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- met: 1000 × 32 B: shardcast at 2 cores runs at 90% of linear"),
+            "{text}"
+        );
         assert!(text.contains("Counts run here: 1, 2"), "{text}");
     }
 }

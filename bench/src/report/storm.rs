@@ -17,12 +17,19 @@ pub(super) fn render(grid: &Grid<'_>, _target: Option<&PlotTarget>) -> anyhow::R
         first.param("probes").unwrap_or(f64::NAN),
         first.param("probe_rate").unwrap_or(f64::NAN),
     )?;
-    out.push_str(&grid.table("Seconds until all are back; handshakes/s", &|server, label| {
-        let seconds = grid.median(server, label, "all_back_seconds")?;
-        let ratio = grid.ratio(server, label, "all_back_seconds", Better::Lower, true);
-        let rate = grid.median(server, label, "handshakes_per_second")?;
-        Some(format!("{seconds:.3}{}; {}", ratio_text(ratio), format_rate(rate)))
-    }));
+    out.push_str(&grid.table(
+        "Seconds until all are back; handshakes/s",
+        &|server, label| {
+            let seconds = grid.median(server, label, "all_back_seconds")?;
+            let ratio = grid.ratio(server, label, "all_back_seconds", Better::Lower, true);
+            let rate = grid.median(server, label, "handshakes_per_second")?;
+            Some(format!(
+                "{seconds:.3}{}; {}",
+                ratio_text(ratio),
+                format_rate(rate)
+            ))
+        },
+    ));
     out.push_str(&grid.table(
         "Probe latency p99, µs: before the storm / during it",
         &|server, label| {
