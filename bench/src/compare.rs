@@ -456,7 +456,7 @@ fn headline(record: &Record) -> String {
         metric("generator_core_share") * 100.0
     );
     match record.scenario.as_str() {
-        "echo" => format!(
+        "echo" | "scaling" => format!(
             "{} messages/s, {cores}",
             format_rate(metric("messages_per_second"))
         ),

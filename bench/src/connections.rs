@@ -36,7 +36,7 @@ use crate::machine::Machine;
 use crate::memory::{self, Mappings, REGISTRATION_CACHES, SOCKET_CACHES, Slabs};
 use crate::proc_stat::{self, CpuTimes};
 use crate::report_file::{self, section_header};
-use crate::servers::{RunningServer, ServerSpec, free_port, shell_command_line};
+use crate::servers::{RunningServer, ServerSpec, Speaks, free_port, shell_command_line};
 use crate::stats::{format_rate, ratio_lower_is_better, thousands};
 
 /// The section of BENCHMARKS.md this command writes by default.
@@ -360,6 +360,13 @@ impl ServerRun {
 
 /// Runs `shardcast-bench connections`.
 pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
+    if let Some(spec) = args.servers.iter().find(|spec| spec.speaks != Speaks::Raw) {
+        bail!(
+            "{} speaks {}: connections measures plain WebSocket servers (give them as NAME=COMMAND)",
+            spec.name,
+            spec.speaks.name()
+        );
+    }
     let plan = Plan::new(args)?;
     eprintln!("{}", plan.nofile_text());
     for note in &plan.notes {

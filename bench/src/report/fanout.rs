@@ -11,10 +11,22 @@ use crate::stats::format_rate;
 pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Result<String> {
     let mut out = grid.header("Fan-out: rooms and publish");
     let first = grid.first();
+    let mut protocols: Vec<String> = Vec::new();
+    for server in &grid.servers {
+        if let Some(record) = grid
+            .labels
+            .iter()
+            .find_map(|label| grid.runs(server, label).next())
+        {
+            let protocol = record.params["protocol"].as_str().unwrap_or("unknown");
+            protocols.push(format!("{server} `{protocol}`"));
+        }
+    }
     writeln!(
         out,
-        "Method: subscribers join their rooms (one room, or spread over several), publishers publish {}-byte messages through each server's own room protocol (uWebSockets.js topics, socket.io rooms, shardcast.v1); each message carries its publish time, and every subscriber checks it gets every message of its room once and in order. {} s warm-up, {} s measured. Latency is publish to delivery.\n",
+        "Method: subscribers join their rooms (one room, or spread over several) and one publisher publishes {}-byte messages through each server's own room protocol ({}); a round waits until every subscriber has the round's messages, so the figure is the most the server delivers. Each message carries its publish time, and every subscriber checks it gets every message of its room once and in order. {} s warm-up, {} s measured. Latency is publish to delivery.\n",
         first.param("size").unwrap_or(f64::NAN),
+        protocols.join(", "),
         first.param("warmup_seconds").unwrap_or(f64::NAN),
         first.param("duration_seconds").unwrap_or(f64::NAN),
     )?;
@@ -115,7 +127,7 @@ mod tests {
             );
             record.scenario = "fanout".into();
             record.label = "100 subscribers × 32 B, 1 room".into();
-            record.params = json!({"subscribers": 100, "rooms": 1, "size": 32,
+            record.params = json!({"subscribers": 100, "rooms": 1, "size": 32, "protocol": "uws-topics",
                 "warmup_seconds": 1.0, "duration_seconds": 5.0});
             record
         };

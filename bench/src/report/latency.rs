@@ -146,7 +146,11 @@ fn goal(grid: &Grid<'_>) -> String {
         let Some(ours) = grid.median(baseline, label, "p99_us") else {
             continue;
         };
-        for peer in grid.servers.iter().filter(|server| *server != baseline) {
+        let peers = grid
+            .servers
+            .iter()
+            .filter(|server| *server != baseline && *server != super::echo::CEILING);
+        for peer in peers {
             if let Some(theirs) = grid.median(peer, label, "p99_us") {
                 out.push_str(&goal_line(
                     ours < theirs,
