@@ -338,11 +338,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
             .map(|pid| CpuTimes::read(Some(pid)))
             .transpose()?;
         let generator_before = CpuTimes::read(None)?;
-        let window_start = Instant::now();
-        control.set(MEASURED);
+        let window_start = control.set(MEASURED);
         thread::sleep(Duration::from_secs_f64(args.duration));
-        control.set(phase::UNRECORDED);
-        let seconds = window_start.elapsed().as_secs_f64();
+        let seconds = (control.set(phase::UNRECORDED) - window_start) as f64 / 1e9;
         let generator_cpu = CpuTimes::read(None)?.since(&generator_before, ticks);
         let server_cpu = match (args.server_pid, server_before) {
             (Some(pid), Some(before)) => Some(CpuTimes::read(Some(pid))?.since(&before, ticks)),

@@ -14,27 +14,31 @@
 //! driver's `submit`, which still reaps completions (io_uring: submit and
 //! walk the completion queue; legacy: a zero-timeout poll), but its time
 //! driver advances timers only in `park`, so no timer of that thread
-//! fires any more, and every send would still be a task wake-up and a
-//! ring operation away from the clock reading that timed it. So once
-//! upgraded (on
-//! monoio, with `client::handshake`), each thread's connections leave the
-//! runtime as plain non-blocking sockets and one loop owns them: it reads
-//! the monotonic clock, writes every message now due with `write(2)` at
-//! once, and collects the echoes ready in a level-triggered epoll set,
-//! timestamping each read as it returns. Between sends it either spins
-//! ([`Idle::Spin`]: `epoll_pwait2` with a zero timeout, one core busy, the
-//! lowest floor) or blocks in `epoll_pwait2` with a nanosecond timeout
-//! that ends [`SPIN_MARGIN`] before the next send, timer slack set to
-//! 1 ns, and spins the rest ([`Idle::Block`]: little CPU, an echo is
+//! fires any more; and every send would still be a task wake-up and a
+//! ring operation away from the clock reading that timed it.
+//!
+//! So connections open and upgrade on monoio (`client::handshake`), and
+//! then leave the runtime as plain non-blocking sockets, owned by one
+//! loop per thread: it reads the monotonic clock, writes every message
+//! now due with `write(2)` at once, and collects the echoes ready in a
+//! level-triggered epoll set, timestamping each read as it returns.
+//! Between sends it either spins ([`Idle::Spin`]: `epoll_pwait2` with a
+//! zero timeout; one core busy, the lowest floor) or blocks in
+//! `epoll_pwait2` with a nanosecond timeout that ends [`SPIN_MARGIN`]
+//! before the next send, with the thread's timer slack set to 1 ns, and
+//! spins the rest ([`Idle::Block`]: little CPU at low rates, an echo is
 //! noticed a thread wake-up later). How late each message really left is
-//! recorded as well (the schedule lag), so a reader sees whether the
-//! generator kept up.
+//! recorded too (the schedule lag), so a reader sees whether the
+//! generator kept up: on a shared machine it is the first figure to look
+//! at. `tests/latency.rs` checks the floor: against a thread-per-connection
+//! echo at a low rate the median stays far below a millisecond.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -50,7 +54,7 @@ use crate::echo::DriverChoice;
 
 /// What a message carries at its start: 16 hex digits of its sequence
 /// number, then 16 of its intended send time (nanoseconds since the
-/// thread's schedule began). Hex keeps it valid as a text message.
+/// run's epoch, [`Control::epoch`]). Hex keeps it valid as a text message.
 pub(crate) const STAMP_LEN: usize = 32;
 
 /// How long before a send [`Idle::Block`] wakes up to spin: more than a
@@ -69,13 +73,14 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// longer ones are recorded as this.
 const HIGHEST_NS: u64 = 60_000_000_000;
 
-/// Phases of a run, shared with the thread that runs the clock. Values
-/// below [`WINDOWS`](phase::WINDOWS) are measured windows: a message sent
-/// in window `w` is recorded in histogram `w`.
+/// Phases of a run, set by the thread that runs the clock. Values below
+/// [`WINDOWS`](phase::WINDOWS) are measured windows: a message whose
+/// intended send time falls in window `w` is recorded in histogram `w`.
 pub(crate) mod phase {
     /// The most measured windows a run has.
     pub(crate) const WINDOWS: u8 = 8;
-    /// Connections are opening; nothing is sent yet.
+    /// Connections are opening; nothing is sent yet (before the first
+    /// transition).
     pub(crate) const CONNECTING: u8 = 0xfd;
     /// Messages are sent and checked but not recorded (warm-up, pauses).
     pub(crate) const UNRECORDED: u8 = 0xfe;
@@ -83,11 +88,30 @@ pub(crate) mod phase {
     pub(crate) const DONE: u8 = 0xff;
 }
 
+/// A change of phase, and when it took effect.
+#[derive(Clone, Copy, Debug)]
+struct Transition {
+    /// Nanoseconds since [`Control::epoch`].
+    at: u64,
+    /// The phase from then on.
+    phase: u8,
+}
+
 /// What the generator threads share with the thread that runs the clock.
+///
+/// Phases change by timestamped transitions, and a message belongs to
+/// the phase of its intended send time, not to the one current when it
+/// actually left: a generator that was descheduled across the end of a
+/// window and catches up afterwards still charges the window's late
+/// messages to the window, and still sends them before it stops.
 #[derive(Debug)]
 pub(crate) struct Control {
-    /// The current phase (see [`phase`]).
-    pub(crate) phase: AtomicU8,
+    /// The origin of every thread's schedule and of the transitions.
+    epoch: Instant,
+    /// Every transition so far, in order.
+    transitions: Mutex<Vec<Transition>>,
+    /// How many transitions there are, read without the lock.
+    published: AtomicUsize,
     /// Connections upgraded.
     pub(crate) upgraded: AtomicUsize,
     /// Connections that failed to connect or upgrade.
@@ -98,7 +122,9 @@ impl Control {
     /// A run whose connections are about to open.
     pub(crate) fn new() -> Control {
         Control {
-            phase: AtomicU8::new(phase::CONNECTING),
+            epoch: Instant::now(),
+            transitions: Mutex::new(Vec::new()),
+            published: AtomicUsize::new(0),
             upgraded: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
         }
@@ -109,9 +135,41 @@ impl Control {
         self.upgraded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
     }
 
-    /// Moves the run to phase `to`.
-    pub(crate) fn set(&self, to: u8) {
-        self.phase.store(to, Ordering::Relaxed);
+    /// Nanoseconds since the epoch.
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Moves the run to phase `to` now; returns when, in nanoseconds
+    /// since the epoch (subtract two to time a window).
+    pub(crate) fn set(&self, to: u8) -> u64 {
+        let mut transitions = self
+            .transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let at = self.now_ns();
+        transitions.push(Transition { at, phase: to });
+        self.published.store(transitions.len(), Ordering::Release);
+        at
+    }
+
+    /// Copies the transitions into `into` if there are new ones.
+    fn refresh(&self, into: &mut Vec<Transition>) {
+        if self.published.load(Ordering::Acquire) != into.len() {
+            let transitions = self
+                .transitions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            into.clone_from(&transitions);
+        }
+    }
+}
+
+/// The phase at `at` (nanoseconds since the epoch) by `transitions`.
+fn phase_at(transitions: &[Transition], at: u64) -> u8 {
+    match transitions.partition_point(|transition| transition.at <= at) {
+        0 => phase::CONNECTING,
+        after => transitions[after - 1].phase,
     }
 }
 
@@ -262,13 +320,13 @@ async fn upgrade(target: &Target, seed: u64) -> anyhow::Result<Upgraded> {
 /// One measured window of one thread, or of all of them merged.
 #[derive(Clone, Debug)]
 pub(crate) struct Window {
-    /// Latency of each echo of a message sent in the window: arrival
+    /// Latency of each echo of a message meant to leave in the window: arrival
     /// minus intended send time, nanoseconds.
     pub(crate) latency: Histogram<u64>,
     /// How late each message of the window left: actual minus intended
     /// send time, nanoseconds.
     pub(crate) lag: Histogram<u64>,
-    /// Messages sent in the window.
+    /// Messages of the window sent (their intended send time in it).
     pub(crate) sent: u64,
     /// Nanoseconds of the window the loop spent sending or receiving
     /// rather than waiting, summed over threads.
@@ -403,7 +461,7 @@ impl Tally {
 struct InFlight {
     /// Its sequence number on its connection.
     seq: u64,
-    /// Intended send time, nanoseconds since the schedule began.
+    /// Intended send time, nanoseconds since [`Control::epoch`].
     intended: u64,
     /// The phase it was sent in.
     phase: u8,
@@ -439,10 +497,10 @@ impl Connection {
     }
 }
 
-/// Runs the open loop over `connections` until the phase is
+/// Runs the open loop over `connections` until its schedule reaches
 /// [`phase::DONE`], then waits up to [`DRAIN`] for the echoes in flight.
-/// Nothing is sent before the phase leaves [`phase::CONNECTING`]; the
-/// schedule starts then.
+/// Nothing is sent before the first transition; the schedule starts when
+/// the loop sees it.
 pub(crate) fn run(
     connections: Vec<Upgraded>,
     plan: Plan,
@@ -505,22 +563,29 @@ pub(crate) fn run(
         state.received(&mut connections, index, &mut leftover, 0, &mut tally);
     }
 
-    while control.phase.load(Ordering::Relaxed) == phase::CONNECTING {
+    let mut transitions = Vec::new();
+    while transitions.is_empty() {
         thread::sleep(Duration::from_millis(1));
+        control.refresh(&mut transitions);
     }
-    let epoch = Instant::now();
-    let clock = || epoch.elapsed().as_nanos() as u64;
+    let clock = || control.now_ns();
+    let origin = clock();
     let interval_ns = 1e9 / plan.rate;
     let mut scheduled = 0u64;
-    let mut next_due = 0u64;
+    let mut next_due = origin;
     loop {
-        let phase = control.phase.load(Ordering::Relaxed);
-        if phase == phase::DONE || connections.is_empty() {
+        let started = clock();
+        control.refresh(&mut transitions);
+        // Every message meant to leave before the end has left.
+        if phase_at(&transitions, next_due) == phase::DONE || connections.is_empty() {
             break;
         }
-        let started = clock();
         let mut worked = false;
         while next_due <= started {
+            let phase = phase_at(&transitions, next_due);
+            if phase == phase::DONE {
+                break;
+            }
             let index = (scheduled % connections.len() as u64) as usize;
             let now = clock();
             if state.send(&mut connections, index, next_due, phase, &mut tally) {
@@ -530,7 +595,7 @@ pub(crate) fn run(
                 }
             }
             scheduled += 1;
-            next_due = (scheduled as f64 * interval_ns) as u64;
+            next_due = origin + (scheduled as f64 * interval_ns) as u64;
             worked = true;
         }
         worked |= state.flush_backlog(&mut connections, &mut tally);
@@ -545,9 +610,10 @@ pub(crate) fn run(
         let after_wait = clock();
         worked |= !ready.is_empty();
         for &token in ready {
-            state.read(&mut connections, token, epoch, &mut tally);
+            state.read(&mut connections, token, control, &mut tally);
         }
         if worked {
+            let phase = phase_at(&transitions, started);
             if let Some(window) = tally.windows.get_mut(usize::from(phase)) {
                 // Time blocked in epoll is not work; a poll that does not
                 // block is.
@@ -570,7 +636,7 @@ pub(crate) fn run(
     while Instant::now() < drain_until && waiting(&connections) {
         state.flush_backlog(&mut connections, &mut tally);
         for &token in epoll.wait(Duration::from_millis(1))? {
-            state.read(&mut connections, token, epoch, &mut tally);
+            state.read(&mut connections, token, control, &mut tally);
         }
     }
     tally.unanswered = connections
@@ -676,7 +742,7 @@ impl Loop {
         &mut self,
         connections: &mut [Connection],
         token: u64,
-        epoch: Instant,
+        control: &Control,
         tally: &mut Tally,
     ) {
         let index = token as usize;
@@ -685,7 +751,7 @@ impl Loop {
         };
         let mut input = std::mem::take(&mut self.input);
         let result = (&*stream).read(&mut input);
-        let arrived = epoch.elapsed().as_nanos() as u64;
+        let arrived = control.now_ns();
         match result {
             Ok(0) => connections[index].fail(
                 tally,
@@ -906,6 +972,38 @@ mod tests {
         assert_eq!(&hex(0xabc), b"0000000000000abc");
         assert_eq!(&hex(u64::MAX), b"ffffffffffffffff");
         assert!(hex(9) < hex(10));
+    }
+
+    #[test]
+    fn a_message_belongs_to_the_phase_of_its_intended_time() {
+        let control = Control::new();
+        let mut transitions = Vec::new();
+        control.refresh(&mut transitions);
+        assert_eq!(phase_at(&transitions, u64::MAX), phase::CONNECTING);
+        let warmup = control.set(phase::UNRECORDED);
+        let window = control.set(0);
+        let done = control.set(phase::DONE);
+        assert!(warmup <= window && window <= done);
+        control.refresh(&mut transitions);
+        assert_eq!(transitions.len(), 3);
+        if warmup > 0 {
+            assert_eq!(phase_at(&transitions, warmup - 1), phase::CONNECTING);
+        }
+        assert_eq!(phase_at(&transitions, done), phase::DONE);
+        assert_eq!(phase_at(&transitions, u64::MAX), phase::DONE);
+        // Transitions at the same instant: the last one counts.
+        let same = [
+            Transition { at: 5, phase: 0 },
+            Transition { at: 5, phase: 1 },
+            Transition {
+                at: 9,
+                phase: phase::DONE,
+            },
+        ];
+        assert_eq!(phase_at(&same, 4), phase::CONNECTING);
+        assert_eq!(phase_at(&same, 5), 1);
+        assert_eq!(phase_at(&same, 8), 1);
+        assert_eq!(phase_at(&same, 9), phase::DONE);
     }
 
     #[test]

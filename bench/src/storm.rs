@@ -12,7 +12,8 @@
 //! `--jitter-ms` (clients that back off). A failed handshake is counted
 //! and tried again until the round's timeout. The round lasts until every
 //! client is upgraded again (the time to all-back); the probes' messages
-//! sent meanwhile make the storm window. Rounds are separated by a pause
+//! meant to leave from the first close until this thread has seen every
+//! client back make the storm window. Rounds are separated by a pause
 //! that is not recorded. Each round also reports the kernel's listen
 //! queue overflows (machine-wide): a SYN dropped by a full queue is
 //! retried a second later, and that second shows in the time to
@@ -536,11 +537,10 @@ impl Storms<'_> {
         }
         self.control.set(phase::UNRECORDED);
         monoio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-        let baseline_start = Instant::now();
-        self.control.set(BASELINE);
+        let baseline_start = self.control.set(BASELINE);
         monoio::time::sleep(Duration::from_secs_f64(args.baseline)).await;
-        self.control.set(phase::UNRECORDED);
-        timeline.baseline_seconds = baseline_start.elapsed().as_secs_f64();
+        let baseline_end = self.control.set(phase::UNRECORDED);
+        timeline.baseline_seconds = (baseline_end - baseline_start) as f64 / 1e9;
         let ticks = proc_stat::ticks_per_second();
         for index in 0..args.rounds {
             if index > 0 {
