@@ -403,6 +403,7 @@ fn run_one(
                 baseline: 1.0,
                 pause: 0.5,
                 idle: Idle::Block,
+                cores: Some(placement.load.clone()),
                 server_pid,
                 driver: args.driver,
                 connect_timeout: 30.0,

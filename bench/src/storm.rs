@@ -31,8 +31,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Map, json};
 
+use shardcast::CoreList;
+
 use crate::client::{Target, XorShift};
 use crate::connections::{self, SPARE_FDS};
+use crate::cores;
 use crate::echo::DriverChoice;
 use crate::limits::{self, PortRange};
 use crate::open_loop::{self, Control, Idle, Plan, STAMP_LEN, Tally, phase};
@@ -91,6 +94,11 @@ pub(crate) struct Args {
     /// the storm keeps the cores) or spin.
     #[arg(long, value_enum, default_value_t = Idle::Block)]
     pub(crate) idle: Idle,
+    /// Cores to pin the clients' thread and the probes' thread to (`1`:
+    /// both on core 1; `1,2`: clients on 1, probes on 2); unpinned when
+    /// absent.
+    #[arg(long)]
+    pub(crate) cores: Option<CoreList>,
     /// The server's process id, to report its CPU during the storms.
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
@@ -315,6 +323,7 @@ impl Outcome {
                 "baseline": args.baseline,
                 "pause": args.pause,
                 "idle": open_loop::choice_name(&args.idle),
+                "cores": args.cores.as_ref().map(ToString::to_string),
                 "server_pid": args.server_pid,
                 "driver": open_loop::choice_name(&args.driver),
                 "connect_timeout": args.connect_timeout,
@@ -424,6 +433,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         .duration_since(UNIX_EPOCH)
         .map_or(1, |since| since.as_nanos() as u64);
 
+    if let Some(cores) = &args.cores {
+        cores::check_available(cores.as_slice())?;
+    }
+    let core = |index: usize| {
+        args.cores
+            .as_ref()
+            .map(|cores| cores.as_slice()[index % cores.as_slice().len()])
+    };
+    let (clients_core, probes_core) = (core(0), core(1));
     let control = Arc::new(Control::new());
     let probes = {
         let (target, control) = (target.clone(), Arc::clone(&control));
@@ -439,6 +457,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         thread::Builder::new()
             .name("storm-probes".to_owned())
             .spawn(move || -> anyhow::Result<(open_loop::Opened, Tally)> {
+                if let Some(core) = probes_core {
+                    cores::pin_current_thread(core)?;
+                }
                 let mut opened = open_loop::open(driver, &target, count, timeout, seed, &control)?;
                 let connections = std::mem::take(&mut opened.connections);
                 let tally = open_loop::run(connections, plan, &control, seed.rotate_left(29))?;
@@ -453,12 +474,34 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         sources: sources.clone(),
         control: Arc::clone(&control),
     };
-    let mut runtime = args.driver.build()?;
-    let driver = match runtime {
-        monoio::FusionRuntime::Uring(_) => "io_uring",
-        monoio::FusionRuntime::Legacy(_) => "legacy",
+    // The clients run on a thread of their own, to be pinned apart from
+    // whatever called.
+    let clients = thread::scope(|scope| {
+        thread::Builder::new()
+            .name("storm-clients".to_owned())
+            .spawn_scoped(scope, || -> anyhow::Result<_> {
+                if let Some(core) = clients_core {
+                    cores::pin_current_thread(core)?;
+                }
+                let mut runtime = args.driver.build()?;
+                let driver = match runtime {
+                    monoio::FusionRuntime::Uring(_) => "io_uring",
+                    monoio::FusionRuntime::Legacy(_) => "legacy",
+                };
+                Ok((driver, runtime.block_on(storms.run(seed))))
+            })
+            .context("starting the clients' thread")?
+            .join()
+            .map_err(|_| anyhow!("the clients' thread panicked"))
+    });
+    let (driver, timeline) = match clients.and_then(|started| started) {
+        Ok(ran) => ran,
+        Err(error) => {
+            control.set(phase::DONE);
+            let _ = probes.join();
+            return Err(error);
+        }
     };
-    let timeline = runtime.block_on(storms.run(seed));
     // Whatever happened, the probes stop.
     control.set(phase::DONE);
     let joined = probes
