@@ -16,8 +16,8 @@
 //!   records.
 //! - `scaling`: shardcast with 1, 2, 4, 8 shards against uWebSockets.js
 //!   with as many processes, each with as many load cores.
-//! - `trivial-echo`: the cheapest echo server the generator accepts, to
-//!   measure the generator's own ceiling.
+//! - `trivial-echo`: a minimal busy-polling echo server with no engine, a
+//!   reference point beside the servers under test.
 //! - `connections`: servers' memory per idle upgraded connection and their
 //!   handshake rate, tens of thousands of connections from several source
 //!   addresses; the `engine-connections` section of BENCHMARKS.md.
@@ -56,6 +56,7 @@ mod trivial_echo;
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Command line of shardcast-bench.
@@ -96,9 +97,9 @@ enum Command {
     /// uWebSockets.js with as many processes (SO_REUSEPORT), the load on
     /// as many further cores; counts that do not fit are skipped.
     Scaling(scaling::Args),
-    /// The cheapest echo server the load generator accepts (127.0.0.1,
-    /// one thread): what the generator reaches against it is its own
-    /// ceiling on its cores.
+    /// A minimal echo server with no engine (127.0.0.1, one busy-polling
+    /// thread, one read and one write per ready connection): a reference
+    /// point beside the servers under test.
     TrivialEcho(trivial_echo::Args),
     /// Memory per idle connection: opens upgraded connections to each
     /// server up to each count, from several 127.0.0.x source addresses,
@@ -135,7 +136,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // A load holds a socket per connection and reads /proc beside them;
+    // the servers it starts inherit the limit too.
+    limits::raise_nofile(0).context("raising the open file limit")?;
+    match cli.command {
         Command::Echo(args) => echo::command(&args),
         Command::Latency(args) => latency::command(&args),
         Command::Fanout(args) => fanout::command(&args),

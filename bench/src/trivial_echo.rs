@@ -1,18 +1,16 @@
-//! `shardcast-bench trivial-echo`: the cheapest echo server that passes
-//! the generator's checks, to measure the generator's own ceiling.
+//! `shardcast-bench trivial-echo`: a minimal echo server with no engine,
+//! a reference point beside the servers under test.
 //!
-//! A benchmark means something only if the load generator is not what
-//! limits it. This server does as little per message as a WebSocket echo
-//! can, and never sleeps: one thread busy-polls epoll (a zero timeout)
-//! over non-blocking sockets, so it pays no wake-up for any message; the
-//! upgrade is parsed by `shardcast-proto`, then for every read each
-//! complete frame is unmasked straight into the reply and the replies of
-//! one read leave in one write. No limits, no UTF-8 check, no
-//! fragmentation, no compression: it is fit for the generator's load and
-//! nothing else, and it burns its whole core. Run under `compare` like any
-//! server, named `trivial-echo`: what the generator reaches against it is
-//! the most it drives on its cores, and a server measured near that figure
-//! was limited by the generator, not by itself.
+//! It does as little per message as a WebSocket echo can in user space,
+//! and never sleeps: one thread busy-polls epoll (a zero timeout) over
+//! non-blocking sockets; the upgrade is parsed by `shardcast-proto`, then
+//! for every read each complete frame is unmasked straight into the reply
+//! and the replies of one read leave in one write. No limits, no UTF-8
+//! check, no fragmentation, no compression: it is fit for the generator's
+//! load and nothing else, and it burns its whole core. What it reaches is
+//! what one read and one write per message cost on this kernel, with no
+//! engine around them; the report counts it among the servers the
+//! generator's ceiling is taken from.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

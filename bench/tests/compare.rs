@@ -110,7 +110,10 @@ fn a_session_records_every_run_and_the_report_has_every_section_and_plot() {
             "{text}"
         );
     }
-    assert!(text.contains("### The generator's ceiling"), "{text}");
+    assert!(
+        text.contains("### Where the generator was the limit"),
+        "{text}"
+    );
     assert!(text.contains("| trivial-echo |"), "{text}");
     assert!(
         text.contains("![Echo throughput, 32 B messages](plots/echo-throughput-32B.svg)"),

@@ -149,7 +149,7 @@ fn goal(grid: &Grid<'_>) -> String {
         let peers = grid
             .servers
             .iter()
-            .filter(|server| *server != baseline && *server != super::echo::CEILING);
+            .filter(|server| *server != baseline && *server != super::echo::TRIVIAL_ECHO);
         for peer in peers {
             if let Some(theirs) = grid.median(peer, label, "p99_us") {
                 out.push_str(&goal_line(
