@@ -6,6 +6,8 @@
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -15,6 +17,7 @@ use shardcast_proto::deflate::Inflater;
 use shardcast_proto::frame::{Decoder, DecoderConfig, Encoder, Message, OpCode};
 use shardcast_proto::handshake::{ClientHandshake, Progress, generate_key};
 
+use crate::proc_stat::{self, CpuSpent, CpuTimes};
 use crate::socket_io;
 
 /// Phases of a run, shared by every connection of every thread.
@@ -37,6 +40,88 @@ pub(crate) struct Shared {
     pub(crate) upgraded: AtomicUsize,
     /// Connections that failed before the run was over.
     pub(crate) failed: AtomicUsize,
+}
+
+/// How a closed-loop run is timed, for [`Shared::run_clock`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// Connections that must upgrade (or fail) before the clock starts.
+    pub(crate) connections: usize,
+    /// Seconds they may take.
+    pub(crate) connect_timeout: f64,
+    /// Seconds of warm-up, not measured.
+    pub(crate) warmup: f64,
+    /// Seconds measured.
+    pub(crate) duration: f64,
+    /// The server, to charge it the CPU time of the window.
+    pub(crate) server_pid: Option<u32>,
+}
+
+/// What the clock of a run saw.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    /// Seconds from the start until every connection settled.
+    pub(crate) connect_seconds: f64,
+    /// Connections neither upgraded nor failed when the connect timeout
+    /// ran out.
+    pub(crate) stalled: u64,
+    /// Length of the measured window, seconds.
+    pub(crate) seconds: f64,
+    /// This process's CPU time over the window.
+    pub(crate) generator_cpu: CpuSpent,
+    /// The server's CPU time over the window, when its pid was given.
+    pub(crate) server_cpu: Option<CpuSpent>,
+}
+
+impl Shared {
+    /// Runs the clock of a run that started at `start`, on the calling
+    /// thread: waits until every connection has upgraded or failed (or
+    /// the connect timeout passed), then the warm-up, then the measured
+    /// window, moving [`Shared::phase`] along and reading CPU times at
+    /// both ends of the window. Without every connection the run only
+    /// collects what went wrong: no warm-up, an empty window.
+    pub(crate) fn run_clock(&self, start: Instant, timing: &Timing) -> anyhow::Result<Window> {
+        let ticks = proc_stat::ticks_per_second();
+        let connect_deadline = start + Duration::from_secs_f64(timing.connect_timeout);
+        let stalled = loop {
+            let settled =
+                self.upgraded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed);
+            if settled >= timing.connections || Instant::now() > connect_deadline {
+                break timing.connections.saturating_sub(settled) as u64;
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let connect_seconds = start.elapsed().as_secs_f64();
+        let connected = stalled == 0 && self.failed.load(Ordering::Relaxed) == 0;
+        let (warmup, duration) = if connected {
+            (timing.warmup, timing.duration)
+        } else {
+            (0.0, 0.0)
+        };
+        thread::sleep(Duration::from_secs_f64(warmup));
+        let server_before = timing
+            .server_pid
+            .map(|pid| CpuTimes::read(Some(pid)))
+            .transpose()?;
+        let generator_before = CpuTimes::read(None)?;
+        let window_start = Instant::now();
+        self.phase.store(phase::MEASURING, Ordering::Relaxed);
+        thread::sleep(Duration::from_secs_f64(duration));
+        self.phase.store(phase::DONE, Ordering::Relaxed);
+        let seconds = window_start.elapsed().as_secs_f64();
+        let generator_cpu = CpuTimes::read(None)?.since(&generator_before, ticks);
+        let server_cpu = match (timing.server_pid, server_before) {
+            (Some(pid), Some(before)) => Some(CpuTimes::read(Some(pid))?.since(&before, ticks)),
+            _ => None,
+        };
+        Ok(Window {
+            connect_seconds,
+            stalled,
+            seconds,
+            generator_cpu,
+            server_cpu,
+        })
+    }
 }
 
 /// Where the load goes: a `ws://` URL, resolved once.

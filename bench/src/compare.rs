@@ -14,26 +14,24 @@
 //! given) turns the records into BENCHMARKS.md.
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
 use shardcast::CoreList;
 
-use crate::client::{EchoProtocol, XorShift};
-use crate::echo::{self, DriverChoice};
-use crate::fanout;
-use crate::latency;
+use crate::client::XorShift;
+use crate::echo::DriverChoice;
 use crate::machine::Machine;
-use crate::open_loop::Idle;
+use crate::open_loop::choice_name;
 use crate::placement::{NamedPlacement, Placement};
 use crate::record::{Record, RecordWriter};
 use crate::report;
-use crate::room_protocol::RoomProtocol;
 use crate::scenario::{Offered, Scenario, Shape};
 use crate::servers::{RunningServer, ServerSpec, Speaks, free_port, shell_command_line};
 use crate::stats::{format_rate, median};
-use crate::storm;
 
 /// Command line of `shardcast-bench compare`.
 #[derive(clap::Args, Clone, Debug)]
@@ -296,7 +294,10 @@ struct RunContext {
     machine: Machine,
 }
 
-/// One run: start the server, load it, kill it, record it.
+/// One run: start the server, load it, kill it, record it. The load runs
+/// as a child process (this binary's own subcommand, `--json`), so
+/// nothing one run leaves behind (sockets still open, threads, memory)
+/// can weigh on the next.
 fn run_one(
     args: &Args,
     context: &RunContext,
@@ -311,111 +312,32 @@ fn run_one(
         // Each protocol's client finds its own path.
         Speaks::SocketIo | Speaks::UwsTopics => format!("ws://127.0.0.1:{port}"),
     };
-    let threads = u32::try_from(placement.load.as_slice().len())?;
-    let server = RunningServer::start(&step.server, port, &placement.server)?;
-    let server_pid = Some(server.pid());
-    let json = match step.scenario {
-        Scenario::Echo(shape) => {
-            let load = echo::Args {
-                url,
-                connections: shape.connections,
-                size: shape.size,
-                in_flight: 1,
-                warmup: args.warmup,
-                duration: args.duration,
-                threads,
-                cores: Some(placement.load.clone()),
-                binary: step.server.speaks == Speaks::Raw,
-                text: step.server.speaks == Speaks::SocketIo,
-                protocol: match step.server.speaks {
-                    Speaks::SocketIo => EchoProtocol::SocketIo,
-                    _ => EchoProtocol::Raw,
-                },
-                server_pid,
-                driver: args.driver,
-                connect_timeout: 30.0,
-                json: false,
-            };
-            let outcome = echo::run(&load)?;
-            outcome.check()?;
-            outcome.to_json(&load)
+    let rate = match step.scenario {
+        Scenario::Latency(_, Offered::Rate(rate)) => Some(rate),
+        Scenario::Latency(shape, Offered::Share(share)) => {
+            Some(share * echo_maximum(earlier, name, shape)?)
         }
-        Scenario::Latency(shape, offered) => {
-            let rate = match offered {
-                Offered::Rate(rate) => rate,
-                Offered::Share(share) => share * echo_maximum(earlier, name, shape)?,
-            };
-            let outcome = latency::run(&latency::Args {
-                url,
-                connections: shape.connections,
-                size: shape.size,
-                rate,
-                warmup: args.warmup,
-                duration: args.duration,
-                threads,
-                cores: Some(placement.load.clone()),
-                text: false,
-                idle: Idle::Spin,
-                server_pid,
-                driver: args.driver,
-                connect_timeout: 30.0,
-                json: false,
-            })?;
-            outcome.check()?;
-            outcome.to_json()
-        }
-        Scenario::Fanout { shape, rooms } => {
-            let protocol = match step.server.speaks {
-                Speaks::UwsTopics => RoomProtocol::UwsTopics,
-                _ => RoomProtocol::SocketIo,
-            };
-            let outcome = fanout::run(&fanout::Args {
-                url,
-                protocol,
-                subscribers: shape.connections,
-                rooms,
-                publishers: 1,
-                size: shape.size,
-                rate: None,
-                warmup: args.warmup,
-                duration: args.duration,
-                cores: Some(placement.load.clone()),
-                driver: args.driver,
-                server_pid,
-                connect_timeout: 30.0,
-                json: false,
-            })?;
-            outcome.check()?;
-            outcome.to_json()
-        }
-        Scenario::Storm { clients, jitter_ms } => {
-            let outcome = storm::run(&storm::Args {
-                url,
-                clients: u32::try_from(clients)?,
-                probes: 10,
-                probe_rate: 1000.0,
-                size: 32,
-                jitter_ms: jitter_ms as f64,
-                rounds: 1,
-                sources: None,
-                concurrency: 256,
-                warmup: 0.5,
-                baseline: 1.0,
-                pause: 0.5,
-                idle: Idle::Block,
-                cores: Some(placement.load.clone()),
-                server_pid,
-                driver: args.driver,
-                connect_timeout: 30.0,
-                handshake_timeout: 10.0,
-                storm_timeout: 60.0,
-                json: false,
-            })?;
-            outcome.check()?;
-            outcome.to_json()
-        }
+        _ => None,
     };
+    let server = RunningServer::start(&step.server, port, &placement.server)?;
+    let load = load_command(args, step, &url, &placement, server.pid(), rate);
+    let output = Command::new(std::env::current_exe().context("finding this program")?)
+        .args(&load)
+        .stdin(Stdio::null())
+        .output()
+        .context("running the load")?;
     drop(server);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!(
+            "the load failed ({}): {}",
+            output.status,
+            stderr.trim().lines().next().unwrap_or("no message")
+        );
+    }
+    let json: Value = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("the load printed no JSON result: {stdout:?} {stderr:?}"))?;
     Ok(Record {
         session: context.session,
         command: context.command.clone(),
@@ -432,6 +354,86 @@ fn run_one(
         params: json["params"].clone(),
         metrics: json["metrics"].clone(),
     })
+}
+
+/// The command line of the load of one run: the scenario's subcommand
+/// against `url`, one thread per load core (echo, latency), pinned to the
+/// load cores, charging the server its CPU time, printing JSON.
+fn load_command(
+    args: &Args,
+    step: &Step,
+    url: &str,
+    placement: &Placement,
+    server_pid: u32,
+    rate: Option<f64>,
+) -> Vec<String> {
+    let threads = placement.load.as_slice().len().to_string();
+    let timing = strings(&[
+        "--warmup",
+        &args.warmup.to_string(),
+        "--duration",
+        &args.duration.to_string(),
+    ]);
+    let mut load = match step.scenario {
+        Scenario::Echo(shape) => {
+            let mut load = strings(&["echo", "--url", url, "--threads", &threads]);
+            load.extend(shape_flags("--connections", shape));
+            if step.server.speaks == Speaks::SocketIo {
+                load.extend(strings(&["--protocol", "socket.io"]));
+            }
+            load.extend(timing);
+            load
+        }
+        Scenario::Latency(shape, _) => {
+            let rate = rate.unwrap_or_default().to_string();
+            let mut load = strings(&["latency", "--url", url, "--threads", &threads]);
+            load.extend(shape_flags("--connections", shape));
+            load.extend(strings(&["--rate", &rate, "--idle", "spin"]));
+            load.extend(timing);
+            load
+        }
+        Scenario::Fanout { shape, rooms } => {
+            let protocol = step.server.speaks.name();
+            let mut load = strings(&["fanout", "--url", url, "--protocol", protocol]);
+            load.extend(shape_flags("--subscribers", shape));
+            load.extend(strings(&["--rooms", &rooms.to_string()]));
+            load.extend(timing);
+            load
+        }
+        Scenario::Storm { clients, jitter_ms } => strings(&[
+            "storm",
+            "--url",
+            url,
+            "--clients",
+            &clients.to_string(),
+            "--jitter-ms",
+            &jitter_ms.to_string(),
+        ]),
+    };
+    load.extend(strings(&[
+        "--cores",
+        &placement.load.to_string(),
+        "--server-pid",
+        &server_pid.to_string(),
+        "--driver",
+        &choice_name(&args.driver),
+        "--json",
+    ]));
+    load
+}
+
+/// `COUNT_FLAG N --size S`.
+fn shape_flags(count_flag: &str, shape: Shape) -> Vec<String> {
+    strings(&[
+        count_flag,
+        &shape.connections.to_string(),
+        "--size",
+        &shape.size.to_string(),
+    ])
+}
+
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|&part| part.to_owned()).collect()
 }
 
 /// The median echo messages/s of server `name` at `shape` over the runs

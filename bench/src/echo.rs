@@ -17,12 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::client::{self, Counters, EchoProtocol, Load, Shared, Target, XorShift, phase};
+use crate::client::{
+    self, Counters, EchoProtocol, Load, Shared, Target, Timing, Window, XorShift, phase,
+};
 use crate::socket_io;
 use shardcast::CoreList;
 
 use crate::cores;
-use crate::proc_stat::{self, CpuSpent, CpuTimes};
+use crate::proc_stat::CpuSpent;
 
 /// Command line of `shardcast-bench echo`.
 #[derive(clap::Args, Clone, Debug)]
@@ -330,7 +332,6 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         text: args.text || args.protocol == EchoProtocol::SocketIo,
         protocol: args.protocol,
     };
-    let ticks = proc_stat::ticks_per_second();
     let shared = Arc::new(Shared::default());
     let start = Instant::now();
     let seed = SystemTime::now()
@@ -357,39 +358,22 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         handles.push(handle);
     }
 
-    let connect_deadline = start + Duration::from_secs_f64(args.connect_timeout);
-    let stalled = loop {
-        let settled =
-            shared.upgraded.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed);
-        if settled >= args.connections || Instant::now() > connect_deadline {
-            break args.connections.saturating_sub(settled) as u64;
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let connect_seconds = start.elapsed().as_secs_f64();
-    // Without every connection, the run only collects what went wrong.
-    let connected = stalled == 0 && shared.failed.load(Ordering::Relaxed) == 0;
-    let (warmup, duration) = if connected {
-        (args.warmup, args.duration)
-    } else {
-        (0.0, 0.0)
-    };
-    thread::sleep(Duration::from_secs_f64(warmup));
-    let server_before = args
-        .server_pid
-        .map(|pid| CpuTimes::read(Some(pid)))
-        .transpose()?;
-    let generator_before = CpuTimes::read(None)?;
-    let window_start = Instant::now();
-    shared.phase.store(phase::MEASURING, Ordering::Relaxed);
-    thread::sleep(Duration::from_secs_f64(duration));
-    shared.phase.store(phase::DONE, Ordering::Relaxed);
-    let seconds = window_start.elapsed().as_secs_f64();
-    let generator_cpu = CpuTimes::read(None)?.since(&generator_before, ticks);
-    let server_cpu = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(CpuTimes::read(Some(pid))?.since(&before, ticks)),
-        _ => None,
-    };
+    let Window {
+        connect_seconds,
+        stalled,
+        seconds,
+        generator_cpu,
+        server_cpu,
+    } = shared.run_clock(
+        start,
+        &Timing {
+            connections: args.connections,
+            connect_timeout: args.connect_timeout,
+            warmup: args.warmup,
+            duration: args.duration,
+            server_pid: args.server_pid,
+        },
+    )?;
 
     let mut outcome = Outcome {
         driver: "io_uring",

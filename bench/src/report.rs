@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::machine::Machine;
+use crate::plot::Series;
 use crate::record::{self, Record};
 use crate::report_file::{self, section_header};
 use crate::stats::{median, ratio_higher_is_better, ratio_lower_is_better};
@@ -253,6 +254,34 @@ impl<'a> Grid<'a> {
             .iter()
             .find(|r| r.server == server)
             .map(|r| (r.server_cores.as_str(), r.load_cores.as_str()))
+    }
+
+    /// One line per server through the labels `keep` picks: x from
+    /// `x(server, label)`, y the median of metric `y`, points in rising x;
+    /// a server with no point is left out.
+    pub(super) fn series(
+        &self,
+        keep: &dyn Fn(&str) -> bool,
+        x: &dyn Fn(&str, &str) -> Option<f64>,
+        y: &str,
+    ) -> Vec<Series> {
+        self.servers
+            .iter()
+            .map(|server| {
+                let mut points: Vec<(f64, f64)> = self
+                    .labels
+                    .iter()
+                    .filter(|label| keep(label))
+                    .filter_map(|label| Some((x(server, label)?, self.median(server, label, y)?)))
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series {
+                    name: server.clone(),
+                    points,
+                }
+            })
+            .filter(|series| !series.points.is_empty())
+            .collect()
     }
 
     /// The most rounds any server and label ran.

@@ -1,72 +1,42 @@
 //! `shardcast-bench echo` end to end, against small tungstenite echo
 //! servers this test starts on a loopback port.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::process::Command;
 use std::thread;
 
+use common::{CORRUPT, Faults, run_bench, start_echo_server};
 use serde_json::Value;
-use tungstenite::Message;
-
-/// Starts a thread-per-connection echo server on 127.0.0.1 and returns its
-/// port. `corrupt` flips a byte of every echo, as a broken server would.
-fn start_echo_server(corrupt: bool) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            thread::spawn(move || echo_connection(stream, corrupt));
-        }
-    });
-    port
-}
-
-fn echo_connection(stream: TcpStream, corrupt: bool) {
-    stream.set_nodelay(true).unwrap();
-    let Ok(mut socket) = tungstenite::accept(stream) else {
-        return;
-    };
-    // The generator drops its connections at the end of the run.
-    while let Ok(message) = socket.read() {
-        let reply = match message {
-            Message::Binary(bytes) if corrupt => {
-                let mut bytes = bytes.to_vec();
-                bytes[0] ^= 0x20;
-                Message::binary(bytes)
-            }
-            Message::Binary(_) | Message::Text(_) => message,
-            _ => continue,
-        };
-        if socket.send(reply).is_err() {
-            return;
-        }
-    }
-}
 
 /// Runs the generator for about a second and returns its exit success and
 /// the metrics of its JSON result.
 fn run_echo(port: u16, extra: &[&str]) -> (bool, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
-        .args(["echo", "--url", &format!("ws://127.0.0.1:{port}/echo")])
-        .args(["--warmup", "0.3", "--duration", "0.7", "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let result: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
+    let url = format!("ws://127.0.0.1:{port}/echo");
+    let mut args = vec![
+        "echo",
+        "--url",
+        &url,
+        "--warmup",
+        "0.3",
+        "--duration",
+        "0.7",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (success, result) = run_bench(&args);
     assert_eq!(result["scenario"], "echo", "{result}");
     assert!(
         result["params"]["connections"].as_u64().is_some(),
         "{result}"
     );
-    (output.status.success(), result["metrics"].clone())
+    (success, result["metrics"].clone())
 }
 
 #[test]
 fn binary_echoes_are_counted_and_all_match() {
-    let port = start_echo_server(false);
+    let port = start_echo_server(Faults::default());
     let pid = std::process::id().to_string();
     let (success, result) = run_echo(
         port,
@@ -94,7 +64,7 @@ fn binary_echoes_are_counted_and_all_match() {
 
 #[test]
 fn text_with_several_messages_in_flight() {
-    let port = start_echo_server(false);
+    let port = start_echo_server(Faults::default());
     let (success, result) = run_echo(
         port,
         &[
@@ -114,7 +84,7 @@ fn text_with_several_messages_in_flight() {
 
 #[test]
 fn the_legacy_driver_works_too() {
-    let port = start_echo_server(false);
+    let port = start_echo_server(Faults::default());
     let (success, result) = run_echo(port, &["--connections", "4", "--driver", "legacy"]);
     assert!(success, "{result}");
     assert_eq!(result["driver"], "legacy", "{result}");
@@ -124,7 +94,7 @@ fn the_legacy_driver_works_too() {
 
 #[test]
 fn altered_echoes_are_mismatches_and_fail_the_run() {
-    let port = start_echo_server(true);
+    let port = start_echo_server(CORRUPT);
     let (success, result) = run_echo(port, &["--connections", "2", "--size", "32"]);
     assert!(!success, "{result}");
     assert!(result["mismatches"].as_u64().unwrap() > 0, "{result}");
@@ -156,7 +126,7 @@ fn a_server_that_never_upgrades_stalls_the_run_and_fails_it() {
 
 #[test]
 fn a_core_that_cannot_be_pinned_fails_the_run_at_once() {
-    let port = start_echo_server(false);
+    let port = start_echo_server(Faults::default());
     let started = std::time::Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
         .args(["echo", "--url", &format!("ws://127.0.0.1:{port}/")])

@@ -1,81 +1,37 @@
 //! `shardcast-bench latency` end to end, against a small tungstenite echo
 //! server this test starts on a loopback port.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::process::Command;
-use std::thread;
+use std::time::Duration;
 
+use common::{CORRUPT, Faults, run_bench, start_echo_server};
 use serde_json::Value;
-use tungstenite::Message;
 
-/// How the test's echo server answers.
-#[derive(Clone, Copy, PartialEq)]
-enum Server {
-    /// Every message back unchanged.
-    Echo,
-    /// A byte of every binary echo flipped, as a broken server would.
-    Corrupt,
-    /// Unchanged, but stalled for [`STALL`] before answering a
-    /// connection's message number [`STALLED_MESSAGE`].
-    StallOnce,
-}
-
-const STALL: std::time::Duration = std::time::Duration::from_millis(300);
-const STALLED_MESSAGE: usize = 400;
-
-/// Starts a thread-per-connection echo server on 127.0.0.1 and returns its
-/// port.
-fn start_echo_server(server: Server) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            thread::spawn(move || echo_connection(stream, server));
-        }
-    });
-    port
-}
-
-fn echo_connection(stream: TcpStream, server: Server) {
-    stream.set_nodelay(true).unwrap();
-    let Ok(mut socket) = tungstenite::accept(stream) else {
-        return;
-    };
-    let mut received = 0;
-    while let Ok(message) = socket.read() {
-        received += 1;
-        if server == Server::StallOnce && received == STALLED_MESSAGE {
-            thread::sleep(STALL);
-        }
-        let reply = match message {
-            Message::Binary(bytes) if server == Server::Corrupt => {
-                let mut bytes = bytes.to_vec();
-                bytes[0] ^= 0x20;
-                Message::binary(bytes)
-            }
-            Message::Binary(_) | Message::Text(_) => message,
-            _ => continue,
-        };
-        if socket.send(reply).is_err() {
-            return;
-        }
-    }
-}
+/// A server stalling 300 ms before its 400th answer on each connection.
+const STALL_ONCE: Faults = Faults {
+    corrupt: false,
+    stall_once: Some((400, Duration::from_millis(300))),
+};
 
 /// Runs `latency` for about a second and returns its exit success and
 /// JSON result.
 fn run_latency(port: u16, extra: &[&str]) -> (bool, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
-        .args(["latency", "--url", &format!("ws://127.0.0.1:{port}/")])
-        .args(["--warmup", "0.2", "--duration", "0.8", "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let result = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
-    (output.status.success(), result)
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut args = vec![
+        "latency",
+        "--url",
+        &url,
+        "--warmup",
+        "0.2",
+        "--duration",
+        "0.8",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run_bench(&args)
 }
 
 fn metric(result: &Value, name: &str) -> f64 {
@@ -86,7 +42,7 @@ fn metric(result: &Value, name: &str) -> f64 {
 
 #[test]
 fn a_low_rate_is_kept_and_every_echo_recorded() {
-    let port = start_echo_server(Server::Echo);
+    let port = start_echo_server(Faults::default());
     let pid = std::process::id().to_string();
     let (success, result) = run_latency(
         port,
@@ -124,7 +80,7 @@ fn a_low_rate_is_kept_and_every_echo_recorded() {
 /// pacer on a millisecond timer would put the median near 500 µs.
 #[test]
 fn the_median_is_far_below_a_millisecond() {
-    let port = start_echo_server(Server::Echo);
+    let port = start_echo_server(Faults::default());
     let (success, result) = run_latency(port, &["--connections", "4", "--rate", "1000"]);
     assert!(success, "{result}");
     assert!(metric(&result, "p50_us") < 400.0, "{result}");
@@ -136,7 +92,7 @@ fn the_median_is_far_below_a_millisecond() {
 /// about 300 of the window's 800 messages wait, the earliest ~300 ms.
 #[test]
 fn a_stall_is_charged_to_every_message_sent_during_it() {
-    let port = start_echo_server(Server::StallOnce);
+    let port = start_echo_server(STALL_ONCE);
     let (success, result) = run_latency(port, &["--connections", "1", "--rate", "1000"]);
     assert!(success, "{result}");
     let achieved = metric(&result, "achieved_rate");
@@ -151,7 +107,7 @@ fn a_stall_is_charged_to_every_message_sent_during_it() {
 
 #[test]
 fn text_on_two_threads_and_blocking_between_sends() {
-    let port = start_echo_server(Server::Echo);
+    let port = start_echo_server(Faults::default());
     let (success, result) = run_latency(
         port,
         &[
@@ -176,7 +132,7 @@ fn text_on_two_threads_and_blocking_between_sends() {
 
 #[test]
 fn altered_echoes_are_mismatches_and_fail_the_run() {
-    let port = start_echo_server(Server::Corrupt);
+    let port = start_echo_server(CORRUPT);
     let (success, result) = run_latency(port, &["--connections", "2", "--rate", "500"]);
     assert!(!success, "{result}");
     assert!(metric(&result, "mismatches") > 0.0, "{result}");

@@ -1,64 +1,22 @@
 //! `shardcast-bench storm` end to end, against a small tungstenite echo
 //! server this test starts on a loopback port.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::Command;
-use std::thread;
+mod common;
 
+use std::net::TcpListener;
+
+use common::{CORRUPT, Faults, run_bench, start_echo_server};
 use serde_json::Value;
-use tungstenite::Message;
-
-/// Starts a thread-per-connection echo server on 127.0.0.1 and returns its
-/// port. `corrupt` flips a byte of every binary echo, as a broken server
-/// would.
-fn start_echo_server(corrupt: bool) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            thread::spawn(move || echo_connection(stream, corrupt));
-        }
-    });
-    port
-}
-
-fn echo_connection(stream: TcpStream, corrupt: bool) {
-    stream.set_nodelay(true).unwrap();
-    let Ok(mut socket) = tungstenite::accept(stream) else {
-        return;
-    };
-    // Storm clients close without a close frame: read fails, the thread ends.
-    while let Ok(message) = socket.read() {
-        let reply = match message {
-            Message::Binary(bytes) if corrupt => {
-                let mut bytes = bytes.to_vec();
-                bytes[0] ^= 0x20;
-                Message::binary(bytes)
-            }
-            Message::Binary(_) | Message::Text(_) => message,
-            _ => continue,
-        };
-        if socket.send(reply).is_err() {
-            return;
-        }
-    }
-}
 
 /// Runs `storm` with short windows and returns its exit success and JSON
 /// result.
 fn run_storm(port: u16, extra: &[&str]) -> (bool, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
-        .args(["storm", "--url", &format!("ws://127.0.0.1:{port}/")])
-        .args(["--warmup", "0.1", "--baseline", "0.4", "--pause", "0.1"])
-        .args(["--probes", "4", "--probe-rate", "2000", "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let result = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
-    (output.status.success(), result)
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut args = vec!["storm", "--url", &url];
+    args.extend_from_slice(&["--warmup", "0.1", "--baseline", "0.4", "--pause", "0.1"]);
+    args.extend_from_slice(&["--probes", "4", "--probe-rate", "2000", "--json"]);
+    args.extend_from_slice(extra);
+    run_bench(&args)
 }
 
 fn metric(result: &Value, name: &str) -> f64 {
@@ -69,7 +27,7 @@ fn metric(result: &Value, name: &str) -> f64 {
 
 #[test]
 fn every_client_comes_back_in_every_round() {
-    let port = start_echo_server(false);
+    let port = start_echo_server(Faults::default());
     let pid = std::process::id().to_string();
     let (success, result) = run_storm(
         port,
@@ -111,7 +69,7 @@ fn every_client_comes_back_in_every_round() {
 
 #[test]
 fn all_at_once_from_two_source_addresses() {
-    let port = start_echo_server(false);
+    let port = start_echo_server(Faults::default());
     let (success, result) = run_storm(port, &["--clients", "100", "--sources", "2"]);
     assert!(success, "{result}");
     assert_eq!(result["params"]["sources"], 2, "{result}");
@@ -121,7 +79,7 @@ fn all_at_once_from_two_source_addresses() {
 
 #[test]
 fn altered_probe_echoes_fail_the_run() {
-    let port = start_echo_server(true);
+    let port = start_echo_server(CORRUPT);
     let (success, result) = run_storm(port, &["--clients", "20", "--jitter-ms", "50"]);
     assert!(!success, "{result}");
     assert!(metric(&result, "probe_mismatches") > 0.0, "{result}");

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{Better, Grid, PlotTarget, goal_line, ratio_text};
-use crate::plot::{Chart, Scale, Series};
+use crate::plot::{Chart, Scale};
 use crate::stats::format_rate;
 
 /// The name `bench/publish` runs `shardcast-bench trivial-echo` under: a
@@ -131,29 +131,11 @@ fn charts(grid: &Grid<'_>) -> Vec<(String, Chart)> {
     sizes
         .into_iter()
         .map(|size| {
-            let series = grid
-                .servers
-                .iter()
-                .map(|server| {
-                    let mut points: Vec<(f64, f64)> = grid
-                        .labels
-                        .iter()
-                        .filter(|label| grid.param(label, "size") == Some(size))
-                        .filter_map(|label| {
-                            Some((
-                                grid.param(label, "connections")?,
-                                grid.median(server, label, "messages_per_second")?,
-                            ))
-                        })
-                        .collect();
-                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series {
-                        name: server.clone(),
-                        points,
-                    }
-                })
-                .filter(|series| !series.points.is_empty())
-                .collect();
+            let series = grid.series(
+                &|label| grid.param(label, "size") == Some(size),
+                &|_, label| grid.param(label, "connections"),
+                "messages_per_second",
+            );
             let size_label = crate::scenario::size_text(size as usize);
             (
                 format!("{size}B"),

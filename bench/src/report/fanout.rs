@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{Better, Grid, PlotTarget, ratio_text};
-use crate::plot::{Chart, Scale, Series};
+use crate::plot::{Chart, Scale};
 use crate::stats::format_rate;
 
 /// Renders the section.
@@ -76,29 +76,11 @@ pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Re
 
 /// Deliveries/s against subscribers in one room, a line per server.
 fn chart(grid: &Grid<'_>) -> Chart {
-    let series = grid
-        .servers
-        .iter()
-        .map(|server| {
-            let mut points: Vec<(f64, f64)> = grid
-                .labels
-                .iter()
-                .filter(|label| grid.param(label, "rooms") == Some(1.0))
-                .filter_map(|label| {
-                    Some((
-                        grid.param(label, "subscribers")?,
-                        grid.median(server, label, "deliveries_per_second")?,
-                    ))
-                })
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series {
-                name: server.clone(),
-                points,
-            }
-        })
-        .filter(|series| !series.points.is_empty())
-        .collect();
+    let series = grid.series(
+        &|label| grid.param(label, "rooms") == Some(1.0),
+        &|_, label| grid.param(label, "subscribers"),
+        "deliveries_per_second",
+    );
     Chart {
         title: "Fan-out to one room: deliveries/s against subscribers".into(),
         x_label: "subscribers".into(),

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{Better, Grid, PlotTarget, goal_line, ratio_text};
-use crate::plot::{Chart, Scale, Series};
+use crate::plot::{Chart, Scale};
 use crate::stats::format_rate;
 
 /// The label suffix of the goal's load.
@@ -98,29 +98,11 @@ fn charts_wanted(grid: &Grid<'_>) -> Vec<(String, &'static str, &'static str)> {
 
 /// A percentile against the offered rate, a line per server.
 fn chart(grid: &Grid<'_>, shape: &str, percentile: &str, key: &str) -> Chart {
-    let series = grid
-        .servers
-        .iter()
-        .map(|server| {
-            let mut points: Vec<(f64, f64)> = grid
-                .labels
-                .iter()
-                .filter(|label| shape_of(label) == shape)
-                .filter_map(|label| {
-                    Some((
-                        grid.median(server, label, "offered_rate")?,
-                        grid.median(server, label, key)?,
-                    ))
-                })
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series {
-                name: server.clone(),
-                points,
-            }
-        })
-        .filter(|series| !series.points.is_empty())
-        .collect();
+    let series = grid.series(
+        &|label| shape_of(label) == shape,
+        &|server, label| grid.median(server, label, "offered_rate"),
+        key,
+    );
     Chart {
         title: format!("Echo latency {percentile}, {shape}, against offered load"),
         x_label: "offered messages/s".into(),
