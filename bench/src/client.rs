@@ -73,6 +73,31 @@ pub(crate) struct Window {
     pub(crate) server_cpu: Option<CpuSpent>,
 }
 
+impl Window {
+    /// `count` per second of the measured window.
+    pub(crate) fn per_second(&self, count: u64) -> f64 {
+        count as f64 / self.seconds
+    }
+
+    /// The server's CPU per unit of work, `count` of them in the window,
+    /// microseconds: (user + system, user); `None` without its pid.
+    pub(crate) fn server_micros_per(&self, count: u64) -> Option<(f64, f64)> {
+        let cpu = self.server_cpu?;
+        let per = 1e6 / count.max(1) as f64;
+        Some((cpu.total * per, cpu.user * per))
+    }
+
+    /// Share of one core the server used, when its pid was given.
+    pub(crate) fn server_core_share(&self) -> Option<f64> {
+        self.server_cpu.map(|cpu| cpu.total / self.seconds)
+    }
+
+    /// Share of one core this generator used.
+    pub(crate) fn generator_core_share(&self) -> f64 {
+        self.generator_cpu.total / self.seconds
+    }
+}
+
 impl Shared {
     /// Runs the clock of a run that started at `start`, on the calling
     /// thread: waits until every connection has upgraded or failed (or

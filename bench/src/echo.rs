@@ -24,7 +24,6 @@ use crate::socket_io;
 use shardcast::CoreList;
 
 use crate::cores;
-use crate::proc_stat::CpuSpent;
 
 /// Command line of `shardcast-bench echo`.
 #[derive(clap::Args, Clone, Debug)]
@@ -147,25 +146,16 @@ impl DriverChoice {
 pub(crate) struct Outcome {
     /// The driver the generator's runtimes used: `io_uring` or `legacy`.
     pub(crate) driver: &'static str,
-    /// Seconds from the start until every connection was upgraded.
-    pub(crate) connect_seconds: f64,
-    /// Length of the measured window, seconds.
-    pub(crate) seconds: f64,
+    /// The clock: connecting, the measured window, CPU time in it.
+    pub(crate) window: Window,
     /// Echoes received in the measured window.
     pub(crate) echoes: u64,
     /// Echoes that differed from what was sent, over the whole run.
     pub(crate) mismatches: u64,
     /// Connections that failed.
     pub(crate) failed: u64,
-    /// Connections neither upgraded nor failed when the connect timeout
-    /// ran out.
-    pub(crate) stalled: u64,
     /// The first failure, if any.
     pub(crate) first_error: Option<String>,
-    /// The server's CPU time over the window, when its pid was given.
-    pub(crate) server_cpu: Option<CpuSpent>,
-    /// This process's CPU time over the window.
-    pub(crate) generator_cpu: CpuSpent,
     /// Payload bytes per message.
     pub(crate) size: usize,
 }
@@ -173,7 +163,7 @@ pub(crate) struct Outcome {
 impl Outcome {
     /// Echoed messages per second.
     pub(crate) fn messages_per_second(&self) -> f64 {
-        self.echoes as f64 / self.seconds
+        self.window.per_second(self.echoes)
     }
 
     /// Echoed payload megabytes (10^6 bytes) per second, one direction.
@@ -184,31 +174,29 @@ impl Outcome {
     /// The server's CPU per echoed message, microseconds: (user + system,
     /// user).
     pub(crate) fn server_micros_per_message(&self) -> Option<(f64, f64)> {
-        let cpu = self.server_cpu?;
-        let per = 1e6 / self.echoes.max(1) as f64;
-        Some((cpu.total * per, cpu.user * per))
+        self.window.server_micros_per(self.echoes)
     }
 
     /// Share of one core the server used, when its pid was given.
     pub(crate) fn server_core_share(&self) -> Option<f64> {
-        self.server_cpu.map(|cpu| cpu.total / self.seconds)
+        self.window.server_core_share()
     }
 
     /// Share of one core this generator used.
     pub(crate) fn generator_core_share(&self) -> f64 {
-        self.generator_cpu.total / self.seconds
+        self.window.generator_core_share()
     }
 
     /// Fails unless every connection worked and every echo was right: a
     /// benchmark of a failing path measures nothing.
     pub(crate) fn check(&self) -> anyhow::Result<()> {
-        if self.mismatches > 0 || self.failed > 0 || self.stalled > 0 || self.echoes == 0 {
+        if self.mismatches > 0 || self.failed > 0 || self.window.stalled > 0 || self.echoes == 0 {
             bail!(
                 "invalid run: {} echoes, {} mismatched, {} connections failed, {} never upgraded{}",
                 self.echoes,
                 self.mismatches,
                 self.failed,
-                self.stalled,
+                self.window.stalled,
                 self.first_error
                     .as_ref()
                     .map(|error| format!("; first failure: {error}"))
@@ -224,12 +212,12 @@ impl Outcome {
         let server = self.server_micros_per_message();
         let metrics = json!({
             "driver": self.driver,
-            "seconds": self.seconds,
+            "seconds": self.window.seconds,
             "echoes": self.echoes,
             "mismatches": self.mismatches,
             "failed_connections": self.failed,
-            "stalled_connections": self.stalled,
-            "connect_seconds": self.connect_seconds,
+            "stalled_connections": self.window.stalled,
+            "connect_seconds": self.window.connect_seconds,
             "first_error": self.first_error,
             "messages_per_second": self.messages_per_second(),
             "megabytes_per_second": self.megabytes_per_second(),
@@ -284,7 +272,7 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
             "{:.0} messages/s, {:.2} MB/s over {:.2} s; {} mismatches, {} failed connections",
             outcome.messages_per_second(),
             outcome.megabytes_per_second(),
-            outcome.seconds,
+            outcome.window.seconds,
             outcome.mismatches,
             outcome.failed
         );
@@ -358,13 +346,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         handles.push(handle);
     }
 
-    let Window {
-        connect_seconds,
-        stalled,
-        seconds,
-        generator_cpu,
-        server_cpu,
-    } = shared.run_clock(
+    let window = shared.run_clock(
         start,
         &Timing {
             connections: args.connections,
@@ -377,15 +359,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
 
     let mut outcome = Outcome {
         driver: "io_uring",
-        connect_seconds,
-        seconds,
+        window,
         echoes: 0,
         mismatches: 0,
         failed: 0,
-        stalled,
         first_error: None,
-        server_cpu,
-        generator_cpu,
         size: args.size,
     };
     for handle in handles {

@@ -54,7 +54,6 @@ use shardcast_proto::frame::{Decoder, DecoderConfig};
 use crate::client::{self, Shared, Target, Timing, Window, XorShift, phase};
 use crate::cores;
 use crate::echo::DriverChoice;
-use crate::proc_stat::CpuSpent;
 use crate::room_protocol::{Inbound, RoomProtocol};
 
 /// Command line of `shardcast-bench fanout`.
@@ -147,10 +146,8 @@ pub(crate) struct Outcome {
     pub(crate) args: Args,
     /// The driver the generator's runtime used: `io_uring` or `legacy`.
     pub(crate) driver: &'static str,
-    /// Seconds from the start until every connection had joined.
-    pub(crate) connect_seconds: f64,
-    /// Length of the measured window, seconds.
-    pub(crate) seconds: f64,
+    /// The clock: connecting, the measured window, CPU time in it.
+    pub(crate) window: Window,
     /// Messages delivered to subscribers in the measured window.
     pub(crate) deliveries: u64,
     /// Messages published in the measured window.
@@ -167,26 +164,19 @@ pub(crate) struct Outcome {
     pub(crate) corrupt: u64,
     /// Connections that failed.
     pub(crate) failed: u64,
-    /// Connections neither joined nor failed when the connect timeout ran
-    /// out.
-    pub(crate) stalled: u64,
     /// The first failure, if any.
     pub(crate) first_error: Option<String>,
-    /// The server's CPU time over the window, when its pid was given.
-    pub(crate) server_cpu: Option<CpuSpent>,
-    /// This process's CPU time over the window.
-    pub(crate) generator_cpu: CpuSpent,
 }
 
 impl Outcome {
     /// Deliveries per second over the window.
     pub(crate) fn deliveries_per_second(&self) -> f64 {
-        self.deliveries as f64 / self.seconds
+        self.window.per_second(self.deliveries)
     }
 
     /// Publishes per second over the window.
     pub(crate) fn publishes_per_second(&self) -> f64 {
-        self.publishes as f64 / self.seconds
+        self.window.per_second(self.publishes)
     }
 
     /// The latency at `quantile` (0 to 1), microseconds.
@@ -196,19 +186,17 @@ impl Outcome {
 
     /// The server's CPU per delivery, microseconds: (user + system, user).
     pub(crate) fn server_micros_per_delivery(&self) -> Option<(f64, f64)> {
-        let cpu = self.server_cpu?;
-        let per = 1e6 / self.deliveries.max(1) as f64;
-        Some((cpu.total * per, cpu.user * per))
+        self.window.server_micros_per(self.deliveries)
     }
 
     /// Share of one core the server used, when its pid was given.
     pub(crate) fn server_core_share(&self) -> Option<f64> {
-        self.server_cpu.map(|cpu| cpu.total / self.seconds)
+        self.window.server_core_share()
     }
 
     /// Share of one core this generator used.
     pub(crate) fn generator_core_share(&self) -> f64 {
-        self.generator_cpu.total / self.seconds
+        self.window.generator_core_share()
     }
 
     /// Fails unless every connection worked and every subscriber got every
@@ -220,7 +208,7 @@ impl Outcome {
             + self.out_of_order
             + self.corrupt
             + self.failed
-            + self.stalled;
+            + self.window.stalled;
         if broken > 0 || self.deliveries == 0 {
             bail!(
                 "invalid run: {} deliveries, {} lost, {} duplicated, {} out of order, {} corrupt, \
@@ -231,7 +219,7 @@ impl Outcome {
                 self.out_of_order,
                 self.corrupt,
                 self.failed,
-                self.stalled,
+                self.window.stalled,
                 self.first_error
                     .as_ref()
                     .map(|error| format!("; first failure: {error}"))
@@ -270,8 +258,8 @@ impl Outcome {
                 "publishes_per_second": self.publishes_per_second(),
                 "deliveries": self.deliveries,
                 "publishes": self.publishes,
-                "seconds": self.seconds,
-                "connect_seconds": self.connect_seconds,
+                "seconds": self.window.seconds,
+                "connect_seconds": self.window.connect_seconds,
                 "min_us": self.latency.min() as f64 / 1e3,
                 "mean_us": self.latency.mean() / 1e3,
                 "p50_us": self.latency_us(0.5),
@@ -288,7 +276,7 @@ impl Outcome {
                 "out_of_order": self.out_of_order,
                 "corrupt": self.corrupt,
                 "failed_connections": self.failed,
-                "stalled_connections": self.stalled,
+                "stalled_connections": self.window.stalled,
             },
             "diagnostics": {
                 "driver": self.driver,
@@ -317,7 +305,7 @@ impl Outcome {
             "{:.0} deliveries/s, {:.0} publishes/s over {:.2} s",
             self.deliveries_per_second(),
             self.publishes_per_second(),
-            self.seconds
+            self.window.seconds
         );
         println!(
             "latency µs: p50 {:.0}, p90 {:.0}, p99 {:.0}, p99.9 {:.0}, max {:.0}",
@@ -394,13 +382,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         None => None,
     };
 
-    let Window {
-        connect_seconds,
-        stalled,
-        seconds,
-        generator_cpu,
-        server_cpu,
-    } = shared.run_clock(
+    let window = shared.run_clock(
         start,
         &Timing {
             connections,
@@ -426,8 +408,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
     Ok(Outcome {
         args: args.clone(),
         driver: tally.driver,
-        connect_seconds,
-        seconds,
+        window,
         deliveries: tally.deliveries,
         publishes: ledger.publishes.load(Ordering::Relaxed),
         latency: tally.latency,
@@ -436,10 +417,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         out_of_order: tally.out_of_order,
         corrupt: tally.corrupt,
         failed: ledger.failed.load(Ordering::Relaxed),
-        stalled,
         first_error,
-        server_cpu,
-        generator_cpu,
     })
 }
 
