@@ -30,7 +30,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::client::{self, Target, XorShift};
 use crate::cores;
-use crate::echo::DriverChoice;
+use crate::echo::{DriverChoice, driver_name};
 use crate::limits::{self, Nofile, PortRange};
 use crate::machine::Machine;
 use crate::memory::{self, Mappings, REGISTRATION_CACHES, SOCKET_CACHES, Slabs};
@@ -557,10 +557,7 @@ fn open_on_this_thread(
     seed: u64,
 ) -> anyhow::Result<(f64, &'static str)> {
     let mut runtime = args.driver.build()?;
-    let driver = match runtime {
-        monoio::FusionRuntime::Uring(_) => "io_uring",
-        monoio::FusionRuntime::Legacy(_) => "legacy",
-    };
+    let driver = driver_name(&runtime);
     let opening = Rc::new(Opening {
         target: target.clone(),
         sources: plan.sources.clone(),

@@ -101,6 +101,15 @@ pub(crate) type Runtime = monoio::FusionRuntime<
     monoio::time::TimeDriver<monoio::LegacyDriver>,
 >;
 
+/// The name of the driver `runtime` runs on, as results report it:
+/// `io_uring` or `legacy`.
+pub(crate) fn driver_name(runtime: &Runtime) -> &'static str {
+    match runtime {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "legacy",
+    }
+}
+
 impl DriverChoice {
     /// Builds a runtime with a timer on this driver.
     pub(crate) fn build(self) -> anyhow::Result<Runtime> {
@@ -431,10 +440,7 @@ fn generator_thread(
             }
         }
     };
-    let driver = match runtime {
-        monoio::FusionRuntime::Uring(_) => "io_uring",
-        monoio::FusionRuntime::Legacy(_) => "legacy",
-    };
+    let driver = driver_name(&runtime);
     runtime.block_on(main);
     let tally = Tally {
         driver,

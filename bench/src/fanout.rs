@@ -53,7 +53,7 @@ use shardcast_proto::frame::{Decoder, DecoderConfig};
 
 use crate::client::{self, Shared, Target, Timing, Window, XorShift, phase};
 use crate::cores;
-use crate::echo::DriverChoice;
+use crate::echo::{DriverChoice, driver_name};
 use crate::room_protocol::{Inbound, RoomProtocol};
 
 /// Command line of `shardcast-bench fanout`.
@@ -525,10 +525,7 @@ fn subscribers_thread(
             }
         }
     };
-    let driver = match runtime {
-        monoio::FusionRuntime::Uring(_) => "io_uring",
-        monoio::FusionRuntime::Legacy(_) => "legacy",
-    };
+    let driver = driver_name(&runtime);
     runtime.block_on(main);
     let tally = Tally {
         driver,

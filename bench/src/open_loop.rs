@@ -50,7 +50,7 @@ use shardcast_proto::deflate::Inflater;
 use shardcast_proto::frame::{Decoder, DecoderConfig, Encoder, Message, OpCode};
 
 use crate::client::{self, Target, XorShift};
-use crate::echo::DriverChoice;
+use crate::echo::{DriverChoice, driver_name};
 
 /// What a message carries at its start: 16 hex digits of its sequence
 /// number, then 16 of its intended send time (nanoseconds since the
@@ -249,10 +249,7 @@ pub(crate) fn open(
             return Err(error);
         }
     };
-    let driver = match runtime {
-        monoio::FusionRuntime::Uring(_) => "io_uring",
-        monoio::FusionRuntime::Legacy(_) => "legacy",
-    };
+    let driver = driver_name(&runtime);
     let results = runtime.block_on(async {
         let mut rng = XorShift::new(seed);
         let tasks: Vec<_> = (0..count)

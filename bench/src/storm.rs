@@ -36,7 +36,7 @@ use shardcast::CoreList;
 use crate::client::{Target, XorShift};
 use crate::connections::{self, SPARE_FDS};
 use crate::cores;
-use crate::echo::DriverChoice;
+use crate::echo::{DriverChoice, driver_name};
 use crate::limits::{self, PortRange};
 use crate::open_loop::{self, Control, Idle, Plan, STAMP_LEN, Tally, phase};
 use crate::proc_stat::{self, CpuSpent, CpuTimes};
@@ -484,10 +484,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
                     cores::pin_current_thread(core)?;
                 }
                 let mut runtime = args.driver.build()?;
-                let driver = match runtime {
-                    monoio::FusionRuntime::Uring(_) => "io_uring",
-                    monoio::FusionRuntime::Legacy(_) => "legacy",
-                };
+                let driver = driver_name(&runtime);
                 Ok((driver, runtime.block_on(storms.run(seed))))
             })
             .context("starting the clients' thread")?

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{CORRUPT, Faults, run_bench, start_echo_server};
+use common::{CORRUPT, Faults, metric, run_bench, start_echo_server};
 use serde_json::Value;
 
 /// A server stalling 300 ms before its 400th answer on each connection.
@@ -32,12 +32,6 @@ fn run_latency(port: u16, extra: &[&str]) -> (bool, Value) {
     ];
     args.extend_from_slice(extra);
     run_bench(&args)
-}
-
-fn metric(result: &Value, name: &str) -> f64 {
-    result["metrics"][name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no metric {name}: {result}"))
 }
 
 #[test]

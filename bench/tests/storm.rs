@@ -5,7 +5,7 @@ mod common;
 
 use std::net::TcpListener;
 
-use common::{CORRUPT, Faults, run_bench, start_echo_server};
+use common::{CORRUPT, Faults, metric, run_bench, start_echo_server};
 use serde_json::Value;
 
 /// Runs `storm` with short windows and returns its exit success and JSON
@@ -17,12 +17,6 @@ fn run_storm(port: u16, extra: &[&str]) -> (bool, Value) {
     args.extend_from_slice(&["--probes", "4", "--probe-rate", "2000", "--json"]);
     args.extend_from_slice(extra);
     run_bench(&args)
-}
-
-fn metric(result: &Value, name: &str) -> f64 {
-    result["metrics"][name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no metric {name}: {result}"))
 }
 
 #[test]

@@ -68,6 +68,13 @@ fn echo_connection(stream: TcpStream, faults: Faults) {
     }
 }
 
+/// Metric `name` of a result, which must be there and be a number.
+pub(crate) fn metric(result: &Value, name: &str) -> f64 {
+    result["metrics"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric {name}: {result}"))
+}
+
 /// Runs the bench with `args` and returns its exit success and the one
 /// JSON object it printed.
 pub(crate) fn run_bench(args: &[&str]) -> (bool, Value) {
