@@ -12,6 +12,7 @@ use shardcast_proto::handshake::HeadLimits;
 use shardcast_proto::role::Server as ServerRole;
 
 use crate::handler::{Handler, ShardId};
+use crate::rooms::RoomsConfig;
 use crate::server::Server;
 
 /// Everything a server runs with, shared read-only by its shards.
@@ -38,6 +39,7 @@ pub(crate) struct ServerConfig {
     pub(crate) compression_threshold: usize,
     pub(crate) compression_level: u8,
     pub(crate) subprotocols: Vec<String>,
+    pub(crate) rooms: RoomsConfig,
 }
 
 /// How often the server pings each connection and how long it waits for
@@ -137,6 +139,15 @@ impl ServerBuilder {
     pub const DEFAULT_DRAIN_THRESHOLD: usize = 64 << 10;
     /// Default listen backlog: 1024 connections waiting to be accepted.
     pub const DEFAULT_BACKLOG: u32 = 1024;
+    /// Default room history: the last 128 messages of each room, for
+    /// recovery after a reconnection.
+    pub const DEFAULT_ROOM_HISTORY_SIZE: usize = 128;
+    /// Default age limit of a room's history: 2 minutes.
+    pub const DEFAULT_ROOM_HISTORY_TTL: Duration = Duration::from_secs(120);
+    /// Default limit on the rooms one connection is in at once: 1024.
+    pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 1024;
+    /// Default longest room name: 256 bytes.
+    pub const DEFAULT_MAX_ROOM_NAME: usize = 256;
 
     /// A builder with every default and no listen address.
     pub fn new() -> Self {
@@ -166,6 +177,12 @@ impl ServerBuilder {
                 compression_threshold: Encoder::<ServerRole>::DEFAULT_COMPRESSION_THRESHOLD,
                 compression_level: Deflater::DEFAULT_LEVEL,
                 subprotocols: Vec::new(),
+                rooms: RoomsConfig {
+                    history_size: Self::DEFAULT_ROOM_HISTORY_SIZE,
+                    history_ttl: Some(Self::DEFAULT_ROOM_HISTORY_TTL),
+                    max_rooms_per_connection: Self::DEFAULT_MAX_ROOMS_PER_CONNECTION,
+                    max_room_name: Self::DEFAULT_MAX_ROOM_NAME,
+                },
             },
         }
     }
@@ -355,6 +372,33 @@ impl ServerBuilder {
         S: Into<String>,
     {
         self.config.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How much of each room's stream its owner keeps, for clients that
+    /// reconnect and recover what they missed: the last `size` messages
+    /// (0 keeps none), each for at most `ttl` (`None`: until pushed out).
+    /// Default 128 messages for 2 minutes. Memory is at most `size` times
+    /// the rooms written to in the last `ttl`, times their message size.
+    pub fn room_history(mut self, size: usize, ttl: Option<Duration>) -> Self {
+        self.config.rooms.history_size = size;
+        self.config.rooms.history_ttl = ttl;
+        self
+    }
+
+    /// The most rooms one connection may be in at once; a join past it is
+    /// refused ([`RoomError::TooManyRooms`](crate::RoomError::TooManyRooms)).
+    /// Default 1024.
+    pub fn max_rooms_per_connection(mut self, rooms: usize) -> Self {
+        self.config.rooms.max_rooms_per_connection = rooms;
+        self
+    }
+
+    /// The longest room name, in bytes; longer names are refused
+    /// ([`RoomError::NameTooLong`](crate::RoomError::NameTooLong)).
+    /// Default 256.
+    pub fn max_room_name(mut self, bytes: usize) -> Self {
+        self.config.rooms.max_room_name = bytes;
         self
     }
 

@@ -14,7 +14,9 @@ use shardcast_proto::role::Server;
 
 use crate::config::Backpressure;
 use crate::handler::ShardId;
+use crate::hub::Hub;
 use crate::prepared::PreparedMessage;
+use crate::rooms::{Member, Receipt, RoomError};
 use crate::send_queue::{SendPools, SendQueue};
 use crate::stats::ShardCounters;
 
@@ -76,6 +78,50 @@ pub enum SendError {
     Invalid(#[from] EncodeError),
 }
 
+/// How [`Conn::publish_with`] publishes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishOptions {
+    /// The publishing connection does not receive its own message.
+    pub except_self: bool,
+    /// A tag the handler gets back in
+    /// [`Handler::on_published`](crate::Handler::on_published) with the
+    /// message's position, once the room's owner has numbered it.
+    pub receipt: Option<u64>,
+    /// The publisher's member id, revealed to `shardcast.v1` members in
+    /// the message's envelope.
+    pub publisher: Option<Arc<str>>,
+}
+
+impl PublishOptions {
+    /// Options that publish to every member with no receipt.
+    #[must_use]
+    pub fn new() -> PublishOptions {
+        PublishOptions::default()
+    }
+
+    /// Leaves the publishing connection out.
+    #[must_use]
+    pub fn except_self(mut self) -> PublishOptions {
+        self.except_self = true;
+        self
+    }
+
+    /// Asks for a receipt carrying `tag`.
+    #[must_use]
+    pub fn receipt(mut self, tag: u64) -> PublishOptions {
+        self.receipt = Some(tag);
+        self
+    }
+
+    /// Names the publisher.
+    #[must_use]
+    pub fn publisher(mut self, id: impl Into<Arc<str>>) -> PublishOptions {
+        self.publisher = Some(id.into());
+        self
+    }
+}
+
 /// What every connection of a shard shares for sending: the encoder, the
 /// one compressor, the pool of send buffers, the counters, the send buffer
 /// limit and its policy, and the names of the server's subprotocols.
@@ -86,6 +132,10 @@ pub(crate) struct SendContext {
     pub(crate) deflater: RefCell<Deflater>,
     pub(crate) pool: RefCell<SendPools>,
     pub(crate) counters: Arc<ShardCounters>,
+    /// The shard's rooms and broadcast.
+    pub(crate) hub: Hub,
+    /// Index of `shardcast.v1` in `subprotocols`, if the server speaks it.
+    pub(crate) v1: Option<u8>,
     pub(crate) send_limit: usize,
     pub(crate) drain_threshold: usize,
     pub(crate) backpressure: Backpressure,
@@ -94,6 +144,14 @@ pub(crate) struct SendContext {
 /// A compression limit that limits nothing: the client allowed the full
 /// 32 KiB window (a window it narrows is 2^14 bytes at most).
 const NO_LIMIT: u16 = u16::MAX;
+
+/// The compression limit of a connection that did not negotiate
+/// permessage-deflate (a real limit is at least 256 bytes).
+const NOT_COMPRESSED: u16 = 0;
+
+/// The subprotocol index of a connection that negotiated none (the server
+/// offers at most 255, indexed 0 to 254).
+const NO_SUBPROTOCOL: u8 = u8::MAX;
 
 /// A peer's address, compact: an IPv4 address and port inline, an IPv6
 /// one boxed (its flow label and scope make it 28 bytes), so a connection
@@ -136,15 +194,21 @@ pub(crate) struct SentClose {
 /// loop turn.
 pub struct Conn<S> {
     id: ConnId,
+    /// The connection's key in its shard's slab: how rooms reach it.
+    key: u32,
     peer: PeerAddr,
     state: S,
     pub(crate) queue: SendQueue,
     /// The longest message sent compressed (the window the client allowed
     /// bounds it, 16 KiB at most when it does; [`NO_LIMIT`] when it does
     /// not), or `None` when permessage-deflate was not negotiated.
-    compression_limit: Option<u16>,
-    /// Index of the negotiated subprotocol in the server's list.
-    subprotocol: Option<u8>,
+    /// [`NOT_COMPRESSED`] when permessage-deflate was not negotiated; a
+    /// sentinel rather than an `Option`, so that with `subprotocol` it
+    /// packs beside `key`.
+    compression_limit: u16,
+    /// Index of the negotiated subprotocol in the server's list, or
+    /// [`NO_SUBPROTOCOL`].
+    subprotocol: u8,
     /// Boxed: only a closing connection has one, and idle connections
     /// should not carry its bytes.
     pub(crate) close_sent: Option<Box<SentClose>>,
@@ -163,8 +227,10 @@ impl<S> fmt::Debug for Conn<S> {
 }
 
 impl<S> Conn<S> {
+    #[expect(clippy::too_many_arguments, reason = "called once, by the handshake")]
     pub(crate) fn new(
         id: ConnId,
+        key: u32,
         peer: SocketAddr,
         state: S,
         response: Vec<u8>,
@@ -174,12 +240,14 @@ impl<S> Conn<S> {
     ) -> Self {
         Conn {
             id,
+            key,
             peer: PeerAddr::new(peer),
             state,
             queue: SendQueue::with_bytes(response),
-            compression_limit: compression_limit
-                .map(|limit| u16::try_from(limit).unwrap_or(NO_LIMIT)),
-            subprotocol,
+            compression_limit: compression_limit.map_or(NOT_COMPRESSED, |limit| {
+                u16::try_from(limit).unwrap_or(NO_LIMIT).max(1)
+            }),
+            subprotocol: subprotocol.unwrap_or(NO_SUBPROTOCOL),
             close_sent: None,
             ctx,
         }
@@ -202,15 +270,15 @@ impl<S> Conn<S> {
     /// for raw WebSocket messages.
     #[must_use]
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol
-            .map(|index| self.ctx.subprotocols[usize::from(index)].as_str())
+        (self.subprotocol != NO_SUBPROTOCOL)
+            .then(|| self.ctx.subprotocols[usize::from(self.subprotocol)].as_str())
     }
 
     /// Whether permessage-deflate was negotiated: messages at or above the
     /// compression threshold are sent compressed when that saves bytes.
     #[must_use]
     pub fn is_compressed(&self) -> bool {
-        self.compression_limit.is_some()
+        self.compression_limit != NOT_COMPRESSED
     }
 
     /// The handler's state for this connection.
@@ -309,6 +377,101 @@ impl<S> Conn<S> {
         }
         self.overflowed();
         Err(SendError::BufferLimit { limit })
+    }
+
+    /// The shard's rooms and broadcast: publish to any room, broadcast to
+    /// every connection, count and list this shard's members of a room.
+    #[must_use]
+    pub fn hub(&self) -> &Hub {
+        &self.ctx.hub
+    }
+
+    /// Joins `room`: from the moment the join takes effect the connection
+    /// receives every message published to the room, in the room's order,
+    /// exactly once, until it leaves or closes.
+    ///
+    /// The join takes effect at once when this shard already receives
+    /// the room (it has other members here, or owns the room); otherwise
+    /// when the room's owner answers this shard's subscription, within a
+    /// loop turn or two. Either way [`Handler::on_joined`](crate::Handler::on_joined)
+    /// follows, with the room's position at that moment: every message
+    /// after it reaches the connection. `Ok(false)`: already a member.
+    ///
+    /// # Errors
+    /// An empty or too long room name, too many rooms for one
+    /// connection, or a closing connection.
+    pub fn join(&mut self, room: &str) -> Result<bool, RoomError> {
+        if self.close_sent.is_some() {
+            return Err(RoomError::Closing);
+        }
+        self.ctx.hub.join(
+            Member {
+                key: self.key,
+                id: self.id,
+            },
+            room,
+        )
+    }
+
+    /// Leaves `room`: nothing of it is queued to the connection after
+    /// this call. `false` if it was not a member.
+    pub fn leave(&mut self, room: &str) -> bool {
+        self.ctx.hub.leave(self.key, room)
+    }
+
+    /// Whether the connection is a member of `room`.
+    #[must_use]
+    pub fn is_member(&self, room: &str) -> bool {
+        self.ctx.hub.is_member(self.key, room)
+    }
+
+    /// The rooms the connection is a member of, in no particular order.
+    #[must_use]
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        self.ctx.hub.rooms_of(self.key)
+    }
+
+    /// Publishes `message` to every member of `room`, this connection
+    /// included if it is one; it need not be a member to publish. Sent
+    /// once the handler's callback returns; see [`Hub`].
+    ///
+    /// # Errors
+    /// An empty or too long room name.
+    pub fn publish(&mut self, room: &str, message: &PreparedMessage) -> Result<(), RoomError> {
+        self.publish_with(room, message, &PublishOptions::default())
+    }
+
+    /// Publishes `message` to `room` as `options` say: without this
+    /// connection, with a receipt (the handler hears the message's
+    /// position in [`Handler::on_published`](crate::Handler::on_published)),
+    /// naming the publisher.
+    ///
+    /// # Errors
+    /// An empty or too long room name.
+    pub fn publish_with(
+        &mut self,
+        room: &str,
+        message: &PreparedMessage,
+        options: &PublishOptions,
+    ) -> Result<(), RoomError> {
+        let receipt = options.receipt.map(|tag| Receipt {
+            conn: self.id,
+            key: self.key,
+            tag,
+        });
+        self.ctx.hub.publish_with(
+            room,
+            message,
+            options.except_self.then_some(self.id),
+            receipt,
+            options.publisher.clone(),
+        )
+    }
+
+    /// Whether the connection negotiated the `shardcast.v1` subprotocol:
+    /// room messages reach it in `Message` envelopes.
+    pub(crate) fn speaks_v1(&self) -> bool {
+        Some(self.subprotocol) == self.ctx.v1
     }
 
     /// Queues a ping; the peer answers with a pong carrying `payload`.
@@ -413,8 +576,8 @@ impl<S> Conn<S> {
     /// Whether a message of `len` bytes may go compressed on this
     /// connection.
     fn compresses(&self, len: usize) -> bool {
-        self.compression_limit
-            .is_some_and(|limit| limit == NO_LIMIT || len <= usize::from(limit))
+        let limit = self.compression_limit;
+        limit != NOT_COMPRESSED && (limit == NO_LIMIT || len <= usize::from(limit))
     }
 
     /// Queues a heartbeat ping, unless a close is queued.

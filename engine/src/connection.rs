@@ -187,6 +187,7 @@ impl<S> Connection<S> {
         &mut self,
         shard: &mut ShardContext<H>,
         id: impl FnOnce() -> ConnId,
+        key: u32,
         now: u32,
         input: &mut [u8],
     ) -> (Next, u64)
@@ -196,7 +197,7 @@ impl<S> Connection<S> {
         match &mut self.phase {
             Phase::Handshake(handshake) => {
                 handshake.head.extend_from_slice(input);
-                (self.continue_handshake(shard, id), 0)
+                (self.continue_handshake(shard, id, key), 0)
             }
             Phase::Open(open) => {
                 self.last_active = now;
@@ -228,6 +229,7 @@ impl<S> Connection<S> {
         &mut self,
         shard: &mut ShardContext<H>,
         id: impl FnOnce() -> ConnId,
+        key: u32,
     ) -> Next
     where
         H: Handler<State = S>,
@@ -260,6 +262,7 @@ impl<S> Connection<S> {
         let head = std::mem::take(&mut handshake.head);
         let conn = Conn::new(
             id(),
+            key,
             peer,
             accepted.state,
             accepted.response,
@@ -541,7 +544,7 @@ fn deliver<H: Handler>(handler: &mut H, conn: &mut Conn<H::State>, message: Mess
 }
 
 /// Logs a handler panic and closes the connection with 1011.
-fn panicked<S>(conn: &mut Conn<S>, callback: &str) {
+pub(crate) fn panicked<S>(conn: &mut Conn<S>, callback: &str) {
     error!(
         conn = %conn.id(),
         peer = %conn.peer_addr(),

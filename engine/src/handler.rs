@@ -9,6 +9,7 @@ use shardcast_proto::CloseCode;
 use shardcast_proto::handshake::UpgradeRequest;
 
 use crate::conn::Conn;
+use crate::rooms::Position;
 
 /// The index of a shard, 0 to the shard count - 1: which thread a handler
 /// or a connection lives on.
@@ -145,6 +146,27 @@ pub trait Handler: 'static {
     /// here. Not called for small buffers written at once.
     fn on_drain(&mut self, conn: &mut Conn<Self::State>) {
         let _ = conn;
+    }
+
+    /// A [`Conn::join`] took effect: the connection receives every message
+    /// of `room` after `position`. Called once per join that was not
+    /// undone (by a leave or a close) before it took effect.
+    fn on_joined(&mut self, conn: &mut Conn<Self::State>, room: &str, position: Position) {
+        let _ = (conn, room, position);
+    }
+
+    /// A message published with a receipt
+    /// ([`PublishOptions::receipt`](crate::PublishOptions::receipt)) got
+    /// its `position` in `room` from the room's owner. Not called if the
+    /// connection closed meanwhile.
+    fn on_published(
+        &mut self,
+        conn: &mut Conn<Self::State>,
+        room: &str,
+        tag: u64,
+        position: Position,
+    ) {
+        let _ = (conn, room, tag, position);
     }
 
     /// The connection is over; called once for every opened connection,

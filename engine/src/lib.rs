@@ -45,11 +45,18 @@
 //! ([`ServerBuilder::heartbeat`]) and the idle timeout reach a connection
 //! even while its peer does not read.
 //!
-//! What it does not do yet: sending to a connection from outside its own
-//! callbacks, rooms and broadcast across shards, the `shardcast.v1`
-//! envelope protocol, rate limits, TLS, and the HTTP side
-//! (metrics, admin, long-polling). The library sets no global
-//! allocator and no logger; the `shardcast` binary does both.
+//! Rooms: [`Conn::join`] puts a connection in a room, and a message
+//! published to it ([`Conn::publish`], [`Hub`], [`ServerHandle::publish`])
+//! reaches every member on every shard, in one order per room. Each room
+//! has an owner shard that numbers its messages ([`Position`]) and keeps
+//! a bounded history; other shards with members subscribe to it, and
+//! cross shards through one lock-free inbox each, woken once per batch.
+//! [`Hub::broadcast`] reaches every connection.
+//!
+//! What it does not do yet: the `shardcast.v1` envelope protocol's
+//! server side, rate limits, TLS, and the HTTP side (metrics, admin,
+//! long-polling). The library sets no global allocator and no logger;
+//! the `shardcast` binary does both.
 #![deny(unsafe_code)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -66,18 +73,23 @@ mod deadlines;
 mod driver;
 mod error;
 mod handler;
+mod hub;
+mod inbox;
 mod prepared;
+mod rooms;
 mod send_queue;
 mod server;
 mod shard;
 mod stats;
 
 pub use config::{Backpressure, ServerBuilder};
-pub use conn::{Conn, ConnId, SendError};
+pub use conn::{Conn, ConnId, PublishOptions, SendError};
 pub use core_list::{CoreList, CoreListError};
 pub use error::Error;
 pub use handler::{Echo, Handler, Message, Rejection, ShardId};
+pub use hub::Hub;
 pub use prepared::PreparedMessage;
+pub use rooms::{Position, RoomError};
 pub use server::{Server, ServerHandle, ShutdownReport};
 pub use shardcast_proto::CloseCode;
 pub use shardcast_proto::handshake::UpgradeRequest;

@@ -1,18 +1,20 @@
 //! [`Server`] and [`ServerHandle`]: starting the shards, and controlling
 //! and observing them from any thread.
 
-use std::io::Write;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::admission::Admission;
 use crate::config::{ServerBuilder, ServerConfig, allowed_cores};
 use crate::error::Error;
 use crate::handler::{Handler, ShardId};
+use crate::inbox::{Inbox, ShardMessage};
+use crate::prepared::PreparedMessage;
+use crate::rooms::{Publication, RoomError, owner_of};
 use crate::shard::{self, ShardSetup};
 use crate::stats::{ShardCounters, ShardStats};
 
@@ -44,6 +46,9 @@ pub(crate) struct Shared {
     pub(crate) dropped: AtomicU64,
     /// The shutdown deadline, once shutdown was asked for.
     pub(crate) deadline: Mutex<Option<Instant>>,
+    /// Each shard's inbox, by shard index: how shards, and handles, reach
+    /// a shard.
+    pub(crate) inboxes: Box<[Inbox]>,
     /// Shards still running, and the condition their exit signals.
     running: Mutex<usize>,
     stopped: Condvar,
@@ -102,6 +107,21 @@ where
             return Err(Error::NoShards);
         }
         let config = Arc::new(ServerConfig { shards, ..config });
+        let mut inboxes = Vec::with_capacity(shards);
+        let mut controls = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let (doorbell, control) = UnixStream::pair()
+                .and_then(|(doorbell, control)| {
+                    doorbell.set_nonblocking(true)?;
+                    Ok((doorbell, control))
+                })
+                .map_err(|source| Error::Setup {
+                    shard: index,
+                    source,
+                })?;
+            inboxes.push(Inbox::new(doorbell));
+            controls.push(control);
+        }
         let shared = Arc::new(Shared {
             admission: Arc::new(Admission::new(
                 config.max_connections,
@@ -110,18 +130,17 @@ where
             closed_cleanly: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             deadline: Mutex::new(None),
+            inboxes: inboxes.into_boxed_slice(),
             running: Mutex::new(0),
             stopped: Condvar::new(),
         });
         let mut counters = Vec::with_capacity(shards);
-        let mut controls = Vec::with_capacity(shards);
         let mut addrs = config.listen.clone();
-        for index in 0..shards {
+        for (index, control) in controls.into_iter().enumerate() {
             let setup_error = |source| Error::Setup {
                 shard: index,
                 source,
             };
-            let (ours, theirs) = UnixStream::pair().map_err(setup_error)?;
             let shard_counters = Arc::new(ShardCounters::default());
             let (ready, started) = mpsc::channel();
             let setup = ShardSetup {
@@ -130,7 +149,7 @@ where
                 factory: Arc::clone(&self.factory),
                 counters: Arc::clone(&shard_counters),
                 shared: Arc::clone(&shared),
-                control: theirs,
+                control,
                 listen: addrs.clone(),
                 core: (config.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]),
                 ready,
@@ -144,19 +163,18 @@ where
                 .spawn(move || shard::run(setup));
             if let Err(source) = spawned {
                 shared.shard_stopped();
-                abort(&shared, &controls);
+                abort(&shared);
                 return Err(setup_error(source));
             }
             counters.push(shard_counters);
-            controls.push(ours);
             match started.recv() {
                 Ok(Ok(bound)) => addrs = bound,
                 Ok(Err(error)) => {
-                    abort(&shared, &controls);
+                    abort(&shared);
                     return Err(error);
                 }
                 Err(_) => {
-                    abort(&shared, &controls);
+                    abort(&shared);
                     return Err(Error::ShardStopped { shard: index });
                 }
             }
@@ -164,8 +182,8 @@ where
         Ok(ServerHandle {
             inner: Arc::new(Inner {
                 shared,
+                config,
                 counters,
-                controls,
                 local_addrs: addrs,
             }),
         })
@@ -185,10 +203,8 @@ pub struct ServerHandle {
 #[derive(Debug)]
 struct Inner {
     shared: Arc<Shared>,
+    config: Arc<ServerConfig>,
     counters: Vec<Arc<ShardCounters>>,
-    /// One end of a socket pair per shard: a byte written wakes the shard
-    /// to begin shutdown, on either I/O driver.
-    controls: Vec<UnixStream>,
     local_addrs: Vec<SocketAddr>,
 }
 
@@ -245,7 +261,7 @@ impl ServerHandle {
             if slot.is_none() {
                 *slot = Some(deadline);
                 drop(slot);
-                wake_shards(&self.inner.controls);
+                wake_shards(&self.inner.shared);
             }
         }
         self.wait();
@@ -255,6 +271,74 @@ impl ServerHandle {
         }
     }
 
+    /// Publishes `message` to every member of `room`, on every shard, from
+    /// any thread: the room's owner shard sequences it like a message
+    /// published by a connection. Returns once the message is queued.
+    ///
+    /// # Errors
+    /// An empty or too long room name.
+    pub fn publish(&self, room: &str, message: &PreparedMessage) -> Result<(), RoomError> {
+        self.publish_many(&[room], message)
+    }
+
+    /// Publishes `message` to each room of `rooms`, each in its own order
+    /// (see [`Hub::publish_many`](crate::Hub::publish_many)).
+    ///
+    /// # Errors
+    /// An empty or too long room name; then nothing is published.
+    pub fn publish_many(&self, rooms: &[&str], message: &PreparedMessage) -> Result<(), RoomError> {
+        for room in rooms {
+            self.inner.config.rooms.check_name(room)?;
+        }
+        for room in rooms {
+            let inbox = self.owner_inbox(room);
+            inbox.push(ShardMessage::Publish(Box::new(Publication {
+                room: (*room).into(),
+                message: message.clone(),
+                except: None,
+                receipt: None,
+                publisher: None,
+            })));
+            inbox.ring();
+        }
+        Ok(())
+    }
+
+    /// Sends `message` to every open connection of every shard, as it was
+    /// prepared.
+    pub fn broadcast(&self, message: &PreparedMessage) {
+        for inbox in &self.inner.shared.inboxes {
+            inbox.push(ShardMessage::Broadcast(message.clone()));
+            inbox.ring();
+        }
+    }
+
+    /// The number of members of `room` over every shard, as its owner
+    /// knows it: joins and leaves reach the owner within a loop turn of
+    /// the shard they happen on. Blocks until the owner answers.
+    ///
+    /// # Errors
+    /// An empty or too long room name; [`RoomError::Stopped`] if the owner
+    /// shard did not answer within 5 seconds (the server stopped).
+    pub fn room_size(&self, room: &str) -> Result<usize, RoomError> {
+        self.inner.config.rooms.check_name(room)?;
+        let (reply, answer) = mpsc::channel();
+        let inbox = self.owner_inbox(room);
+        inbox.push(ShardMessage::RoomSize {
+            room: room.into(),
+            reply,
+        });
+        inbox.ring();
+        answer
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| RoomError::Stopped)
+    }
+
+    fn owner_inbox(&self, room: &str) -> &Inbox {
+        let owner = owner_of(room, self.inner.shared.inboxes.len());
+        &self.inner.shared.inboxes[owner.index()]
+    }
+
     /// Blocks until every shard has stopped: after a shutdown, or if every
     /// shard thread ended on its own.
     pub fn wait(&self) {
@@ -262,21 +346,19 @@ impl ServerHandle {
     }
 }
 
-/// Writes one byte to each shard's control socket: the shard reads the
-/// deadline and begins shutdown.
-fn wake_shards(controls: &[UnixStream]) {
-    for mut control in controls {
-        // A shard that already stopped has closed its end; nothing to wake.
-        let _ = control.write_all(&[1]);
+/// Wakes every shard: each reads the deadline and begins shutdown.
+fn wake_shards(shared: &Shared) {
+    for inbox in &shared.inboxes {
+        inbox.knock();
     }
 }
 
 /// Stops the shards started before a later one failed to start.
-fn abort(shared: &Shared, controls: &[UnixStream]) {
+fn abort(shared: &Shared) {
     *shared
         .deadline
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-    wake_shards(controls);
+    wake_shards(shared);
     shared.wait_stopped();
 }

@@ -8,6 +8,8 @@
 //! that queued bytes: one `sendmsg` per connection per turn, whatever it
 //! queued meanwhile (corking).
 
+mod fanout;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use shardcast_proto::CloseCode;
 use shardcast_proto::deflate::{Deflater, Inflater};
+use shardcast_proto::envelope::SUBPROTOCOL;
 use shardcast_proto::frame::Encoder;
 use slab::Slab;
 use tracing::{debug, error, info, warn};
@@ -31,6 +34,7 @@ use crate::deadlines::Deadlines;
 use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
 use crate::error::Error;
 use crate::handler::{Handler, ShardId};
+use crate::hub::Hub;
 use crate::send_queue::SendPools;
 use crate::server::Shared;
 use crate::stats::ShardCounters;
@@ -109,6 +113,8 @@ struct Shard<H: Handler> {
     clock: u32,
     next_sweep: Instant,
     next_sequence: u64,
+    /// Room work's working lists.
+    fanout: fanout::Fanout,
 }
 
 /// Marks the shard stopped however its thread ends, panics included.
@@ -211,6 +217,7 @@ where
         return None;
     }
     let connections = Slab::with_capacity(reserved_slots(&config));
+    let config_shards = config.shards;
     let shard = Shard {
         id,
         context: ShardContext {
@@ -222,6 +229,12 @@ where
                 deflater: std::cell::RefCell::new(Deflater::new(config.compression_level)),
                 pool: std::cell::RefCell::new(SendPools::new(prepared_buffers())),
                 counters: Arc::clone(&counters),
+                hub: Hub::new(id, config.shards, config.rooms),
+                v1: config
+                    .subprotocols
+                    .iter()
+                    .position(|protocol| protocol == SUBPROTOCOL)
+                    .and_then(|index| u8::try_from(index).ok()),
                 send_limit: config.max_send_buffer,
                 drain_threshold: config.drain_threshold,
                 backpressure: config.backpressure,
@@ -243,6 +256,7 @@ where
         clock: 0,
         next_sweep: Instant::now() + SWEEP,
         next_sequence: 0,
+        fanout: fanout::Fanout::new(config_shards),
         counters,
     };
     info!(shard = id.index(), addrs = ?bound, "shard listening");
@@ -253,8 +267,9 @@ where
 impl<H: Handler> Shard<H> {
     /// The event loop, until shutdown is over.
     fn serve(&mut self, driver: &mut Driver) {
-        let sweeping =
-            self.context.config.idle_timeout.is_some() || self.context.config.heartbeat.is_some();
+        let sweeping = self.context.config.idle_timeout.is_some()
+            || self.context.config.heartbeat.is_some()
+            || self.context.config.rooms.history_ttl.is_some();
         loop {
             let now = Instant::now();
             let timeout = self
@@ -275,6 +290,7 @@ impl<H: Handler> Shard<H> {
                 driver.close_listeners();
             }
             let now = Instant::now();
+            self.exchange(now);
             let mut io = driver.io();
             self.expire(now, &mut io);
             if sweeping && now >= self.next_sweep {
@@ -283,6 +299,12 @@ impl<H: Handler> Shard<H> {
                     self.clock = self.clock.wrapping_add(1);
                 }
                 self.sweep();
+                let send = &self.context.send;
+                send.hub
+                    .state
+                    .borrow_mut()
+                    .owned
+                    .expire(now, &send.hub.config);
             }
             self.flush_dirty(&mut io, now);
             if let Some(deadline) = self.context.shutdown {
@@ -294,8 +316,12 @@ impl<H: Handler> Shard<H> {
         self.stop(driver);
     }
 
-    /// The earliest time the loop must wake without an event.
+    /// The earliest time the loop must wake without an event: now, if the
+    /// last turn left room work undone.
     fn next_deadline(&self, sweeping: bool) -> Option<Instant> {
+        if self.fanout.more {
+            return Some(Instant::now());
+        }
         [
             self.handshake_deadlines.next(),
             self.close_deadlines.next(),
@@ -348,6 +374,13 @@ impl<H: Handler> Shard<H> {
         io.forget(connection.stream.as_raw_fd(), token);
         if connection.is_open() {
             connection.finish(&mut self.context.handler);
+            self.context
+                .send
+                .hub
+                .state
+                .borrow_mut()
+                .local
+                .leave_all(key as u32);
             self.counters.connection_closed();
         } else {
             self.handshaking -= 1;
@@ -549,7 +582,7 @@ impl<H: Handler> Sink for Shard<H> {
             ConnId::new(*id, sequence)
         };
         let received = data.len() as u64;
-        let (next, messages) = connection.receive(context, new_id, *clock, data);
+        let (next, messages) = connection.receive(context, new_id, token.key, *clock, data);
         if next == Next::Drop {
             self.close(key, io);
             return;
@@ -597,20 +630,31 @@ impl<H: Handler> Sink for Shard<H> {
     }
 
     fn control(&mut self, _io: &mut Io<'_>) {
-        let mut byte = [0; 1];
-        match self.control.read(&mut byte) {
-            Ok(1..) if self.context.shutdown.is_none() => self.begin_shutdown(),
-            Ok(1..) => {}
-            // Every handle is gone (end of stream): the server runs until
-            // the process ends.
-            Ok(0) => {}
-            // A wake-up with nothing to read: watch again.
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                self.rewatch_control = true;
+        // Each byte is a wake-up: for the inbox, which the turn drains, or
+        // for shutdown, which the deadline tells.
+        let mut bytes = [0; 64];
+        loop {
+            match self.control.read(&mut bytes) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    error!(shard = self.id.index(), %error, "the control socket failed; shutdown and other shards cannot reach this shard");
+                    return;
+                }
             }
-            Err(error) => {
-                error!(shard = self.id.index(), %error, "the control socket failed; shutdown cannot reach this shard");
-            }
+        }
+        self.rewatch_control = true;
+        let stopping = self
+            .context
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if stopping && self.context.shutdown.is_none() {
+            self.begin_shutdown();
         }
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct ShardCounters {
     messages_dropped: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    rooms: AtomicU64,
+    room_members: AtomicU64,
+    owned_rooms: AtomicU64,
 }
 
 /// Adds `n` to a counter only this thread writes: a plain load and store,
@@ -96,6 +99,13 @@ impl ShardCounters {
         bump(&self.bytes_out, bytes);
     }
 
+    /// The shard's room index sizes after a turn's room work.
+    pub(crate) fn set_rooms(&self, rooms: usize, members: usize, owned: usize) {
+        self.rooms.store(rooms as u64, Ordering::Relaxed);
+        self.room_members.store(members as u64, Ordering::Relaxed);
+        self.owned_rooms.store(owned as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self, shard: usize) -> ShardStats {
         ShardStats {
             shard,
@@ -107,6 +117,9 @@ impl ShardCounters {
             messages_dropped: self.messages_dropped.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            rooms: self.rooms.load(Ordering::Relaxed),
+            room_members: self.room_members.load(Ordering::Relaxed),
+            owned_rooms: self.owned_rooms.load(Ordering::Relaxed),
         }
     }
 }
@@ -135,4 +148,11 @@ pub struct ShardStats {
     /// Bytes written to upgraded connections, their 101 responses included
     /// (refusals are not counted).
     pub bytes_out: u64,
+    /// Rooms with members on this shard.
+    pub rooms: u64,
+    /// Memberships of this shard's connections, over all their rooms.
+    pub room_members: u64,
+    /// Rooms this shard owns (sequences): those with members anywhere or
+    /// history kept.
+    pub owned_rooms: u64,
 }

@@ -96,6 +96,10 @@ mod shardcast_generated;
 mod tests;
 mod write;
 
+/// The WebSocket subprotocol name (`Sec-WebSocket-Protocol`) of connections
+/// that speak this envelope.
+pub const SUBPROTOCOL: &str = "shardcast.v1";
+
 pub use self::error::EnvelopeError;
 pub use self::read::{Items, VerifyLimits, bytes, items, read};
 pub use self::shardcast_generated::shardcast::v_1::{

@@ -1,0 +1,459 @@
+//! [`LocalRooms`]: the rooms a shard's own connections joined, and for
+//! each connection the rooms it is in.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::{Position, RoomError, RoomsConfig, Sequenced};
+use crate::conn::ConnId;
+
+/// One member of a local room: the connection's slab key, to reach it,
+/// and its id, to tell it from a later occupant of the key and to skip a
+/// publisher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) key: u32,
+    pub(crate) id: ConnId,
+}
+
+/// Whether this shard receives a room's messages yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    /// The owner has not answered subscription number `.0` yet: messages
+    /// that arrive now belong to an earlier subscription and are dropped.
+    Subscribing(u32),
+    /// Messages after this position are delivered, in order.
+    Live(Position),
+}
+
+/// A room with members on this shard.
+#[derive(Debug)]
+struct LocalRoom {
+    name: Arc<str>,
+    members: Vec<Member>,
+    stream: Stream,
+    /// Joins waiting for the owner's answer to learn their position.
+    awaiting: Vec<Member>,
+    /// The member count the owner last heard from this shard.
+    reported: u32,
+    /// On the list of rooms whose count changed this turn.
+    changed: bool,
+}
+
+/// Where one connection's membership sits: the room, and the member's
+/// index in the room's member list (kept right as members move).
+#[derive(Clone, Copy, Debug)]
+struct Membership {
+    room: u32,
+    index: u32,
+}
+
+/// A join whose position is known: the handler hears
+/// [`on_joined`](crate::Handler::on_joined).
+#[derive(Debug)]
+pub(crate) struct Joined {
+    pub(crate) member: Member,
+    pub(crate) room: Arc<str>,
+    pub(crate) position: Position,
+}
+
+/// A room's member count on this shard, for its owner.
+#[derive(Debug)]
+pub(crate) struct MemberCount {
+    pub(crate) room: Arc<str>,
+    pub(crate) count: u32,
+    /// The subscription the count belongs to; a count that rises from 0
+    /// starts a new one, which the owner answers with its position.
+    pub(crate) subscription: u32,
+}
+
+/// The rooms of one shard's connections.
+#[derive(Debug, Default)]
+pub(crate) struct LocalRooms {
+    by_name: HashMap<Arc<str>, u32>,
+    rooms: Slab<LocalRoom>,
+    /// Each member connection's rooms, by slab key.
+    joined: HashMap<u32, Vec<Membership>>,
+    /// Rooms whose member count changed this turn.
+    changed: Vec<u32>,
+    /// Joins whose position became known.
+    ready: Vec<Joined>,
+    next_subscription: u32,
+    /// Memberships over every room.
+    memberships: usize,
+}
+
+impl LocalRooms {
+    /// Adds `member` to `room`. `live` gives the room's position when this
+    /// shard owns it (its members receive from there at once); otherwise
+    /// the room subscribes to its owner, and the join's position comes
+    /// with the owner's answer. `Ok(false)`: already a member.
+    pub(crate) fn join(
+        &mut self,
+        member: Member,
+        room: &str,
+        config: &RoomsConfig,
+        live: impl FnOnce(&Arc<str>) -> Option<Position>,
+    ) -> Result<bool, RoomError> {
+        config.check_name(room)?;
+        let memberships = self.joined.get(&member.key).map_or(&[][..], Vec::as_slice);
+        if let Some(&id) = self.by_name.get(room) {
+            if memberships.iter().any(|m| m.room == id) {
+                return Ok(false);
+            }
+        }
+        if memberships.len() >= config.max_rooms_per_connection {
+            return Err(RoomError::TooManyRooms {
+                limit: config.max_rooms_per_connection,
+            });
+        }
+        let id = match self.by_name.get(room) {
+            Some(&id) => id,
+            None => {
+                let name: Arc<str> = room.into();
+                let stream = match live(&name) {
+                    Some(position) => Stream::Live(position),
+                    None => {
+                        self.next_subscription = self.next_subscription.wrapping_add(1);
+                        Stream::Subscribing(self.next_subscription)
+                    }
+                };
+                let id = self.rooms.insert(LocalRoom {
+                    name: Arc::clone(&name),
+                    members: Vec::new(),
+                    stream,
+                    awaiting: Vec::new(),
+                    reported: 0,
+                    changed: false,
+                });
+                let id = u32::try_from(id).expect("fewer than 2^32 rooms per shard");
+                self.by_name.insert(name, id);
+                id
+            }
+        };
+        let entry = &mut self.rooms[id as usize];
+        let index = u32::try_from(entry.members.len()).expect("fewer than 2^32 members");
+        entry.members.push(member);
+        match entry.stream {
+            Stream::Live(position) => self.ready.push(Joined {
+                member,
+                room: Arc::clone(&entry.name),
+                position,
+            }),
+            Stream::Subscribing(_) => entry.awaiting.push(member),
+        }
+        self.joined
+            .entry(member.key)
+            .or_default()
+            .push(Membership { room: id, index });
+        self.memberships += 1;
+        self.mark_changed(id);
+        Ok(true)
+    }
+
+    /// Removes the connection at `key` from `room`; `false` if it was not
+    /// a member. Nothing of the room reaches it after this.
+    pub(crate) fn leave(&mut self, key: u32, room: &str) -> bool {
+        let Some(&id) = self.by_name.get(room) else {
+            return false;
+        };
+        let Entry::Occupied(mut entry) = self.joined.entry(key) else {
+            return false;
+        };
+        let memberships = entry.get_mut();
+        let Some(at) = memberships.iter().position(|m| m.room == id) else {
+            return false;
+        };
+        let membership = memberships.swap_remove(at);
+        if memberships.is_empty() {
+            entry.remove();
+        }
+        self.remove_member(key, membership);
+        true
+    }
+
+    /// Removes the connection at `key` from every room it is in: it
+    /// closed.
+    pub(crate) fn leave_all(&mut self, key: u32) {
+        let Some(memberships) = self.joined.remove(&key) else {
+            return;
+        };
+        for membership in memberships {
+            self.remove_member(key, membership);
+        }
+    }
+
+    /// The names of the rooms the connection at `key` is in.
+    pub(crate) fn rooms_of(&self, key: u32) -> Vec<Arc<str>> {
+        self.joined.get(&key).map_or_else(Vec::new, |memberships| {
+            memberships
+                .iter()
+                .map(|m| Arc::clone(&self.rooms[m.room as usize].name))
+                .collect()
+        })
+    }
+
+    /// Whether the connection at `key` is in `room`.
+    pub(crate) fn is_member(&self, key: u32, room: &str) -> bool {
+        let Some(&id) = self.by_name.get(room) else {
+            return false;
+        };
+        self.joined
+            .get(&key)
+            .is_some_and(|memberships| memberships.iter().any(|m| m.room == id))
+    }
+
+    /// The members of `room` on this shard.
+    pub(crate) fn members(&self, room: &str) -> &[Member] {
+        self.by_name
+            .get(room)
+            .map_or(&[], |&id| &self.rooms[id as usize].members)
+    }
+
+    /// Takes `message` in order: the members to hand it to, and the
+    /// position it moves the room to. `None` when it is not for this
+    /// shard's members: no member, the subscription is not answered yet
+    /// (it belongs to an earlier one), or it was already delivered.
+    pub(crate) fn deliverable(&mut self, message: &Sequenced) -> Option<&[Member]> {
+        let &id = self.by_name.get(&*message.room)?;
+        let room = &mut self.rooms[id as usize];
+        let Stream::Live(last) = room.stream else {
+            return None;
+        };
+        if last.epoch == message.position.epoch && message.position.offset <= last.offset {
+            return None;
+        }
+        room.stream = Stream::Live(message.position);
+        Some(&room.members)
+    }
+
+    /// The owner answered subscription `subscription` of `room`: its
+    /// members receive every message after `position`, and the joins that
+    /// waited learn it.
+    pub(crate) fn subscribed(&mut self, room: &str, subscription: u32, position: Position) {
+        let Some(&id) = self.by_name.get(room) else {
+            return;
+        };
+        let entry = &mut self.rooms[id as usize];
+        if entry.stream != Stream::Subscribing(subscription) {
+            return;
+        }
+        entry.stream = Stream::Live(position);
+        for member in entry.awaiting.drain(..) {
+            self.ready.push(Joined {
+                member,
+                room: Arc::clone(&entry.name),
+                position,
+            });
+        }
+    }
+
+    /// Appends the member counts that changed since the last call, for the
+    /// rooms' owners, and forgets rooms left empty.
+    pub(crate) fn drain_counts(&mut self, out: &mut Vec<MemberCount>) {
+        for id in self.changed.drain(..) {
+            let room = &mut self.rooms[id as usize];
+            room.changed = false;
+            let count = u32::try_from(room.members.len()).unwrap_or(u32::MAX);
+            if count != room.reported {
+                room.reported = count;
+                out.push(MemberCount {
+                    room: Arc::clone(&room.name),
+                    count,
+                    subscription: match room.stream {
+                        Stream::Subscribing(subscription) => subscription,
+                        Stream::Live(_) => 0,
+                    },
+                });
+            }
+            if count == 0 {
+                let room = self.rooms.remove(id as usize);
+                self.by_name.remove(&room.name);
+            }
+        }
+    }
+
+    /// Whether joins wait for their `on_joined`.
+    pub(crate) fn has_joined(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Appends the joins whose position became known since the last call.
+    pub(crate) fn drain_joined(&mut self, out: &mut Vec<Joined>) {
+        out.append(&mut self.ready);
+    }
+
+    /// Whether nothing is left: no room, no member, nothing to report.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+            && self.rooms.is_empty()
+            && self.joined.is_empty()
+            && self.changed.is_empty()
+    }
+
+    /// Rooms with members here.
+    pub(crate) fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Memberships over every room.
+    pub(crate) fn memberships(&self) -> usize {
+        self.memberships
+    }
+
+    fn remove_member(&mut self, key: u32, membership: Membership) {
+        self.memberships -= 1;
+        let room = &mut self.rooms[membership.room as usize];
+        let index = membership.index as usize;
+        room.members.swap_remove(index);
+        room.awaiting.retain(|m| m.key != key);
+        if let Some(moved) = room.members.get(index) {
+            // The last member took the leaver's place: its membership
+            // record follows it.
+            if let Some(record) = self
+                .joined
+                .get_mut(&moved.key)
+                .and_then(|ms| ms.iter_mut().find(|m| m.room == membership.room))
+            {
+                record.index = membership.index;
+            }
+        }
+        self.ready
+            .retain(|joined| !(joined.member.key == key && *joined.room == *room.name));
+        self.mark_changed(membership.room);
+    }
+
+    fn mark_changed(&mut self, id: u32) {
+        let room = &mut self.rooms[id as usize];
+        if !room.changed {
+            room.changed = true;
+            self.changed.push(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::ShardId;
+
+    fn config() -> RoomsConfig {
+        RoomsConfig {
+            history_size: 0,
+            history_ttl: None,
+            max_rooms_per_connection: 3,
+            max_room_name: 64,
+        }
+    }
+
+    fn member(key: u32) -> Member {
+        Member {
+            key,
+            id: ConnId::new(ShardId(0), u64::from(key) + 100),
+        }
+    }
+
+    fn at(offset: u64) -> Position {
+        Position { offset, epoch: 5 }
+    }
+
+    fn sequenced(room: &str, offset: u64) -> Sequenced {
+        Sequenced::new(
+            super::super::Publication {
+                room: room.into(),
+                message: crate::PreparedMessage::text("m"),
+                except: None,
+                receipt: None,
+                publisher: None,
+            },
+            at(offset),
+        )
+    }
+
+    #[test]
+    fn owned_rooms_are_live_at_once_and_joins_learn_their_position() {
+        let mut rooms = LocalRooms::default();
+        assert_eq!(
+            rooms.join(member(1), "a", &config(), |_| Some(at(4))),
+            Ok(true)
+        );
+        assert_eq!(rooms.join(member(1), "a", &config(), |_| None), Ok(false));
+        let mut joined = Vec::new();
+        rooms.drain_joined(&mut joined);
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined[0].position, at(4));
+        assert!(rooms.deliverable(&sequenced("a", 4)).is_none());
+        assert_eq!(rooms.deliverable(&sequenced("a", 5)).unwrap(), [member(1)]);
+        assert!(rooms.deliverable(&sequenced("a", 5)).is_none());
+    }
+
+    #[test]
+    fn a_subscribing_room_drops_messages_until_its_own_answer() {
+        let mut rooms = LocalRooms::default();
+        rooms.join(member(1), "a", &config(), |_| None).unwrap();
+        let mut counts = Vec::new();
+        rooms.drain_counts(&mut counts);
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].count, 1);
+        let subscription = counts[0].subscription;
+        assert!(rooms.deliverable(&sequenced("a", 3)).is_none());
+        rooms.subscribed("a", subscription.wrapping_add(1), at(3));
+        assert!(rooms.deliverable(&sequenced("a", 4)).is_none());
+        rooms.subscribed("a", subscription, at(3));
+        let mut joined = Vec::new();
+        rooms.drain_joined(&mut joined);
+        assert_eq!(joined[0].position, at(3));
+        assert_eq!(rooms.deliverable(&sequenced("a", 4)).unwrap(), [member(1)]);
+    }
+
+    #[test]
+    fn leaving_and_closing_clean_both_sides() {
+        let mut rooms = LocalRooms::default();
+        for key in 0..5 {
+            for room in ["a", "b", "c"] {
+                rooms
+                    .join(member(key), room, &config(), |_| Some(at(0)))
+                    .unwrap();
+            }
+        }
+        assert_eq!(
+            rooms.join(member(0), "d", &config(), |_| Some(at(0))),
+            Err(RoomError::TooManyRooms { limit: 3 })
+        );
+        assert!(rooms.leave(0, "a"));
+        assert!(!rooms.leave(0, "a"));
+        assert!(!rooms.is_member(0, "a"));
+        assert!(rooms.is_member(4, "a"));
+        // The member moved into the leaver's place still leaves cleanly.
+        assert!(rooms.leave(4, "a"));
+        assert_eq!(rooms.members("a").len(), 3);
+        assert_eq!(rooms.rooms_of(1).len(), 3);
+        for key in 0..5 {
+            rooms.leave_all(key);
+        }
+        let mut counts = Vec::new();
+        rooms.drain_counts(&mut counts);
+        assert!(counts.iter().all(|count| count.count == 0));
+        let mut joined = Vec::new();
+        rooms.drain_joined(&mut joined);
+        assert!(rooms.is_empty(), "{rooms:?}");
+    }
+
+    #[test]
+    fn a_join_and_leave_in_one_turn_report_nothing() {
+        let mut rooms = LocalRooms::default();
+        rooms.join(member(1), "a", &config(), |_| None).unwrap();
+        rooms.leave(1, "a");
+        let mut counts = Vec::new();
+        rooms.drain_counts(&mut counts);
+        assert!(counts.is_empty());
+        let mut joined = Vec::new();
+        rooms.drain_joined(&mut joined);
+        assert!(joined.is_empty());
+        assert!(rooms.is_empty());
+    }
+}
