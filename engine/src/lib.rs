@@ -66,6 +66,7 @@ mod deadlines;
 mod driver;
 mod error;
 mod handler;
+pub mod middleware;
 mod prepared;
 mod send_queue;
 mod server;
