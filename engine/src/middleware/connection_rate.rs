@@ -35,18 +35,23 @@ const RETAINED: usize = 1024;
 /// Each shard has its own layer and table, and the kernel spreads one
 /// client's connections over the shards (by source port), so a client may
 /// make up to the limit *on each shard*. For a server-wide budget, divide
-/// it by the shard count. The server's `max_connections_per_ip` bounds how
-/// many connections an address holds at once; this bounds how fast it
-/// opens them.
+/// it by the shard count. The server's
+/// [`max_connections_per_ip`](crate::ServerBuilder::max_connections_per_ip)
+/// bounds how many connections an address holds at once; this bounds how
+/// fast it opens them.
+///
+/// The address is the TCP peer's: behind a reverse proxy every client has
+/// the proxy's address, and shares its allowance.
 ///
 /// # Memory
 ///
-/// A tracked address takes about 40 bytes of table. A full bucket is the same as
-/// no bucket, so each time the limit's fill time (an empty bucket's time to
-/// fill up) has passed, the next check drops the full buckets: an address
-/// quiet for that long is forgotten. The table holds at most
-/// [`max_addresses`](Self::max_addresses) (16 384 by default: at most about
-/// 1 MiB a shard, the table's capacity being a power of two). When it is full, an upgrade from an address not in it passes
+/// A tracked address takes 32 bytes of table, plus the table's slack. A
+/// full bucket is the same as no bucket, so each time the limit's fill
+/// time (an empty bucket's time to fill up) has passed, the next check
+/// drops the full buckets: an address quiet for that long is forgotten.
+/// The table holds at most [`max_addresses`](Self::max_addresses) (16 384
+/// by default, about 1 MiB a shard, the table's capacity being a power of
+/// two). When it is full, an upgrade from an address not in it passes
 /// *unlimited*: refusing every new address would let whoever fills the
 /// table lock everyone else out. Such upgrades are counted
 /// ([`untracked`](Self::untracked)) and the first of each spell is logged
@@ -80,9 +85,9 @@ impl ConnectionRate {
         }
     }
 
-    /// Tracks up to `max` addresses (default 16 384, about 40 bytes each)
-    /// instead; past that, new addresses pass unlimited (see the type's
-    /// docs). 0 tracks none: every upgrade passes.
+    /// Tracks up to `max` addresses (default 16 384) instead; past that,
+    /// new addresses pass unlimited (see the type's docs). 0 tracks none:
+    /// every upgrade passes.
     #[must_use]
     pub fn max_addresses(mut self, max: usize) -> ConnectionRate {
         self.max_addresses = max;
@@ -312,6 +317,11 @@ mod tests {
         let refusal = rate.check(&request, other_port, &mut identity).unwrap_err();
         assert_eq!(refusal.status(), 429);
         assert_eq!(identity, Identity::default());
+    }
+
+    #[test]
+    fn a_tracked_address_takes_32_bytes_of_table() {
+        assert_eq!(size_of::<(AddrKey, TokenBucket)>(), 32);
     }
 
     #[test]

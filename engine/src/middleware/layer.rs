@@ -27,8 +27,9 @@ use crate::handler::Rejection;
 /// - It may record what it learned in `identity` (an auth layer sets the
 ///   user id); the identity reaches the connection only if every layer
 ///   passes.
-/// - A panic is treated as a panic in `on_upgrade`: the client is
-///   answered 500 and the shard goes on.
+/// - Run from [`Handler::on_upgrade`](crate::Handler::on_upgrade), a
+///   panic is caught like any panic there: the client is answered 500 and
+///   the shard goes on.
 pub trait UpgradeLayer: 'static {
     /// Checks `request` from `peer`, and records in `identity` what it
     /// learned about the client.

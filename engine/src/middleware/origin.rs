@@ -31,7 +31,7 @@ pub struct OriginAllowlist {
     allow_missing: bool,
 }
 
-/// One entry of the list, lowercased once so a check allocates nothing.
+/// One entry of the list, split once so that a check allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Allowed {
     scheme: Box<str>,
@@ -103,6 +103,7 @@ impl OriginAllowlist {
         if parts.host.contains(&b'*') {
             return Err(error(OriginError::Wildcard));
         }
+        // ASCII (`split` checked every byte), so nothing is lost.
         let lowercase = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_ascii_lowercase();
         self.allowed.push(Allowed {
             scheme: lowercase(parts.scheme).into(),
