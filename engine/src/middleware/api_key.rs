@@ -152,7 +152,7 @@ impl UpgradeLayer for ApiKey {
         identity: &mut Identity,
     ) -> Result<(), Rejection> {
         let key = self.presented(request).ok_or_else(|| {
-            Rejection::new(401, "Unauthorized").with_body(&b"missing or invalid API key\n"[..])
+            Rejection::new(401, "Unauthorized").with_body(&b"missing or invalid API key"[..])
         })?;
         if let Some(user_id) = &key.user_id {
             identity.set_user_id(Arc::clone(user_id));
@@ -266,7 +266,7 @@ mod tests {
             let refusal = check(&mut layer, target, headers).unwrap_err();
             assert_eq!(refusal.status(), 401, "{target} {headers:?}");
             assert_eq!(refusal.reason(), "Unauthorized");
-            assert_eq!(refusal.body(), b"missing or invalid API key\n");
+            assert_eq!(refusal.body(), b"missing or invalid API key");
         }
     }
 

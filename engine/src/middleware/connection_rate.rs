@@ -134,7 +134,7 @@ impl ConnectionRate {
         let wait = bucket.retry_after(&self.limit, now);
         let seconds = wait.as_millis().div_ceil(1000).max(1);
         Err(Rejection::new(429, "Too Many Requests").with_body(
-            format!("too many connection attempts; retry after {seconds} s\n").into_bytes(),
+            format!("too many connection attempts; retry after {seconds} s").into_bytes(),
         ))
     }
 
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(refusal.reason(), "Too Many Requests");
         assert_eq!(
             refusal.body(),
-            b"too many connection attempts; retry after 1 s\n"
+            b"too many connection attempts; retry after 1 s"
         );
         assert!(at(&mut rate, "192.0.2.1", 499).is_err());
         assert_eq!(at(&mut rate, "192.0.2.1", 500), Ok(()));
@@ -220,7 +220,7 @@ mod tests {
         let refusal = at(&mut rate, "192.0.2.1", 1).unwrap_err();
         assert_eq!(
             refusal.body(),
-            b"too many connection attempts; retry after 60 s\n"
+            b"too many connection attempts; retry after 60 s"
         );
     }
 

@@ -17,11 +17,13 @@
 //!
 //! [`TokenBucket`] is a 16-byte token bucket under a validated
 //! [`RateLimit`], sans-I/O: the time is an argument, in [`Millis`] since
-//! the shard's epoch. [`ConnectionRate`] keeps one per client address; the
-//! `shardcast.v1` protocol keeps one per connection to limit its requests.
+//! the shard's epoch. [`ConnectionRate`] keeps one per client address;
+//! kept per connection, one limits a connection's requests (the
+//! `shardcast.v1` layer's per-connection rate limit).
 //!
-//! A handler runs a stack from [`Handler::on_upgrade`](crate::Handler::on_upgrade)
-//! and keeps the identity as the connection's state:
+//! Until the engine runs them itself, a handler runs a stack from
+//! [`Handler::on_upgrade`](crate::Handler::on_upgrade) and keeps the
+//! identity as the connection's state:
 //!
 //! ```
 //! use std::net::SocketAddr;

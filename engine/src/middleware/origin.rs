@@ -148,11 +148,9 @@ impl UpgradeLayer for OriginAllowlist {
     ) -> Result<(), Rejection> {
         match request.origin() {
             None if self.allow_missing => Ok(()),
-            None => Err(Rejection::new(403, "Forbidden").with_body(&b"Origin required\n"[..])),
+            None => Err(Rejection::new(403, "Forbidden").with_body(&b"Origin required"[..])),
             Some(origin) if self.allows(origin) => Ok(()),
-            Some(_) => {
-                Err(Rejection::new(403, "Forbidden").with_body(&b"origin not allowed\n"[..]))
-            }
+            Some(_) => Err(Rejection::new(403, "Forbidden").with_body(&b"origin not allowed"[..])),
         }
     }
 }
@@ -277,7 +275,7 @@ mod tests {
         let refusal = check(&mut list, &["Origin: https://evil.test"]).unwrap_err();
         assert_eq!(refusal.status(), 403);
         assert_eq!(refusal.reason(), "Forbidden");
-        assert_eq!(refusal.body(), b"origin not allowed\n");
+        assert_eq!(refusal.body(), b"origin not allowed");
         assert!(!passes(&mut list, "http://example.com"), "another scheme");
         assert!(!passes(&mut list, "http://localhost:3001"), "another port");
         assert!(!passes(&mut list, "http://localhost"), "no port");
@@ -325,7 +323,7 @@ mod tests {
         let mut strict = list(&["https://example.com"]).allow_missing(false);
         let refusal = check(&mut strict, &[]).unwrap_err();
         assert_eq!(refusal.status(), 403);
-        assert_eq!(refusal.body(), b"Origin required\n");
+        assert_eq!(refusal.body(), b"Origin required");
         assert!(passes(&mut strict, "https://example.com"));
     }
 

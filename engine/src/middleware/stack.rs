@@ -48,7 +48,8 @@ impl UpgradeLayers {
     /// the client's [`Identity`] once all have passed.
     ///
     /// # Errors
-    /// The first layer's [`Rejection`]; the layers after it do not run.
+    /// The first refusing layer's [`Rejection`]; the layers after it do
+    /// not run.
     pub fn check(
         &mut self,
         request: &UpgradeRequest<'_>,
