@@ -75,6 +75,7 @@ mod error;
 mod handler;
 mod hub;
 mod inbox;
+pub mod middleware;
 mod prepared;
 mod rooms;
 mod send_queue;
