@@ -61,8 +61,10 @@ use shardcast_proto::deflate::Inflater;
 use shardcast_proto::frame::{Decoder, DecoderConfig};
 
 use crate::client::{self, Shared, Target, Timing, Window, XorShift, phase};
+use crate::connections::SPARE_FDS;
 use crate::cores;
 use crate::echo::{DriverChoice, driver_name};
+use crate::limits;
 use crate::room_protocol::{Inbound, Reader, RoomProtocol, Scratch};
 
 /// Command line of `shardcast-bench fanout`.
@@ -366,6 +368,17 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         args.protocol.default_path().clone_into(&mut target.path);
     }
     let connections = args.subscribers + args.publishers;
+    // A socket per connection, and a few descriptors more for the runtimes
+    // and /proc: refused up front rather than met as failed connections.
+    let needed = connections as u64 + SPARE_FDS;
+    let nofile = limits::raise_nofile(needed)?;
+    if nofile.after.soft < needed {
+        bail!(
+            "{connections} connections need {needed} file descriptors and RLIMIT_NOFILE allows {}: {}",
+            nofile.after.soft,
+            nofile.short.unwrap_or_default()
+        );
+    }
     let shared = Arc::new(Shared::default());
     let ledger = Arc::new(Ledger::new(args, Arc::clone(&shared)));
     let start = Instant::now();

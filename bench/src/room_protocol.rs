@@ -20,7 +20,7 @@ use crate::client::XorShift;
 use crate::socket_io;
 
 /// The WebSocket subprotocol of shardcast's own envelopes.
-pub(crate) const SHARDCAST_V1: &str = "shardcast.v1";
+const SHARDCAST_V1: &str = "shardcast.v1";
 
 /// What the reader of shardcast.v1 envelopes accepts. The server under
 /// test is trusted, so these only keep a broken one from making the
