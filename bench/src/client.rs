@@ -350,7 +350,7 @@ async fn connect_and_echo(
         .await
         .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
-    let mut leftover = handshake(&mut stream, target, &mut rng).await?;
+    let mut leftover = handshake(&mut stream, target, None, &mut rng).await?;
     if load.protocol == EchoProtocol::SocketIo {
         leftover = socket_io::connect(&mut stream, leftover, &mut rng).await?;
     }
@@ -471,11 +471,15 @@ fn push_message(
     }
 }
 
-/// Sends the upgrade request and reads the response; returns the bytes
-/// that followed the response head (already WebSocket frames).
+/// Sends the upgrade request, offering `subprotocol` if given, and reads
+/// the response; returns the bytes that followed the response head
+/// (already WebSocket frames). A server that does not accept the offered
+/// subprotocol fails the handshake: it would take the connection's
+/// messages for another protocol's.
 pub(crate) async fn handshake(
     stream: &mut TcpStream,
     target: &Target,
+    subprotocol: Option<&str>,
     rng: &mut XorShift,
 ) -> anyhow::Result<Vec<u8>> {
     let mut random = [0; 16];
@@ -483,6 +487,7 @@ pub(crate) async fn handshake(
     random[8..].copy_from_slice(&rng.next().to_le_bytes());
     let mut handshake = ClientHandshake::new(&target.host, &target.path, generate_key(random));
     handshake.offer_deflate = false;
+    handshake.subprotocols = subprotocol.as_slice();
     let mut request = Vec::with_capacity(256);
     handshake.write_request(&mut request)?;
     let (result, _) = stream.write_all(request).await;
@@ -499,7 +504,15 @@ pub(crate) async fn handshake(
         response.extend_from_slice(&chunk);
         match handshake.parse_response(&response)? {
             Progress::NeedMore => {}
-            Progress::Done { head_len, .. } => return Ok(response.split_off(head_len)),
+            Progress::Done { value, head_len } => {
+                if value.subprotocol != subprotocol {
+                    bail!(
+                        "the server did not accept the subprotocol {}",
+                        subprotocol.unwrap_or_default()
+                    );
+                }
+                return Ok(response.split_off(head_len));
+            }
         }
     }
 }

@@ -37,18 +37,19 @@ use crate::stats::{format_rate, median};
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Args {
     /// A server under test, `NAME=COMMAND` for a plain WebSocket echo
-    /// server, or `NAME=PROTOCOL:COMMAND` with PROTOCOL `raw`, `socket.io`
-    /// or `uws-topics`; `{port}` in COMMAND is replaced by a free port, and
-    /// COMMAND is split on whitespace, without a shell. Each scenario runs
-    /// against the servers whose protocol it speaks: echo raw and
-    /// socket.io, latency and storm raw, fanout socket.io and uws-topics.
-    /// A name may come twice with two protocols (one server for echo, one
-    /// for fanout). Repeat for each server.
+    /// server, or `NAME=PROTOCOL:COMMAND` with PROTOCOL `raw`, `socket.io`,
+    /// `uws-topics` or `shardcast-v1`; `{port}` in COMMAND is replaced by a
+    /// free port, and COMMAND is split on whitespace, without a shell. Each
+    /// scenario runs against the servers whose protocol it speaks: echo raw
+    /// and socket.io, latency and storm raw, fanout socket.io, uws-topics
+    /// and shardcast-v1. A name may come twice with two protocols (one
+    /// server for echo, one for fanout; the two commands may be the same).
+    /// Repeat for each server.
     #[arg(long = "server", required = true)]
     pub(crate) servers: Vec<ServerSpec>,
     /// A scenario: `echo:NxS` (or `NxS`), `latency:NxS@SHARE%` or
-    /// `latency:NxS@RATE`, `fanout:MxS` or `fanout:MxS/ROOMS`,
-    /// `storm:N` or `storm:N~JITTER_MS`. Repeat for each; without any,
+    /// `latency:NxS@RATE`, `fanout:MxS[/ROOMS][+PUBLISHERS]` (one room and
+    /// one publisher by default), `storm:N` or `storm:N~JITTER_MS`. Repeat for each; without any,
     /// echo at 100 and 1000 × 32 B and 1 KiB, latency at 25, 50 and 75%
     /// of each server's maximum at 100 × 32 B, and a storm of 1000.
     #[arg(long = "scenario")]
@@ -172,7 +173,7 @@ fn speakers(scenario: &Scenario) -> &'static [Speaks] {
     match scenario {
         Scenario::Echo(_) => &[Speaks::Raw, Speaks::SocketIo],
         Scenario::Latency(..) | Scenario::Storm { .. } => &[Speaks::Raw],
-        Scenario::Fanout { .. } => &[Speaks::SocketIo, Speaks::UwsTopics],
+        Scenario::Fanout { .. } => &[Speaks::SocketIo, Speaks::UwsTopics, Speaks::ShardcastV1],
     }
 }
 
@@ -310,7 +311,9 @@ fn run_one(
     let url = match step.server.speaks {
         Speaks::Raw => format!("ws://127.0.0.1:{port}{}", args.path),
         // Each protocol's client finds its own path.
-        Speaks::SocketIo | Speaks::UwsTopics => format!("ws://127.0.0.1:{port}"),
+        Speaks::SocketIo | Speaks::UwsTopics | Speaks::ShardcastV1 => {
+            format!("ws://127.0.0.1:{port}")
+        }
     };
     let rate = match step.scenario {
         Scenario::Latency(_, Offered::Rate(rate)) => Some(rate),
@@ -392,11 +395,20 @@ fn load_command(
             load.extend(timing);
             load
         }
-        Scenario::Fanout { shape, rooms } => {
+        Scenario::Fanout {
+            shape,
+            rooms,
+            publishers,
+        } => {
             let protocol = step.server.speaks.name();
             let mut load = strings(&["fanout", "--url", url, "--protocol", protocol]);
             load.extend(shape_flags("--subscribers", shape));
-            load.extend(strings(&["--rooms", &rooms.to_string()]));
+            load.extend(strings(&[
+                "--rooms",
+                &rooms.to_string(),
+                "--publishers",
+                &publishers.to_string(),
+            ]));
             load.extend(timing);
             load
         }
@@ -561,7 +573,9 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(
-            error.to_string().contains("socket.io or uws-topics"),
+            error
+                .to_string()
+                .contains("socket.io or uws-topics or shardcast-v1"),
             "{error}"
         );
         let mut stray = args(&["shardcast"], &["echo:100x32"]);
@@ -576,6 +590,7 @@ mod tests {
             "socket.io=socket.io:node io.js {port}",
             "uWebSockets.js=node uws.js {port}",
             "uWebSockets.js=uws-topics:node fanout.js {port}",
+            "shardcast=shardcast-v1:bin/shardcast {port}",
         ] {
             args.servers.push(spec.parse().unwrap());
         }
@@ -603,9 +618,38 @@ mod tests {
             names("fanout:10x32"),
             [
                 ("socket.io".into(), "socket.io"),
-                ("uWebSockets.js".into(), "uws-topics")
+                ("uWebSockets.js".into(), "uws-topics"),
+                ("shardcast".into(), "shardcast-v1")
             ]
         );
+    }
+
+    #[test]
+    fn fanout_loads_name_the_protocol_rooms_and_publishers() {
+        let args = args(&["shardcast"], &[]);
+        let step = Step {
+            round: 1,
+            scenario: "fanout:10000x32/1000+100".parse().unwrap(),
+            server: "shardcast=shardcast-v1:bin/shardcast {port}"
+                .parse()
+                .unwrap(),
+        };
+        let load = load_command(
+            &args,
+            &step,
+            "ws://127.0.0.1:9000",
+            &args.placement("shardcast"),
+            42,
+            None,
+        )
+        .join(" ");
+        for part in [
+            "fanout --url ws://127.0.0.1:9000 --protocol shardcast-v1",
+            "--subscribers 10000 --size 32 --rooms 1000 --publishers 100",
+            "--server-pid 42",
+        ] {
+            assert!(load.contains(part), "{part:?} not in {load:?}");
+        }
     }
 
     #[test]

@@ -657,7 +657,7 @@ pub(crate) async fn upgrade(
     let mut stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
     // A failed connect wakes this too; the request's write then fails.
     stream.writable(true).await?;
-    client::handshake(&mut stream, target, rng).await?;
+    client::handshake(&mut stream, target, None, rng).await?;
     let fd = stream.into_raw_fd();
     // SAFETY: into_raw_fd hands over the stream's descriptor, open, and
     // nothing else owns or closes it.

@@ -5,14 +5,23 @@
 //! every subscriber checks what it receives. A room protocol adapter
 //! ([`RoomProtocol`]) speaks the server's pub/sub dialect.
 //!
+//! Publisher p publishes to the rooms r with r mod G = p mod G, where G
+//! is the smaller of P and K: with one publisher, or one room, every
+//! publisher publishes to every room; with fewer publishers than rooms
+//! each room has one publisher (100 publishers over 1000 rooms: 10 rooms
+//! each); with more publishers than rooms each publisher has one room.
+//! Publishers subscribe to nothing: where the protocol makes them join
+//! the rooms they publish to (shardcast-v1), they publish with
+//! `exclude_self` and their joins are no subscriptions of the scenario.
+//!
 //! Two ways to load it:
 //! - closed loop (the default): ANCHORS.md's broadcast method with
 //!   separate publishers. In each round every publisher publishes one
-//!   message to every room; the next round starts when every subscriber
-//!   has every message of the round. This measures the most deliveries
-//!   per second the server sustains.
+//!   message to each of its rooms; the next round starts when every
+//!   subscriber has every message of the round. This measures the most
+//!   deliveries per second the server sustains.
 //! - open loop (`--rate R`): publishes leave on a fixed schedule, R per
-//!   second in total, spread over the publishers and cycling over the
+//!   second in total, spread over the publishers, each cycling over its
 //!   rooms, whatever the deliveries do. Latency counts from the intended
 //!   publish time, so a stall is not hidden (coordinated omission).
 //!
@@ -52,9 +61,11 @@ use shardcast_proto::deflate::Inflater;
 use shardcast_proto::frame::{Decoder, DecoderConfig};
 
 use crate::client::{self, Shared, Target, Timing, Window, XorShift, phase};
+use crate::connections::SPARE_FDS;
 use crate::cores;
 use crate::echo::{DriverChoice, driver_name};
-use crate::room_protocol::{Inbound, RoomProtocol};
+use crate::limits;
+use crate::room_protocol::{Inbound, Reader, RoomProtocol, Scratch};
 
 /// Command line of `shardcast-bench fanout`.
 #[derive(clap::Args, Clone, Debug)]
@@ -74,7 +85,12 @@ pub(crate) struct Args {
     /// i mod K): 1 is one big room, more is "many small rooms".
     #[arg(long, default_value_t = 1)]
     pub(crate) rooms: usize,
-    /// Publisher connections, each joined to no room.
+    /// Publisher connections, subscribed to no room. Publisher p
+    /// publishes to the rooms r with r mod G = p mod G, G the smaller of
+    /// the publisher and room counts. With shardcast-v1 a publisher joins
+    /// those rooms (the server takes publishes from members only) and
+    /// publishes with `exclude_self`; with more publishers than rooms it
+    /// then also receives, and ignores, the other publishers' messages.
     #[arg(long, default_value_t = 1)]
     pub(crate) publishers: usize,
     /// Payload bytes per message, at least 24 (publisher, sequence number
@@ -352,6 +368,17 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         args.protocol.default_path().clone_into(&mut target.path);
     }
     let connections = args.subscribers + args.publishers;
+    // A socket per connection, and a few descriptors more for the runtimes
+    // and /proc: refused up front rather than met as failed connections.
+    let needed = connections as u64 + SPARE_FDS;
+    let nofile = limits::raise_nofile(needed)?;
+    if nofile.after.soft < needed {
+        bail!(
+            "{connections} connections need {needed} file descriptors and RLIMIT_NOFILE allows {}: {}",
+            nofile.after.soft,
+            nofile.short.unwrap_or_default()
+        );
+    }
     let shared = Arc::new(Shared::default());
     let ledger = Arc::new(Ledger::new(args, Arc::clone(&shared)));
     let start = Instant::now();
@@ -736,9 +763,16 @@ struct Ledger {
     /// Publisher connections.
     publishers: usize,
     /// Room names, `r0`, `r1`, ...
-    rooms: Vec<Vec<u8>>,
+    rooms: Vec<String>,
     /// Subscribers per room.
     room_sizes: Vec<u64>,
+    /// How the rooms are shared out among the publishers: publisher p
+    /// publishes to the rooms r with r mod `groups` = p mod `groups`.
+    /// The smaller of the publisher and room counts.
+    groups: usize,
+    /// Deliveries of one closed-loop round: one message of each
+    /// publisher to each of its rooms, to every subscriber there.
+    round_deliveries: u64,
     /// Where publish times count from.
     epoch: Instant,
     /// The run's phase and connection counts, shared with the clock.
@@ -768,15 +802,23 @@ impl Ledger {
         let rooms = args.rooms;
         let room_size =
             |room: usize| args.subscribers / rooms + usize::from(room < args.subscribers % rooms);
+        let groups = args.publishers.min(rooms);
+        // Room r has the publishers p < P with p mod G = r mod G.
+        let round_deliveries = (0..rooms)
+            .map(|room| {
+                let publishers = (args.publishers - room % groups).div_ceil(groups);
+                (publishers * room_size(room)) as u64
+            })
+            .sum();
         Ledger {
             protocol: args.protocol,
             size: args.size,
             subscribers: args.subscribers,
             publishers: args.publishers,
-            rooms: (0..rooms)
-                .map(|room| format!("r{room}").into_bytes())
-                .collect(),
+            rooms: (0..rooms).map(|room| format!("r{room}")).collect(),
             room_sizes: (0..rooms).map(|room| room_size(room) as u64).collect(),
+            groups,
+            round_deliveries,
             epoch: Instant::now(),
             shared,
             ready: AtomicUsize::new(0),
@@ -822,6 +864,19 @@ impl Ledger {
             self.started.store(self.nanos() + 1, Ordering::Release);
         }
         last
+    }
+
+    /// The rooms publisher `publisher` publishes to, in order.
+    fn rooms_of(&self, publisher: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
+        (publisher % self.groups..self.rooms.len()).step_by(self.groups)
+    }
+
+    /// The room of publisher `publisher`'s publish number `nth`: its
+    /// rooms in turn.
+    fn publisher_room(&self, publisher: usize, nth: u64) -> usize {
+        let first = publisher % self.groups;
+        let count = (self.rooms.len() - first).div_ceil(self.groups);
+        first + (nth % count as u64) as usize * self.groups
     }
 
     /// When every connection was ready, nanoseconds since the epoch.
@@ -939,8 +994,7 @@ impl Fanout {
     /// per subscriber, and wakes every publisher.
     fn next_round(&self) {
         self.round.set(self.round.get() + 1);
-        self.remaining
-            .set((self.ledger.publishers * self.ledger.subscribers) as u64);
+        self.remaining.set(self.ledger.round_deliveries);
         for waker in self.wakers.borrow_mut().iter_mut() {
             if let Some(waker) = waker.take() {
                 waker.wake();
@@ -1021,7 +1075,7 @@ struct PublishBuffers {
     /// The payload, its header rewritten for each message.
     payload: Vec<u8>,
     /// The protocol's working space.
-    scratch: Vec<u8>,
+    scratch: Scratch,
     /// Frames waiting to be written.
     out: Vec<u8>,
 }
@@ -1031,7 +1085,7 @@ impl PublishBuffers {
     fn new(size: usize) -> PublishBuffers {
         PublishBuffers {
             payload: payload_template(size),
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             out: Vec::with_capacity(64 * 1024),
         }
     }
@@ -1048,7 +1102,8 @@ async fn open(
         .await
         .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
-    let leftover = client::handshake(&mut stream, target, rng).await?;
+    let leftover =
+        client::handshake(&mut stream, target, ledger.protocol.subprotocol(), rng).await?;
     let leftover = ledger.protocol.open(&mut stream, leftover, rng).await?;
     Ok((stream, leftover))
 }
@@ -1065,11 +1120,12 @@ async fn subscriber(
     let mut rng = XorShift::new(seed);
     let (mut stream, leftover) = open(ledger, target, &mut rng).await?;
     let mut outgoing = Vec::with_capacity(4096);
-    let mut scratch = Vec::new();
     let room = &ledger.rooms[index % ledger.rooms.len()];
+    // The working space is needed for the join alone.
     ledger
         .protocol
-        .join(&mut outgoing, &mut scratch, room, &mut rng);
+        .join(&mut outgoing, &mut Scratch::default(), room, 0, &mut rng);
+    let mut reader = Reader::subscriber(ledger.protocol, room);
     let mut track = Track::new(ledger.publishers);
     let mut decoder = Decoder::<Client>::new(DecoderConfig::DEFAULT);
     let mut inflater = Inflater::new();
@@ -1086,16 +1142,18 @@ async fn subscriber(
             let Some(message) = message else {
                 continue;
             };
-            match ledger.protocol.read(message, &mut outgoing, &mut rng)? {
-                Inbound::Nothing => {}
-                Inbound::Joined if !joined => {
-                    joined = true;
-                    state.connection_ready();
+            reader.read(message, &mut outgoing, &mut rng, |inbound| {
+                match inbound {
+                    Inbound::Joined if !joined => {
+                        joined = true;
+                        state.connection_ready();
+                    }
+                    Inbound::Joined => bail!("the server confirmed a join twice"),
+                    Inbound::Delivery(_) if !joined => bail!("a delivery came before the join"),
+                    Inbound::Delivery(payload) => state.deliver(&mut track, payload, now),
                 }
-                Inbound::Joined => bail!("the server confirmed a join twice"),
-                Inbound::Delivery(_) if !joined => bail!("a delivery came before the join"),
-                Inbound::Delivery(payload) => state.deliver(&mut track, payload, now),
-            }
+                Ok(())
+            })?;
         }
         if !outgoing.is_empty() {
             let (result, buf) = stream.write_all(outgoing).await;
@@ -1127,11 +1185,23 @@ struct PublisherConnection {
 }
 
 impl PublisherConnection {
-    /// Connects publisher `seed`'s connection and starts its reading task,
-    /// whose failure counts as a failed connection.
-    async fn open(ledger: &Arc<Ledger>, target: &Target, seed: u64) -> anyhow::Result<Self> {
+    /// Connects publisher `index`'s connection, with masking keys from
+    /// `seed`, joins its rooms if the protocol wants that of publishers,
+    /// and starts its reading task, whose failure counts as a failed
+    /// connection.
+    async fn open(
+        ledger: &Arc<Ledger>,
+        target: &Target,
+        index: usize,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
         let mut rng = XorShift::new(seed);
-        let (stream, leftover) = open(ledger, target, &mut rng).await?;
+        let (mut stream, mut leftover) = open(ledger, target, &mut rng).await?;
+        let mut buffers = PublishBuffers::new(ledger.size);
+        if ledger.protocol.publishers_join() {
+            leftover =
+                join_rooms(ledger, index, &mut stream, leftover, &mut buffers, &mut rng).await?;
+        }
         let (reader, writer) = stream.into_split();
         let control = Rc::new(RefCell::new(Vec::new()));
         {
@@ -1146,7 +1216,7 @@ impl PublisherConnection {
         Ok(PublisherConnection {
             writer,
             control,
-            buffers: PublishBuffers::new(ledger.size),
+            buffers,
             rng,
         })
     }
@@ -1167,8 +1237,75 @@ impl PublisherConnection {
     }
 }
 
-/// Closed-loop publisher `index`: in each round, one message to every
-/// room, then it waits for the next round, until the run is over.
+/// Joins publisher `index` to the rooms it publishes to, on `stream`
+/// before it is split, and waits until the server has confirmed every
+/// join; returns the bytes read after the message that confirmed the
+/// last, for the reading task. `leftover` holds the bytes read after the
+/// session's opening.
+async fn join_rooms(
+    ledger: &Ledger,
+    index: usize,
+    stream: &mut TcpStream,
+    leftover: Vec<u8>,
+    buffers: &mut PublishBuffers,
+    rng: &mut XorShift,
+) -> anyhow::Result<Vec<u8>> {
+    let mut outgoing = std::mem::take(&mut buffers.out);
+    let mut wanted = 0;
+    for room in ledger.rooms_of(index) {
+        let name = &ledger.rooms[room];
+        // A room's index is unique among this connection's joins.
+        ledger
+            .protocol
+            .join(&mut outgoing, &mut buffers.scratch, name, room as u64, rng);
+        wanted += 1;
+    }
+    let mut reader = Reader::publisher(ledger.protocol);
+    let mut decoder = Decoder::<Client>::new(DecoderConfig::DEFAULT);
+    let mut inflater = Inflater::new();
+    let mut incoming = leftover;
+    incoming.reserve(4096);
+    let mut joined = 0;
+    loop {
+        if !outgoing.is_empty() {
+            let (result, buf) = stream.write_all(outgoing).await;
+            result.context("joining the publisher's rooms")?;
+            outgoing = buf;
+            outgoing.clear();
+        }
+        let filled = incoming.len();
+        let mut offset = 0;
+        while offset < filled && joined < wanted {
+            let (used, message) = decoder.decode(&mut incoming[offset..filled], &mut inflater)?;
+            offset += used;
+            let Some(message) = message else {
+                continue;
+            };
+            // Other publishers' messages to these rooms are ignored.
+            reader.read(message, &mut outgoing, rng, |inbound| {
+                joined += usize::from(inbound == Inbound::Joined);
+                Ok(())
+            })?;
+        }
+        if joined == wanted {
+            // The decoder stopped at a message's end: the rest is whole
+            // frames or the start of one, for the reading task's decoder.
+            let rest = incoming[offset..filled].to_vec();
+            // Pongs still to send go out with the first publishes.
+            buffers.out = outgoing;
+            return Ok(rest);
+        }
+        incoming.clear();
+        let (result, buf) = stream.read(incoming).await;
+        incoming = buf;
+        if result.context("receiving the publisher's joins")? == 0 {
+            bail!("the server closed the TCP connection");
+        }
+    }
+}
+
+/// Closed-loop publisher `index`: in each round, one message to each of
+/// its rooms, then it waits for the next round, until the run is over.
 async fn closed_loop_publisher(
     state: &Fanout,
     index: usize,
@@ -1176,12 +1313,12 @@ async fn closed_loop_publisher(
     seed: u64,
 ) -> anyhow::Result<()> {
     let ledger = &state.ledger;
-    let mut connection = PublisherConnection::open(ledger, target, seed).await?;
+    let mut connection = PublisherConnection::open(ledger, target, index, seed).await?;
     state.connection_ready();
     let mut round = state.wait_round(index, 0).await;
     while ledger.phase() != phase::DONE {
         let now = ledger.nanos();
-        for room in 0..ledger.rooms.len() {
+        for room in ledger.rooms_of(index) {
             let PublisherConnection { buffers, rng, .. } = &mut connection;
             ledger.push_publish(index, room, now, buffers, rng);
         }
@@ -1192,13 +1329,13 @@ async fn closed_loop_publisher(
 }
 
 /// The open loop's publishers: publish i is due at start + i / rate, from
-/// publisher i mod P, each publisher taking the rooms in turn; each is
+/// publisher i mod P, each publisher taking its rooms in turn; each is
 /// stamped with its due time, so a late publish counts in the latency.
 async fn open_loop_publishers(ledger: Arc<Ledger>, target: Rc<Target>, rate: f64, seed: u64) {
     let mut rng = XorShift::new(seed);
     let mut connections = Vec::with_capacity(ledger.publishers);
-    for _ in 0..ledger.publishers {
-        match PublisherConnection::open(&ledger, &target, rng.next()).await {
+    for index in 0..ledger.publishers {
+        match PublisherConnection::open(&ledger, &target, index, rng.next()).await {
             Ok(connection) => {
                 ledger.connection_ready();
                 connections.push(connection);
@@ -1215,7 +1352,7 @@ async fn open_loop_publishers(ledger: Arc<Ledger>, target: Rc<Target>, rate: f64
         }
         monoio::time::sleep(Duration::from_millis(1)).await;
     };
-    let (publishers, rooms) = (ledger.publishers as u64, ledger.rooms.len() as u64);
+    let publishers = ledger.publishers as u64;
     let period = 1e9 / rate;
     let mut sent = 0u64;
     while ledger.phase() != phase::DONE {
@@ -1225,7 +1362,7 @@ async fn open_loop_publishers(ledger: Arc<Ledger>, target: Rc<Target>, rate: f64
             return;
         }
         let publisher = (sent % publishers) as usize;
-        let room = (sent / publishers % rooms) as usize;
+        let room = ledger.publisher_room(publisher, sent / publishers);
         let connection = &mut connections[publisher];
         let PublisherConnection { buffers, rng, .. } = connection;
         ledger.push_publish(publisher, room, due, buffers, rng);
@@ -1255,8 +1392,10 @@ fn wait_until(ledger: &Ledger, due: u64) {
     }
 }
 
-/// Reads what the server sends a publisher, which joined no room: only
-/// pings (answered through `control`) are expected.
+/// Reads what the server sends a publisher, which subscribed to no room:
+/// only pings (answered through `control`) are expected, and, with a
+/// protocol whose publishers join their rooms, the other publishers'
+/// messages to those rooms, ignored.
 async fn publisher_reads(
     protocol: RoomProtocol,
     mut reader: OwnedReadHalf<TcpStream>,
@@ -1264,6 +1403,7 @@ async fn publisher_reads(
     control: &RefCell<Vec<u8>>,
     mut rng: XorShift,
 ) -> anyhow::Result<()> {
+    let mut room_reader = Reader::publisher(protocol);
     let mut decoder = Decoder::<Client>::new(DecoderConfig::DEFAULT);
     let mut inflater = Inflater::new();
     let mut incoming = leftover;
@@ -1277,10 +1417,15 @@ async fn publisher_reads(
             let Some(message) = message else {
                 continue;
             };
-            match protocol.read(message, &mut control.borrow_mut(), &mut rng)? {
-                Inbound::Nothing => {}
-                other => bail!("a publisher received {other:?}"),
-            }
+            room_reader.read(
+                message,
+                &mut control.borrow_mut(),
+                &mut rng,
+                |inbound| match inbound {
+                    Inbound::Delivery(_) if protocol.publishers_join() => Ok(()),
+                    other => bail!("a publisher received {other:?}"),
+                },
+            )?;
         }
         incoming.clear();
         let (result, buf) = reader.read(incoming).await;
@@ -1317,6 +1462,67 @@ mod tests {
             altered[0] = b'G';
             assert_eq!(read_stamp(&altered, size), None);
         }
+    }
+
+    /// The arguments of a run of `subscribers` over `rooms` rooms with
+    /// `publishers` publishers.
+    fn args(subscribers: usize, rooms: usize, publishers: usize) -> Args {
+        Args {
+            url: "ws://127.0.0.1:9000".to_owned(),
+            protocol: RoomProtocol::ShardcastV1,
+            subscribers,
+            rooms,
+            publishers,
+            size: 32,
+            rate: None,
+            warmup: 0.0,
+            duration: 1.0,
+            cores: None,
+            driver: DriverChoice::Auto,
+            server_pid: None,
+            connect_timeout: 1.0,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn publishers_share_out_the_rooms() {
+        let ledger = |subscribers, rooms, publishers| {
+            Ledger::new(
+                &args(subscribers, rooms, publishers),
+                Arc::new(Shared::default()),
+            )
+        };
+        let rooms_of = |ledger: &Ledger, publisher| ledger.rooms_of(publisher).collect::<Vec<_>>();
+        // One publisher, or one room: everyone publishes everywhere.
+        let one = ledger(10, 4, 1);
+        assert_eq!(rooms_of(&one, 0), [0, 1, 2, 3]);
+        assert_eq!(one.round_deliveries, 10);
+        let crowd = ledger(10, 1, 3);
+        assert!((0..3).all(|publisher| rooms_of(&crowd, publisher) == [0]));
+        assert_eq!(crowd.round_deliveries, 30);
+        // Fewer publishers than rooms: one publisher per room.
+        let many = ledger(10_000, 1000, 100);
+        assert_eq!(rooms_of(&many, 7).len(), 10);
+        assert_eq!(rooms_of(&many, 7)[..3], [7, 107, 207]);
+        assert_eq!(many.round_deliveries, 10_000);
+        let uneven = ledger(7, 7, 3);
+        assert_eq!(rooms_of(&uneven, 0), [0, 3, 6]);
+        assert_eq!(rooms_of(&uneven, 2), [2, 5]);
+        assert_eq!(uneven.round_deliveries, 7);
+        assert_eq!(
+            (0..4)
+                .map(|nth| uneven.publisher_room(2, nth))
+                .collect::<Vec<_>>(),
+            [2, 5, 2, 5]
+        );
+        // More publishers than rooms: one room per publisher; room 0 has
+        // publishers 0, 2 and 4, room 1 publishers 1 and 3.
+        let crowded = ledger(4, 2, 5);
+        assert_eq!(rooms_of(&crowded, 4), [0]);
+        assert_eq!(rooms_of(&crowded, 3), [1]);
+        assert_eq!(crowded.publisher_room(3, 9), 1);
+        assert_eq!(crowded.round_deliveries, 3 * 2 + 2 * 2);
     }
 
     #[test]

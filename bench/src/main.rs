@@ -6,8 +6,8 @@
 //! - `latency`: echo latency percentiles at a fixed offered rate, open
 //!   loop (coordinated omission corrected), paced to the microsecond.
 //! - `fanout`: rooms with subscribers and publishers, through each
-//!   server's own room protocol; deliveries/s and publish-to-delivery
-//!   latency.
+//!   server's own room protocol (uWebSockets.js topics, Socket.IO rooms,
+//!   shardcast.v1); deliveries/s and publish-to-delivery latency.
 //! - `storm`: clients dropping and reconnecting at once; time until all
 //!   are back, and the latency of the connections that stayed.
 //! - `compare`: servers side by side under the same scenarios in one

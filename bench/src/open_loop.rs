@@ -304,7 +304,7 @@ async fn upgrade(target: &Target, seed: u64) -> anyhow::Result<Upgraded> {
         .await
         .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
-    let leftover = client::handshake(&mut stream, target, &mut rng).await?;
+    let leftover = client::handshake(&mut stream, target, None, &mut rng).await?;
     let fd = stream.into_raw_fd();
     // SAFETY: into_raw_fd hands over the stream's descriptor, open, with
     // no operation of the runtime pending on it, and nothing else owns or

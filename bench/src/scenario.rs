@@ -1,6 +1,6 @@
 //! The scenarios `compare` runs, as written on its command line: the kind
 //! of load and its shape, e.g. `echo:100x32`, `latency:100x32@50%`,
-//! `fanout:1000x32/10`, `storm:1000~200`.
+//! `fanout:1000x32/10`, `fanout:10000x32/1000+100`, `storm:1000~200`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,13 +17,17 @@ pub(crate) enum Scenario {
     /// `latency:NxS@F%` (a share of the server's echo maximum measured in
     /// the same session) or `latency:NxS@R` (R messages/s).
     Latency(Shape, Offered),
-    /// M subscribers over K rooms (one by default), publishers publishing
-    /// S-byte messages. `fanout:MxS` or `fanout:MxS/K`.
+    /// M subscribers over K rooms (one by default), P publishers (one by
+    /// default) publishing S-byte messages, shared out over the rooms as
+    /// `fanout --publishers` says. `fanout:MxS`, `fanout:MxS/K`,
+    /// `fanout:MxS+P` or `fanout:MxS/K+P`.
     Fanout {
         /// Subscribers and payload size.
         shape: Shape,
         /// Rooms the subscribers are spread over.
         rooms: usize,
+        /// Publisher connections.
+        publishers: usize,
     },
     /// N clients drop and reconnect at once, spread over J ms of jitter.
     /// `storm:N` or `storm:N~J`.
@@ -94,18 +98,27 @@ impl Scenario {
                 format!("{shape} at {:.0}% of max", share * 100.0)
             }
             Scenario::Latency(shape, Offered::Rate(rate)) => format!("{shape} at {rate:.0}/s"),
-            Scenario::Fanout { shape, rooms: 1 } => {
+            Scenario::Fanout {
+                shape,
+                rooms,
+                publishers,
+            } => {
+                let rooms = match rooms {
+                    1 => "1 room".to_owned(),
+                    rooms => format!("{rooms} rooms"),
+                };
+                // One publisher, the common case, goes unsaid: the labels
+                // of the runs from before publishers were counted stay.
+                let publishers = match publishers {
+                    1 => String::new(),
+                    publishers => format!(", {publishers} publishers"),
+                };
                 format!(
-                    "{} subscribers × {}, 1 room",
+                    "{} subscribers × {}, {rooms}{publishers}",
                     shape.connections,
                     size_text(shape.size)
                 )
             }
-            Scenario::Fanout { shape, rooms } => format!(
-                "{} subscribers × {}, {rooms} rooms",
-                shape.connections,
-                size_text(shape.size)
-            ),
             Scenario::Storm {
                 clients,
                 jitter_ms: 0,
@@ -188,6 +201,10 @@ impl FromStr for Scenario {
                 Ok(Scenario::Latency(shape.parse()?, offered))
             }
             "fanout" => {
+                let (rest, publishers) = match rest.split_once('+') {
+                    Some((rest, publishers)) => (rest, positive(publishers, "a publisher count")?),
+                    None => (rest, 1),
+                };
                 let (shape, rooms) = match rest.split_once('/') {
                     Some((shape, rooms)) => (shape, positive(rooms, "a room count")?),
                     None => (rest, 1),
@@ -196,7 +213,11 @@ impl FromStr for Scenario {
                 if rooms > shape.connections {
                     bail!("more rooms than subscribers in {text:?}");
                 }
-                Ok(Scenario::Fanout { shape, rooms })
+                Ok(Scenario::Fanout {
+                    shape,
+                    rooms,
+                    publishers,
+                })
             }
             "storm" => {
                 let (clients, jitter_ms) = match rest.split_once('~') {
@@ -266,13 +287,20 @@ mod tests {
             "latency:100x32@40000".parse::<Scenario>().unwrap(),
             Scenario::Latency(shape, Offered::Rate(40000.0))
         );
-        assert_eq!(
-            "fanout:100x32".parse::<Scenario>().unwrap(),
-            Scenario::Fanout { shape, rooms: 1 }
-        );
+        let fanout = |rooms, publishers| Scenario::Fanout {
+            shape,
+            rooms,
+            publishers,
+        };
+        assert_eq!("fanout:100x32".parse::<Scenario>().unwrap(), fanout(1, 1));
         assert_eq!(
             "fanout:100x32/10".parse::<Scenario>().unwrap(),
-            Scenario::Fanout { shape, rooms: 10 }
+            fanout(10, 1)
+        );
+        assert_eq!("fanout:100x32+4".parse::<Scenario>().unwrap(), fanout(1, 4));
+        assert_eq!(
+            "fanout:100x32/10+4".parse::<Scenario>().unwrap(),
+            fanout(10, 4)
         );
         assert_eq!(
             "storm:1000~200ms".parse::<Scenario>().unwrap(),
@@ -288,6 +316,9 @@ mod tests {
             "latency:100x32@0",
             "fanout:10x32/11",
             "fanout:10x32/0",
+            "fanout:10x32/2+0",
+            "fanout:10x32+x",
+            "fanout:10x32+2/2",
             "storm:0",
             "storm:10~x",
             "flood:10",
@@ -303,9 +334,16 @@ mod tests {
             Scenario::Latency(shape, Offered::Share(0.5)).label(),
             "100 × 32 B at 50% of max"
         );
+        let fanout = |rooms, publishers| Scenario::Fanout {
+            shape,
+            rooms,
+            publishers,
+        };
+        assert_eq!(fanout(1, 1).label(), "100 subscribers × 32 B, 1 room");
+        assert_eq!(fanout(10, 1).label(), "100 subscribers × 32 B, 10 rooms");
         assert_eq!(
-            Scenario::Fanout { shape, rooms: 10 }.label(),
-            "100 subscribers × 32 B, 10 rooms"
+            fanout(10, 100).label(),
+            "100 subscribers × 32 B, 10 rooms, 100 publishers"
         );
         assert_eq!(
             Scenario::Storm {

@@ -40,18 +40,28 @@ pub(crate) enum Speaks {
     /// uWebSockets.js topics (`bench/peers/uwebsockets-js/fanout.js`):
     /// fanout.
     UwsTopics,
+    /// shardcast's own rooms, the `shardcast.v1` subprotocol (`shardcast
+    /// serve` without `--echo`): fanout.
+    ShardcastV1,
 }
 
 impl Speaks {
-    const ALL: [Speaks; 3] = [Speaks::Raw, Speaks::SocketIo, Speaks::UwsTopics];
+    const ALL: [Speaks; 4] = [
+        Speaks::Raw,
+        Speaks::SocketIo,
+        Speaks::UwsTopics,
+        Speaks::ShardcastV1,
+    ];
 
     /// The name written before a command: `raw`, `socket.io`,
-    /// `uws-topics`.
+    /// `uws-topics`, `shardcast-v1`; for a room protocol, also its
+    /// `fanout --protocol` name.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Speaks::Raw => "raw",
             Speaks::SocketIo => "socket.io",
             Speaks::UwsTopics => "uws-topics",
+            Speaks::ShardcastV1 => "shardcast-v1",
         }
     }
 }
@@ -61,7 +71,7 @@ impl FromStr for ServerSpec {
 
     /// Parses `NAME=COMMAND` (a plain WebSocket server) or
     /// `NAME=PROTOCOL:COMMAND`, PROTOCOL one of `raw`, `socket.io`,
-    /// `uws-topics`.
+    /// `uws-topics`, `shardcast-v1`.
     fn from_str(text: &str) -> anyhow::Result<ServerSpec> {
         let Some((name, rest)) = text.split_once('=') else {
             bail!("expected NAME=[PROTOCOL:]COMMAND, got {text:?}");
@@ -207,6 +217,16 @@ mod tests {
         );
         let spec: ServerSpec = "uws=uws-topics:node fanout.js {port}".parse().unwrap();
         assert_eq!(spec.speaks, Speaks::UwsTopics);
+        let spec: ServerSpec = "shardcast=shardcast-v1:shardcast serve --listen 127.0.0.1:{port}"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (spec.speaks, spec.command.as_str()),
+            (
+                Speaks::ShardcastV1,
+                "shardcast serve --listen 127.0.0.1:{port}"
+            )
+        );
         assert!("io=socket.io:".parse::<ServerSpec>().is_err());
         assert!("peer".parse::<ServerSpec>().is_err());
         assert!("=bin/echo {port}".parse::<ServerSpec>().is_err());

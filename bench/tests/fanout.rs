@@ -1,13 +1,17 @@
 //! `shardcast-bench fanout`, and `echo --protocol socket.io`, end to end
 //! against the real Node peers (`bench/peers/uwebsockets-js/fanout.js`,
-//! `bench/peers/socket.io/server.js`), and against a small lossy
-//! uws-topics server this test starts, which the run must catch.
+//! `bench/peers/socket.io/server.js`), against a small lossy uws-topics
+//! server this test starts, which the run must catch, and against a small
+//! scripted shardcast.v1 room server (the protocol as
+//! `proto/schema/shardcast.fbs` describes it, deliveries batched), which
+//! stands in for `shardcast serve` until the engine serves rooms.
 //!
 //! The Node peers need `node` and their `node_modules`: run
 //! `bench/peers/install` once (CI does, in `ci/run`). Without them these
 //! tests fail and say so: a benchmark whose peers are missing is not a
 //! passing one.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -18,7 +22,9 @@ use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
+use shardcast_proto::envelope::{self, Body, EnvelopeWriter, ErrorCode, VerifyLimits};
 use tungstenite::Message;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
 /// A Node peer server, killed when dropped.
 struct Peer {
@@ -303,5 +309,257 @@ fn sizes_below_the_header_are_refused() {
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("at least 24"),
         "{output:?}"
+    );
+}
+
+/// A message queued for one member of a scripted shardcast.v1 room:
+/// room, offset, payload.
+type Queued = (String, u64, Vec<u8>);
+
+/// A room of the scripted shardcast.v1 server.
+#[derive(Default)]
+struct V1Room {
+    /// The offset of the room's last message.
+    offset: u64,
+    /// Each member's connection number and queue.
+    members: Vec<(usize, Sender<Queued>)>,
+}
+
+/// The rooms of the scripted shardcast.v1 server, by name.
+type V1Rooms = Arc<Mutex<HashMap<String, V1Room>>>;
+
+/// The epoch of every room of the scripted server.
+const EPOCH: u64 = 7;
+
+/// Starts a scripted shardcast.v1 room server: it upgrades only clients
+/// that offer the subprotocol, sends a `Welcome` first, acknowledges joins
+/// with the room's position, refuses publishes to rooms not joined
+/// (`NotJoined`), honours `exclude_self`, and writes whatever is queued
+/// for a connection as one `Batch` when there is more than one message.
+/// With `skip_offset_every`, every so many messages of a room skip an
+/// offset (a message the server lost); returns its port.
+fn start_v1_server(skip_offset_every: Option<u64>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rooms = V1Rooms::default();
+    thread::spawn(move || {
+        for (id, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { continue };
+            let rooms = Arc::clone(&rooms);
+            thread::spawn(move || v1_connection(id, stream, &rooms, skip_offset_every));
+        }
+    });
+    port
+}
+
+/// Accepts an upgrade that offers shardcast.v1, and answers with it.
+#[expect(
+    clippy::result_large_err,
+    reason = "the signature of tungstenite's handshake callback"
+)]
+fn offers_v1(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    let offered = request
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(',').any(|p| p.trim() == "shardcast.v1"));
+    if !offered {
+        let mut refusal = ErrorResponse::new(Some("offer shardcast.v1".to_owned()));
+        *refusal.status_mut() = tungstenite::http::StatusCode::BAD_REQUEST;
+        return Err(refusal);
+    }
+    response
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "shardcast.v1".parse().unwrap());
+    Ok(response)
+}
+
+/// One connection of the scripted shardcast.v1 server, number `id`.
+fn v1_connection(id: usize, stream: TcpStream, rooms: &V1Rooms, skip_offset_every: Option<u64>) {
+    stream.set_nodelay(true).unwrap();
+    let Ok(mut socket) = tungstenite::accept_hdr(stream, offers_v1) else {
+        return;
+    };
+    socket
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let mut writer = EnvelopeWriter::new();
+    let welcome = writer.welcome("session", b"token", 25_000, false, &[]);
+    if socket.send(Message::binary(welcome.to_vec())).is_err() {
+        return;
+    }
+    let (sender, deliveries) = mpsc::channel::<Queued>();
+    let mut joined: Vec<String> = Vec::new();
+    loop {
+        let queued: Vec<Queued> = deliveries.try_iter().collect();
+        let reply = match queued.as_slice() {
+            [] => None,
+            [(room, offset, payload)] => Some(
+                writer
+                    .message(room, *offset, EPOCH, payload, Some("m"))
+                    .to_vec(),
+            ),
+            _ => {
+                let mut batch = writer.batch();
+                for (room, offset, payload) in &queued {
+                    batch.message(room, *offset, EPOCH, payload, None);
+                }
+                Some(batch.finish().to_vec())
+            }
+        };
+        if let Some(reply) = reply {
+            if socket.send(Message::binary(reply)).is_err() {
+                return;
+            }
+        }
+        let bytes = match socket.read() {
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(error))
+                if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                continue;
+            }
+            // The generator drops its connections at the end of the run.
+            Err(_) => return,
+        };
+        let envelope = envelope::read(&bytes, &VerifyLimits::DEFAULT).unwrap();
+        let answer = match envelope.body_type() {
+            Body::Join => {
+                let join = envelope.body_as_join().unwrap();
+                let mut rooms = rooms.lock().unwrap();
+                let room = rooms.entry(join.room().to_owned()).or_default();
+                room.members.push((id, sender.clone()));
+                joined.push(join.room().to_owned());
+                join.ack()
+                    .map(|ack| writer.ack_joined(ack, room.offset, EPOCH).to_vec())
+            }
+            Body::Publish => {
+                let publish = envelope.body_as_publish().unwrap();
+                if joined.iter().any(|room| room == publish.room()) {
+                    let mut rooms = rooms.lock().unwrap();
+                    let room = rooms.get_mut(publish.room()).unwrap();
+                    room.offset += 1;
+                    if skip_offset_every.is_some_and(|every| room.offset % every == 0) {
+                        room.offset += 1;
+                    }
+                    let payload = envelope::bytes(publish.payload());
+                    for (member, queue) in &room.members {
+                        if *member != id || !publish.exclude_self() {
+                            let queued = (publish.room().to_owned(), room.offset, payload.to_vec());
+                            let _ = queue.send(queued);
+                        }
+                    }
+                    None
+                } else {
+                    let error = writer.error(
+                        ErrorCode::NotJoined,
+                        "join first",
+                        None,
+                        Some(publish.room()),
+                    );
+                    Some(error.to_vec())
+                }
+            }
+            other => panic!("the scripted server got {other:?}"),
+        };
+        if let Some(answer) = answer {
+            if socket.send(Message::binary(answer)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn shardcast_v1_rooms_closed_loop() {
+    let port = start_v1_server(None);
+    let pid = std::process::id();
+    let result = fanout_is_clean(
+        port,
+        pid,
+        "shardcast-v1",
+        &["--subscribers", "20", "--rooms", "4", "--publishers", "2"],
+    );
+    // Publishers 0 and 1 share out rooms 0 to 3: each message reaches the
+    // 5 subscribers of its room, and no publisher gets its own back.
+    let metrics = &result["metrics"];
+    let ratio = metrics["deliveries_per_second"].as_f64().unwrap()
+        / metrics["publishes_per_second"].as_f64().unwrap();
+    assert!((ratio - 5.0).abs() < 0.5, "{result}");
+}
+
+#[test]
+fn shardcast_v1_more_publishers_than_rooms_open_loop() {
+    // Each publisher joins its one room and receives the other publishers'
+    // messages there, which must not count as deliveries.
+    let port = start_v1_server(None);
+    let result = fanout_is_clean(
+        port,
+        std::process::id(),
+        "shardcast-v1",
+        &[
+            "--subscribers",
+            "6",
+            "--rooms",
+            "2",
+            "--publishers",
+            "4",
+            "--rate",
+            "1000",
+        ],
+    );
+    let metrics = &result["metrics"];
+    let ratio = metrics["deliveries_per_second"].as_f64().unwrap()
+        / metrics["publishes_per_second"].as_f64().unwrap();
+    assert!((ratio - 3.0).abs() < 0.5, "{result}");
+}
+
+#[test]
+fn shardcast_v1_offset_gaps_fail_the_run() {
+    let port = start_v1_server(Some(50));
+    let url = format!("ws://127.0.0.1:{port}");
+    let (success, result) = run_bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--protocol",
+        "shardcast-v1",
+        "--subscribers",
+        "4",
+        "--rate",
+        "1000",
+    ]);
+    assert!(!success, "{result}");
+    assert!(
+        result["metrics"]["failed_connections"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    let error = result["diagnostics"]["first_error"].as_str().unwrap();
+    assert!(error.contains("missing or repeated"), "{result}");
+}
+
+#[test]
+fn shardcast_v1_needs_a_server_that_accepts_the_subprotocol() {
+    // The lossy topics server speaks no subprotocol.
+    let port = start_lossy_topics_server(1_000_000);
+    let url = format!("ws://127.0.0.1:{port}");
+    let (success, result) = run_bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--protocol",
+        "shardcast-v1",
+        "--subscribers",
+        "2",
+        "--connect-timeout",
+        "2",
+    ]);
+    assert!(!success, "{result}");
+    let error = result["diagnostics"]["first_error"].as_str().unwrap();
+    assert!(
+        error.contains("did not accept the subprotocol shardcast.v1"),
+        "{result}"
     );
 }

@@ -24,7 +24,7 @@ pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Re
     }
     writeln!(
         out,
-        "Method: subscribers join their rooms (one room, or spread over several) and one publisher publishes {}-byte messages through each server's own room protocol ({}); a round waits until every subscriber has the round's messages, so the figure is the most the server delivers. Each message carries its publish time, and every subscriber checks it gets every message of its room once and in order. {} s warm-up, {} s measured. Latency is publish to delivery.\n",
+        "Method: subscribers join their rooms (one room, or spread over several) and publishers on connections of their own (one unless the row says more; with fewer publishers than rooms, one per room) publish {}-byte messages through each server's own room protocol ({}); a publisher subscribes to nothing (with `shardcast-v1` it joins the rooms it publishes to, as the protocol asks, and publishes with `exclude_self`). A round waits until every subscriber has the round's messages, so the figure is the most the server delivers. Each message carries its publish time, and every subscriber checks it gets every message of its room once and in order. {} s warm-up, {} s measured. Latency is publish to delivery.\n",
         first.param("size").unwrap_or(f64::NAN),
         protocols.join(", "),
         first.param("warmup_seconds").unwrap_or(f64::NAN),
@@ -74,10 +74,14 @@ pub(super) fn render(grid: &Grid<'_>, target: Option<&PlotTarget>) -> anyhow::Re
     Ok(out)
 }
 
-/// Deliveries/s against subscribers in one room, a line per server.
+/// Deliveries/s against subscribers in one room with one publisher, a
+/// line per server.
 fn chart(grid: &Grid<'_>) -> Chart {
     let series = grid.series(
-        &|label| grid.param(label, "rooms") == Some(1.0),
+        &|label| {
+            grid.param(label, "rooms") == Some(1.0)
+                && grid.param(label, "publishers").unwrap_or(1.0) == 1.0
+        },
         &|_, label| grid.param(label, "subscribers"),
         "deliveries_per_second",
     );
