@@ -470,7 +470,8 @@ impl<S> Conn<S> {
 
     /// Whether the connection negotiated the `shardcast.v1` subprotocol:
     /// room messages reach it in `Message` envelopes.
-    pub(crate) fn speaks_v1(&self) -> bool {
+    #[must_use]
+    pub fn speaks_v1(&self) -> bool {
         Some(self.subprotocol) == self.ctx.v1
     }
 

@@ -82,6 +82,7 @@ mod send_queue;
 mod server;
 mod shard;
 mod stats;
+pub mod v1;
 
 pub use config::{Backpressure, ServerBuilder};
 pub use conn::{Conn, ConnId, PublishOptions, SendError};

@@ -221,3 +221,98 @@ fn serve_echo_listens_where_the_config_file_says_and_stops_on_sigterm() {
     assert!(log.contains("open file limit"), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
 }
+
+/// `serve` without `--echo` serves rooms to shardcast.v1 clients (two
+/// clients on two shards: join, publish, the member receives the message
+/// with its position; the `echo` event answers) and echoes raw clients.
+#[test]
+fn serve_defaults_to_shardcast_v1_rooms_and_echoes_raw_clients() {
+    use shardcast_proto::envelope::{self, Body, EnvelopeWriter, SUBPROTOCOL, VerifyLimits};
+    use tungstenite::client::IntoClientRequest;
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-serve-rooms.log");
+    let child = shardcast()
+        .args(["serve", "--shards", "2", "--listen"])
+        .arg(addr.to_string())
+        .env("SHARDCAST_SERVER_PIN_CORES", "false")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running { child, log };
+    let open_v1 = |server: &mut Running| {
+        let stream = connect(addr, server);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
+        let (socket, response) = tungstenite::client(request, stream).unwrap();
+        assert_eq!(
+            response.headers()["Sec-WebSocket-Protocol"],
+            SUBPROTOCOL,
+            "the server speaks shardcast.v1"
+        );
+        socket
+    };
+    let read = |socket: &mut tungstenite::WebSocket<TcpStream>| loop {
+        if let Message::Binary(bytes) = socket.read().unwrap() {
+            return bytes.to_vec();
+        }
+    };
+    let mut writer = EnvelopeWriter::new();
+    let mut member = open_v1(&mut server);
+    let mut publisher = open_v1(&mut server);
+    for (socket, ack) in [(&mut member, 1), (&mut publisher, 2)] {
+        socket
+            .send(Message::binary(
+                writer.join("lobby", Some(ack), false).to_vec(),
+            ))
+            .unwrap();
+        let answer = read(socket);
+        let answer = envelope::read(&answer, &VerifyLimits::default()).unwrap();
+        let ack_body = answer.body_as_ack().expect("an ack");
+        assert_eq!(ack_body.id(), ack);
+        assert_eq!(ack_body.error(), None);
+    }
+    publisher
+        .send(Message::binary(
+            writer.publish("lobby", b"hi", true, Some(3)).to_vec(),
+        ))
+        .unwrap();
+    let answer = read(&mut publisher);
+    let answer = envelope::read(&answer, &VerifyLimits::default()).unwrap();
+    assert_eq!(
+        answer.body_as_ack().unwrap().position().unwrap().offset(),
+        1
+    );
+    let delivered = read(&mut member);
+    let delivered = envelope::read(&delivered, &VerifyLimits::default()).unwrap();
+    assert_eq!(delivered.body_type(), Body::Message);
+    let message = delivered.body_as_message().unwrap();
+    assert_eq!((message.room(), message.position().offset()), ("lobby", 1));
+    assert_eq!(envelope::bytes(message.payload()), b"hi");
+    member
+        .send(Message::binary(
+            writer.event("echo", b"ping", Some(4)).to_vec(),
+        ))
+        .unwrap();
+    let answer = read(&mut member);
+    let answer = envelope::read(&answer, &VerifyLimits::default()).unwrap();
+    assert_eq!(
+        envelope::bytes(answer.body_as_ack().unwrap().payload()),
+        b"ping"
+    );
+
+    let stream = connect(addr, &mut server);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut raw, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
+    raw.send(Message::text("raw")).unwrap();
+    assert_eq!(raw.read().unwrap(), Message::text("raw"));
+}

@@ -89,8 +89,9 @@ pub(crate) struct ServeArgs {
     )]
     force_epoll: Option<bool>,
     /// Echo every text and binary message back unchanged, for conformance
-    /// tests and benchmarks. Required for now: it is the only application
-    /// the binary has.
+    /// tests and benchmarks, instead of the default application: rooms for
+    /// clients that speak shardcast.v1 (with an "echo" event), echo for
+    /// raw WebSocket clients.
     #[arg(long)]
     pub(crate) echo: bool,
     /// Log format: human-readable lines or one JSON object per line

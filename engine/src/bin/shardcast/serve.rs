@@ -7,11 +7,13 @@ use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use shardcast::Echo;
+use shardcast::middleware::RateLimit;
+use shardcast::v1::{Protocol, Router, SUBPROTOCOL};
+use shardcast::{Echo, Message, ServerHandle};
 use tracing::info;
 
 use crate::cli::ServeArgs;
-use crate::settings::{DEFAULT_TOML, Settings};
+use crate::settings::{CountLimit, DEFAULT_TOML, Settings};
 use crate::{huge_pages, layers, logging, nofile};
 
 /// Runs `shardcast serve` with `args`.
@@ -31,13 +33,58 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         print!("{}", print_config(&settings, &sources)?);
         return Ok(());
     }
-    if !args.echo {
-        bail!("no application selected: pass --echo (the only one for now)");
-    }
     logging::init(settings.log.format, &settings.log.level);
     nofile::raise_and_log(settings.limits.max_connections);
     huge_pages::apply(settings.server.transparent_huge_pages);
-    serve(&settings)
+    if args.echo {
+        let handle = settings
+            .builder()
+            .build(|_shard| Echo)
+            .start()
+            .context("starting the server")?;
+        info!("application: echo");
+        return run_until_signal(&settings, &handle);
+    }
+    let rate = match settings.rooms.request_rate {
+        CountLimit::Off => None,
+        CountLimit::Max(per_second) => Some(
+            RateLimit::new(
+                u32::try_from(per_second.get()).unwrap_or(u32::MAX),
+                settings.rooms.request_burst,
+            )
+            .context("rooms.request_rate and rooms.request_burst")?,
+        ),
+    };
+    let mut subprotocols = settings.server.subprotocols.clone();
+    if !subprotocols.iter().any(|protocol| protocol == SUBPROTOCOL) {
+        subprotocols.push(SUBPROTOCOL.to_owned());
+    }
+    let handle = settings
+        .builder()
+        .subprotocols(subprotocols)
+        .build(move |_shard| rooms(rate))
+        .start()
+        .context("starting the server")?;
+    info!("application: shardcast.v1 rooms, echo for raw WebSocket clients");
+    run_until_signal(&settings, &handle)
+}
+
+/// The default application: `shardcast.v1` rooms (join, leave, publish
+/// with acknowledgements), an `echo` event that answers with its payload,
+/// and echo for clients that speak raw WebSocket.
+fn rooms(rate: Option<RateLimit>) -> Protocol<()> {
+    let router = Router::new().on("echo", |_conn, payload| Ok(payload.to_vec()));
+    let protocol = Protocol::new(router).raw(|conn, message| {
+        // A failed send has already closed the connection with the reason.
+        let _ = match message {
+            Message::Text(text) => conn.send_text(text),
+            Message::Binary(bytes) => conn.send_binary(bytes),
+        };
+    });
+    match rate {
+        Some(rate) => protocol.rate_limit(rate),
+        None => protocol,
+    }
 }
 
 /// The settings as a config file, under a comment naming the layers that
@@ -51,12 +98,9 @@ fn print_config(settings: &Settings, sources: &[String]) -> anyhow::Result<Strin
     ))
 }
 
-fn serve(settings: &Settings) -> anyhow::Result<()> {
-    let handle = settings
-        .builder()
-        .build(|_shard| Echo)
-        .start()
-        .context("starting the server")?;
+/// Logs the running server, then waits for SIGINT or SIGTERM and shuts
+/// it down gracefully.
+fn run_until_signal(settings: &Settings, handle: &ServerHandle) -> anyhow::Result<()> {
     for stats in handle.stats() {
         info!(shard = stats.shard, driver = ?stats.driver, "shard ready");
     }

@@ -50,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) backpressure: BackpressureTable,
     /// `[compression]`
     pub(crate) compression: CompressionTable,
+    /// `[rooms]`
+    pub(crate) rooms: RoomsTable,
     /// `[log]`
     pub(crate) log: LogTable,
 }
@@ -74,7 +76,7 @@ pub(crate) struct ServerTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LimitsTable {
     pub(crate) max_connections: usize,
-    pub(crate) max_connections_per_ip: PerAddress,
+    pub(crate) max_connections_per_ip: CountLimit,
     pub(crate) max_frame_size: ByteSize,
     pub(crate) max_message_size: ByteSize,
     pub(crate) max_decompressed_size: ByteSize,
@@ -111,6 +113,19 @@ pub(crate) struct CompressionTable {
     pub(crate) enabled: bool,
     pub(crate) threshold: ByteSize,
     pub(crate) level: CompressionLevel,
+}
+
+/// `[rooms]`: room history and limits, and the request rate of
+/// `shardcast.v1` connections.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoomsTable {
+    pub(crate) history_size: usize,
+    pub(crate) history_ttl: Timeout,
+    pub(crate) max_rooms_per_connection: usize,
+    pub(crate) max_room_name: ByteSize,
+    pub(crate) request_rate: CountLimit,
+    pub(crate) request_burst: u32,
 }
 
 /// `[log]`
@@ -177,59 +192,60 @@ impl From<CompressionLevel> for u8 {
     }
 }
 
-/// A limit on connections per client address: `"off"` or at least 1.
+/// A limit that may be off: `"off"`, or a count of at least 1 (connections
+/// per client address, requests per second).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PerAddress {
+pub(crate) enum CountLimit {
     /// No limit.
     Off,
     /// At most this many.
     Max(NonZeroUsize),
 }
 
-impl Serialize for PerAddress {
+impl Serialize for CountLimit {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            PerAddress::Off => serializer.serialize_str("off"),
-            PerAddress::Max(max) => serializer.serialize_u64(max.get() as u64),
+            CountLimit::Off => serializer.serialize_str("off"),
+            CountLimit::Max(max) => serializer.serialize_u64(max.get() as u64),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for PerAddress {
+impl<'de> Deserialize<'de> for CountLimit {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PerAddressVisitor)
+        deserializer.deserialize_any(CountLimitVisitor)
     }
 }
 
-/// Reads a [`PerAddress`] from `"off"` or an integer.
-struct PerAddressVisitor;
+/// Reads a [`CountLimit`] from `"off"` or an integer.
+struct CountLimitVisitor;
 
-impl Visitor<'_> for PerAddressVisitor {
-    type Value = PerAddress;
+impl Visitor<'_> for CountLimitVisitor {
+    type Value = CountLimit;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"off\" or a number of connections of at least 1")
+        f.write_str("\"off\" or a number of at least 1")
     }
 
-    fn visit_i64<E: de::Error>(self, max: i64) -> Result<PerAddress, E> {
+    fn visit_i64<E: de::Error>(self, max: i64) -> Result<CountLimit, E> {
         usize::try_from(max)
             .ok()
             .and_then(NonZeroUsize::new)
-            .map(PerAddress::Max)
+            .map(CountLimit::Max)
             .ok_or_else(|| E::invalid_value(de::Unexpected::Signed(max), &self))
     }
 
-    fn visit_u64<E: de::Error>(self, max: u64) -> Result<PerAddress, E> {
+    fn visit_u64<E: de::Error>(self, max: u64) -> Result<CountLimit, E> {
         usize::try_from(max)
             .ok()
             .and_then(NonZeroUsize::new)
-            .map(PerAddress::Max)
+            .map(CountLimit::Max)
             .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(max), &self))
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<PerAddress, E> {
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<CountLimit, E> {
         match text.trim() {
-            "off" => Ok(PerAddress::Off),
+            "off" => Ok(CountLimit::Off),
             number => match number.parse::<u64>() {
                 Ok(max) => self.visit_u64(max),
                 Err(_) => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
@@ -297,6 +313,16 @@ impl Settings {
                     threshold,
                     level,
                 },
+            rooms:
+                RoomsTable {
+                    history_size,
+                    history_ttl,
+                    max_rooms_per_connection,
+                    max_room_name,
+                    // Used by serve.rs, by each shard's application.
+                    request_rate: _,
+                    request_burst: _,
+                },
             // Used by logging.rs, before the server starts.
             log: _,
         } = self;
@@ -310,9 +336,12 @@ impl Settings {
             .subprotocols(subprotocols.iter().cloned())
             .max_connections(*max_connections)
             .max_connections_per_ip(match max_connections_per_ip {
-                PerAddress::Off => None,
-                PerAddress::Max(max) => Some(max.get()),
+                CountLimit::Off => None,
+                CountLimit::Max(max) => Some(max.get()),
             })
+            .room_history(*history_size, history_ttl.get())
+            .max_rooms_per_connection(*max_rooms_per_connection)
+            .max_room_name(max_room_name.bytes())
             .max_frame_size(max_frame_size.bytes())
             .max_message_size(max_message_size.bytes())
             .max_decompressed_size(max_decompressed_size.bytes())
@@ -381,7 +410,7 @@ mod tests {
         settings.server.backlog = 64;
         settings.timeouts.idle = Timeout::Off;
         settings.limits.max_request_head = "16KiB".parse().unwrap();
-        settings.limits.max_connections_per_ip = PerAddress::Max(NonZeroUsize::MIN);
+        settings.limits.max_connections_per_ip = CountLimit::Max(NonZeroUsize::MIN);
         settings.timeouts.ping_interval = Timeout::Off;
         settings.backpressure.policy = Policy::Close;
         settings.backpressure.close_code = SendableCode::try_from(4000).unwrap();
@@ -422,14 +451,14 @@ mod tests {
             );
             toml::from_str::<Settings>(&text).map(|s| s.limits.max_connections_per_ip)
         };
-        assert_eq!(read("\"off\"").unwrap(), PerAddress::Off);
+        assert_eq!(read("\"off\"").unwrap(), CountLimit::Off);
         assert_eq!(
             read("8").unwrap(),
-            PerAddress::Max(NonZeroUsize::new(8).unwrap())
+            CountLimit::Max(NonZeroUsize::new(8).unwrap())
         );
         assert_eq!(
             read("\"8\"").unwrap(),
-            PerAddress::Max(NonZeroUsize::new(8).unwrap())
+            CountLimit::Max(NonZeroUsize::new(8).unwrap())
         );
         for bad in ["0", "-1", "\"none\""] {
             let error = read(bad).unwrap_err();
