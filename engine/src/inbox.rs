@@ -100,9 +100,11 @@ impl Inbox {
         let _ = (&self.doorbell).write(&[1]);
     }
 
-    /// The shard is about to drain: later pushes must ring again.
+    /// The shard is about to drain: later pushes must ring again. A swap,
+    /// not a store: reading the mark a sender set (with release) makes
+    /// everything it pushed before setting it visible to this drain.
     pub(crate) fn clear_notified(&self) {
-        self.notified.store(false, Ordering::SeqCst);
+        self.notified.swap(false, Ordering::AcqRel);
     }
 
     /// The next message, if any.
