@@ -78,6 +78,34 @@ pub enum SendError {
     Invalid(#[from] EncodeError),
 }
 
+/// How [`Conn::join_with`] joins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JoinOptions {
+    /// Receive the room's presence notifications (`shardcast.v1`
+    /// connections only): a member arrived or left, and the room's size.
+    pub presence: bool,
+    /// This connection's id in presence notifications, for all its rooms
+    /// (set by its first join); default: its [`ConnId`], as text.
+    pub member: Option<Arc<str>>,
+}
+
+impl JoinOptions {
+    /// Options with presence notifications on or off.
+    #[must_use]
+    pub fn presence(mut self, on: bool) -> JoinOptions {
+        self.presence = on;
+        self
+    }
+
+    /// Names the member in presence notifications.
+    #[must_use]
+    pub fn member(mut self, id: impl Into<Arc<str>>) -> JoinOptions {
+        self.member = Some(id.into());
+        self
+    }
+}
+
 /// How [`Conn::publish_with`] publishes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -401,6 +429,17 @@ impl<S> Conn<S> {
     /// An empty or too long room name, too many rooms for one
     /// connection, or a closing connection.
     pub fn join(&mut self, room: &str) -> Result<bool, RoomError> {
+        self.join_with(room, &JoinOptions::default())
+    }
+
+    /// [`Conn::join`], as `options` say: with presence notifications (a
+    /// `shardcast.v1` connection then receives a `Presence` envelope
+    /// whenever a member arrives or leaves, with the room's size), and the
+    /// id this connection has in others' notifications.
+    ///
+    /// # Errors
+    /// As for [`Conn::join`].
+    pub fn join_with(&mut self, room: &str, options: &JoinOptions) -> Result<bool, RoomError> {
         if self.close_sent.is_some() {
             return Err(RoomError::Closing);
         }
@@ -408,8 +447,10 @@ impl<S> Conn<S> {
             Member {
                 key: self.key,
                 id: self.id,
+                presence: options.presence,
             },
             room,
+            options.member.clone(),
         )
     }
 

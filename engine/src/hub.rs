@@ -164,11 +164,16 @@ impl Hub {
 
     /// Adds the connection `member` to `room`; see
     /// [`Conn::join`](crate::Conn::join).
-    pub(crate) fn join(&self, member: Member, room: &str) -> Result<bool, RoomError> {
+    pub(crate) fn join(
+        &self,
+        member: Member,
+        room: &str,
+        name: Option<Arc<str>>,
+    ) -> Result<bool, RoomError> {
         let owned_here = owner_of(room, self.shards) == self.shard;
         let mut state = self.state.borrow_mut();
         let HubState { local, owned, .. } = &mut *state;
-        local.join(member, room, &self.config, |name| {
+        local.join(member, room, name, &self.config, |name| {
             owned_here.then(|| owned.position(name))
         })
     }

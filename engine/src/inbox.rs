@@ -18,7 +18,7 @@ use crossbeam_queue::SegQueue;
 use crate::conn::ConnId;
 use crate::handler::ShardId;
 use crate::prepared::PreparedMessage;
-use crate::rooms::{Position, Publication, Sequenced};
+use crate::rooms::{Position, PresenceChange, Publication, Sequenced};
 
 /// What one shard (or a [`ServerHandle`](crate::ServerHandle)) tells
 /// another.
@@ -34,7 +34,17 @@ pub(crate) enum ShardMessage {
         room: Arc<str>,
         from: ShardId,
         count: u32,
+        watchers: u32,
         subscription: u32,
+    },
+    /// To a room's owner: a member arrived or left, for the room's
+    /// presence watchers.
+    Presence(Box<PresenceChange>),
+    /// From a room's owner to a shard with presence watchers: the
+    /// `Presence` envelope to send them.
+    PresenceNote {
+        room: Arc<str>,
+        frame: PreparedMessage,
     },
     /// From a room's owner: subscription `subscription` of `room` starts
     /// after `position`.

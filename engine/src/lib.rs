@@ -85,7 +85,7 @@ mod stats;
 pub mod v1;
 
 pub use config::{Backpressure, ServerBuilder};
-pub use conn::{Conn, ConnId, PublishOptions, SendError};
+pub use conn::{Conn, ConnId, JoinOptions, PublishOptions, SendError};
 pub use core_list::{CoreList, CoreListError};
 pub use error::Error;
 pub use handler::{Echo, Handler, Message, Rejection, ShardId};

@@ -374,13 +374,16 @@ impl<H: Handler> Shard<H> {
         io.forget(connection.stream.as_raw_fd(), token);
         if connection.is_open() {
             connection.finish(&mut self.context.handler);
-            self.context
+            let left = self
+                .context
                 .send
                 .hub
                 .state
                 .borrow_mut()
                 .local
                 .leave_all(key as u32);
+            // The rooms' owners hear of it in a turn that comes at once.
+            self.fanout.more |= left;
             self.counters.connection_closed();
         } else {
             self.handshaking -= 1;

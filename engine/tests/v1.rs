@@ -35,6 +35,8 @@ enum Got {
     Message(String, u64, Vec<u8>, Option<String>),
     /// An `Event`: name, payload.
     Event(String, Vec<u8>),
+    /// A `Presence`: room, whether the member joined, member, count.
+    Presence(String, bool, String, u32),
 }
 
 impl Client {
@@ -99,6 +101,15 @@ impl Client {
                     envelope::bytes(event.payload()).to_vec(),
                 )
             }
+            Body::Presence => {
+                let presence = envelope.body_as_presence().unwrap();
+                Got::Presence(
+                    presence.room().to_owned(),
+                    presence.kind() == envelope::PresenceKind::Joined,
+                    presence.member().to_owned(),
+                    presence.count(),
+                )
+            }
             other => panic!("unexpected body {other:?}"),
         }
     }
@@ -146,6 +157,9 @@ fn router() -> Router<u32> {
             Ok(count.to_string().into_bytes())
         })
         .on("fail", |_conn, _payload| Err(EventError::forbidden("no")))
+        .on("shard", |conn, _payload| {
+            Ok(conn.id().shard().index().to_string().into_bytes())
+        })
         .on("push", |conn, payload| {
             emit(conn, "pushed", payload).unwrap();
             Ok(Vec::new())
@@ -384,3 +398,70 @@ fn plugins_register_routes_and_hooks(driver: Driver) {
     server.shutdown();
 }
 on_both_drivers!(plugins_register_routes_and_hooks);
+
+/// Members that join with presence hear every arrival and departure, with
+/// the room's size, whichever shard the others are on; members are named
+/// by the user their API key names.
+fn presence_follows_arrivals_and_departures(driver: Driver) {
+    let server = server(
+        driver,
+        |b| b,
+        || {
+            Protocol::new(router()).upgrade_layer(
+                ApiKey::new()
+                    .key_for_user("k-ada", "ada")
+                    .key_for_user("k-bob", "bob")
+                    .key_for_user("k-cy", "cy"),
+            )
+        },
+    );
+    let mut ada = Client::connect(server.addr(), &[("x-api-key", "k-ada")]);
+    ada.send(|w| w.join("hall", Some(1), true));
+    let mut got = [ada.read(), ada.read()];
+    got.sort_by_key(|g| matches!(g, Got::Ack(..)));
+    assert_eq!(got[0], Got::Presence("hall".into(), true, "ada".into(), 1));
+    assert!(matches!(got[1], Got::Ack(1, _, None, Some(_))));
+    ada.send(|w| w.event("shard", b"", Some(9)));
+    let Got::Ack(9, ada_shard, None, None) = ada.read() else {
+        panic!("no shard");
+    };
+    // bob on another shard than ada's, cy on the same.
+    for (key, name, same) in [("k-bob", "bob", false), ("k-cy", "cy", true)] {
+        let mut other = loop {
+            let mut other = Client::connect(server.addr(), &[("x-api-key", key)]);
+            other.send(|w| w.event("shard", b"", Some(9)));
+            let Got::Ack(9, shard, None, None) = other.read() else {
+                panic!("no shard");
+            };
+            if (shard == ada_shard) == same {
+                break other;
+            }
+            other.close();
+        };
+        other.send(|w| w.join("hall", Some(1), false));
+        assert!(matches!(other.read(), Got::Ack(1, _, None, Some(_))));
+        assert_eq!(
+            ada.read(),
+            Got::Presence("hall".into(), true, name.into(), 2)
+        );
+        other.send(|w| w.leave("hall", Some(2)));
+        assert_eq!(other.read(), Got::Ack(2, Vec::new(), None, None));
+        assert_eq!(
+            ada.read(),
+            Got::Presence("hall".into(), false, name.into(), 1)
+        );
+        other.send(|w| w.join("hall", None, false));
+        assert_eq!(
+            ada.read(),
+            Got::Presence("hall".into(), true, name.into(), 2)
+        );
+        other.close();
+        assert_eq!(
+            ada.read(),
+            Got::Presence("hall".into(), false, name.into(), 1)
+        );
+    }
+    ada.close();
+    server.shutdown();
+}
+on_both_drivers!(presence_follows_arrivals_and_departures);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use shardcast_proto::envelope::PresenceKind;
 use slab::Slab;
 
 use super::{Position, RoomError, RoomsConfig, Sequenced};
@@ -17,6 +18,8 @@ use crate::conn::ConnId;
 pub(crate) struct Member {
     pub(crate) key: u32,
     pub(crate) id: ConnId,
+    /// The member asked for the room's presence notifications.
+    pub(crate) presence: bool,
 }
 
 /// Whether this shard receives a room's messages yet.
@@ -37,8 +40,10 @@ struct LocalRoom {
     stream: Stream,
     /// Joins waiting for the owner's answer to learn their position.
     awaiting: Vec<Member>,
-    /// The member count the owner last heard from this shard.
-    reported: u32,
+    /// Members that asked for presence notifications.
+    watchers: u32,
+    /// The member and watcher counts the owner last heard from this shard.
+    reported: (u32, u32),
     /// On the list of rooms whose count changed this turn.
     changed: bool,
 }
@@ -60,11 +65,23 @@ pub(crate) struct Joined {
     pub(crate) position: Position,
 }
 
+/// A member arriving in or leaving a room, for the room's owner to tell
+/// the room's presence watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PresenceChange {
+    pub(crate) room: Arc<str>,
+    pub(crate) kind: PresenceKind,
+    /// The member's id in presence notifications.
+    pub(crate) member: Arc<str>,
+}
+
 /// A room's member count on this shard, for its owner.
 #[derive(Debug)]
 pub(crate) struct MemberCount {
     pub(crate) room: Arc<str>,
     pub(crate) count: u32,
+    /// Members here that asked for presence notifications.
+    pub(crate) watchers: u32,
     /// The subscription the count belongs to; a count that rises from 0
     /// starts a new one, which the owner answers with its position.
     pub(crate) subscription: u32,
@@ -77,6 +94,10 @@ pub(crate) struct LocalRooms {
     rooms: Slab<LocalRoom>,
     /// Each member connection's rooms, by slab key.
     joined: HashMap<u32, Vec<Membership>>,
+    /// Each member connection's id in presence notifications, by slab key.
+    names: HashMap<u32, Arc<str>>,
+    /// Arrivals and departures since the owners last heard.
+    changes: Vec<PresenceChange>,
     /// Rooms whose member count changed this turn.
     changed: Vec<u32>,
     /// Joins whose position became known.
@@ -95,6 +116,7 @@ impl LocalRooms {
         &mut self,
         member: Member,
         room: &str,
+        name: Option<Arc<str>>,
         config: &RoomsConfig,
         live: impl FnOnce(&Arc<str>) -> Option<Position>,
     ) -> Result<bool, RoomError> {
@@ -126,7 +148,8 @@ impl LocalRooms {
                     members: Vec::new(),
                     stream,
                     awaiting: Vec::new(),
-                    reported: 0,
+                    watchers: 0,
+                    reported: (0, 0),
                     changed: false,
                 });
                 let id = u32::try_from(id).expect("fewer than 2^32 rooms per shard");
@@ -137,6 +160,17 @@ impl LocalRooms {
         let entry = &mut self.rooms[id as usize];
         let index = u32::try_from(entry.members.len()).expect("fewer than 2^32 members");
         entry.members.push(member);
+        entry.watchers += u32::from(member.presence);
+        let name = Arc::clone(
+            self.names
+                .entry(member.key)
+                .or_insert_with(|| name.unwrap_or_else(|| member.id.to_string().into())),
+        );
+        self.changes.push(PresenceChange {
+            room: Arc::clone(&entry.name),
+            kind: PresenceKind::Joined,
+            member: name,
+        });
         match entry.stream {
             Stream::Live(position) => self.ready.push(Joined {
                 member,
@@ -168,22 +202,28 @@ impl LocalRooms {
             return false;
         };
         let membership = memberships.swap_remove(at);
-        if memberships.is_empty() {
+        let last = memberships.is_empty();
+        if last {
             entry.remove();
         }
         self.remove_member(key, membership);
+        if last {
+            self.names.remove(&key);
+        }
         true
     }
 
     /// Removes the connection at `key` from every room it is in: it
-    /// closed.
-    pub(crate) fn leave_all(&mut self, key: u32) {
+    /// closed. Whether it was in any.
+    pub(crate) fn leave_all(&mut self, key: u32) -> bool {
         let Some(memberships) = self.joined.remove(&key) else {
-            return;
+            return false;
         };
         for membership in memberships {
             self.remove_member(key, membership);
         }
+        self.names.remove(&key);
+        true
     }
 
     /// The names of the rooms the connection at `key` is in.
@@ -258,11 +298,12 @@ impl LocalRooms {
             let room = &mut self.rooms[id as usize];
             room.changed = false;
             let count = u32::try_from(room.members.len()).unwrap_or(u32::MAX);
-            if count != room.reported {
-                room.reported = count;
+            if (count, room.watchers) != room.reported {
+                room.reported = (count, room.watchers);
                 out.push(MemberCount {
                     room: Arc::clone(&room.name),
                     count,
+                    watchers: room.watchers,
                     subscription: match room.stream {
                         Stream::Subscribing(subscription) => subscription,
                         Stream::Live(_) => 0,
@@ -281,6 +322,16 @@ impl LocalRooms {
         !self.ready.is_empty()
     }
 
+    /// Appends the arrivals and departures since the last call.
+    pub(crate) fn drain_changes(&mut self, out: &mut Vec<PresenceChange>) {
+        out.append(&mut self.changes);
+    }
+
+    /// The members of `room` here that asked for presence notifications.
+    pub(crate) fn watchers(&self, room: &str) -> impl Iterator<Item = &Member> {
+        self.members(room).iter().filter(|member| member.presence)
+    }
+
     /// Appends the joins whose position became known since the last call.
     pub(crate) fn drain_joined(&mut self, out: &mut Vec<Joined>) {
         out.append(&mut self.ready);
@@ -292,6 +343,7 @@ impl LocalRooms {
         self.by_name.is_empty()
             && self.rooms.is_empty()
             && self.joined.is_empty()
+            && self.names.is_empty()
             && self.changed.is_empty()
     }
 
@@ -309,7 +361,15 @@ impl LocalRooms {
         self.memberships -= 1;
         let room = &mut self.rooms[membership.room as usize];
         let index = membership.index as usize;
-        room.members.swap_remove(index);
+        let member = room.members.swap_remove(index);
+        room.watchers -= u32::from(member.presence);
+        if let Some(name) = self.names.get(&key) {
+            self.changes.push(PresenceChange {
+                room: Arc::clone(&room.name),
+                kind: PresenceKind::Left,
+                member: Arc::clone(name),
+            });
+        }
         room.awaiting.retain(|m| m.key != key);
         if let Some(moved) = room.members.get(index) {
             // The last member took the leaver's place: its membership
@@ -354,6 +414,7 @@ mod tests {
         Member {
             key,
             id: ConnId::new(ShardId(0), u64::from(key) + 100),
+            presence: key % 2 == 0,
         }
     }
 
@@ -378,10 +439,13 @@ mod tests {
     fn owned_rooms_are_live_at_once_and_joins_learn_their_position() {
         let mut rooms = LocalRooms::default();
         assert_eq!(
-            rooms.join(member(1), "a", &config(), |_| Some(at(4))),
+            rooms.join(member(1), "a", None, &config(), |_| Some(at(4))),
             Ok(true)
         );
-        assert_eq!(rooms.join(member(1), "a", &config(), |_| None), Ok(false));
+        assert_eq!(
+            rooms.join(member(1), "a", None, &config(), |_| None),
+            Ok(false)
+        );
         let mut joined = Vec::new();
         rooms.drain_joined(&mut joined);
         assert_eq!(joined.len(), 1);
@@ -394,7 +458,9 @@ mod tests {
     #[test]
     fn a_subscribing_room_drops_messages_until_its_own_answer() {
         let mut rooms = LocalRooms::default();
-        rooms.join(member(1), "a", &config(), |_| None).unwrap();
+        rooms
+            .join(member(1), "a", None, &config(), |_| None)
+            .unwrap();
         let mut counts = Vec::new();
         rooms.drain_counts(&mut counts);
         assert_eq!(counts.len(), 1);
@@ -416,12 +482,12 @@ mod tests {
         for key in 0..5 {
             for room in ["a", "b", "c"] {
                 rooms
-                    .join(member(key), room, &config(), |_| Some(at(0)))
+                    .join(member(key), room, None, &config(), |_| Some(at(0)))
                     .unwrap();
             }
         }
         assert_eq!(
-            rooms.join(member(0), "d", &config(), |_| Some(at(0))),
+            rooms.join(member(0), "d", None, &config(), |_| Some(at(0))),
             Err(RoomError::TooManyRooms { limit: 3 })
         );
         assert!(rooms.leave(0, "a"));
@@ -440,13 +506,18 @@ mod tests {
         assert!(counts.iter().all(|count| count.count == 0));
         let mut joined = Vec::new();
         rooms.drain_joined(&mut joined);
+        let mut changes = Vec::new();
+        rooms.drain_changes(&mut changes);
+        assert_eq!(changes.len(), 30, "15 arrivals and 15 departures");
         assert!(rooms.is_empty(), "{rooms:?}");
     }
 
     #[test]
     fn a_join_and_leave_in_one_turn_report_nothing() {
         let mut rooms = LocalRooms::default();
-        rooms.join(member(1), "a", &config(), |_| None).unwrap();
+        rooms
+            .join(member(1), "a", None, &config(), |_| None)
+            .unwrap();
         rooms.leave(1, "a");
         let mut counts = Vec::new();
         rooms.drain_counts(&mut counts);
@@ -454,6 +525,13 @@ mod tests {
         let mut joined = Vec::new();
         rooms.drain_joined(&mut joined);
         assert!(joined.is_empty());
+        let mut changes = Vec::new();
+        rooms.drain_changes(&mut changes);
+        assert_eq!(
+            changes.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            [PresenceKind::Joined, PresenceKind::Left]
+        );
+        assert_eq!(&*changes[0].member, "0/101");
         assert!(rooms.is_empty());
     }
 }

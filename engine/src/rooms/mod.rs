@@ -44,7 +44,7 @@ mod sequenced;
 
 use std::time::Duration;
 
-pub(crate) use local::{Joined, LocalRooms, Member, MemberCount};
+pub(crate) use local::{Joined, LocalRooms, Member, MemberCount, PresenceChange};
 pub(crate) use owned::OwnedRooms;
 pub(crate) use sequenced::{Publication, Receipt, Sequenced};
 

@@ -15,6 +15,8 @@ struct OwnedRoom {
     position: Position,
     /// Members on each shard, by shard index.
     members: Box<[u32]>,
+    /// Members that asked for presence notifications, on each shard.
+    watchers: Box<[u32]>,
     /// The last messages, oldest first, with when they were sequenced.
     history: VecDeque<(Instant, Arc<Sequenced>)>,
 }
@@ -76,19 +78,22 @@ impl OwnedRooms {
         (sequenced, &room.members)
     }
 
-    /// Records that `shard` has `count` members of `room`. Returns the
-    /// room's position when this starts the shard's subscription (its
-    /// count rose from 0): the shard's members receive what follows it.
+    /// Records that `shard` has `count` members of `room`, `watchers` of
+    /// them watching its presence. Returns the room's position when this
+    /// starts the shard's subscription (its count rose from 0): the
+    /// shard's members receive what follows it.
     pub(crate) fn count(
         &mut self,
         room: &Arc<str>,
         shard: ShardId,
         count: u32,
+        watchers: u32,
     ) -> Option<Position> {
         if count == 0 && !self.rooms.contains_key(room) {
             return None;
         }
         let entry = self.room(room);
+        entry.watchers[shard.index()] = watchers;
         let before = std::mem::replace(&mut entry.members[shard.index()], count);
         let position = entry.position;
         if entry.is_unused() {
@@ -102,6 +107,23 @@ impl OwnedRooms {
         self.rooms.get(room).map_or(0, |entry| {
             entry.members.iter().map(|&count| count as usize).sum()
         })
+    }
+
+    /// The room's members over every shard and the shards with presence
+    /// watchers, if it has any.
+    pub(crate) fn watched(&self, room: &str) -> Option<(u32, impl Iterator<Item = ShardId> + '_)> {
+        let entry = self.rooms.get(room)?;
+        if entry.watchers.iter().all(|&count| count == 0) {
+            return None;
+        }
+        let members = entry.members.iter().sum();
+        let shards = entry
+            .watchers
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .map(|(index, _)| ShardId(index));
+        Some((members, shards))
     }
 
     /// Drops history older than the configured age, and forgets rooms
@@ -160,6 +182,7 @@ impl OwnedRooms {
                 OwnedRoom {
                     position: Position { offset: 0, epoch },
                     members: vec![0; self.shards].into_boxed_slice(),
+                    watchers: vec![0; self.shards].into_boxed_slice(),
                     history: VecDeque::new(),
                 },
             );
@@ -224,17 +247,19 @@ mod tests {
     fn a_subscription_starts_when_a_count_rises_from_zero() {
         let mut rooms = OwnedRooms::new(3);
         let room: Arc<str> = "a".into();
-        assert_eq!(rooms.count(&room, ShardId(1), 0), None);
+        assert_eq!(rooms.count(&room, ShardId(1), 0, 0), None);
         assert_eq!(rooms.len(), 0);
-        let start = rooms.count(&room, ShardId(1), 2).unwrap();
+        let start = rooms.count(&room, ShardId(1), 2, 0).unwrap();
         assert_eq!(start.offset, 0);
-        assert_eq!(rooms.count(&room, ShardId(1), 5), None);
-        assert_eq!(rooms.count(&room, ShardId(2), 1).unwrap(), start);
+        assert_eq!(rooms.count(&room, ShardId(1), 5, 1), None);
+        assert_eq!(rooms.count(&room, ShardId(2), 1, 0).unwrap(), start);
         let (_, members) = rooms.sequence(publication("a"), Instant::now(), &config(0));
         assert_eq!(members, [0, 5, 1]);
         assert_eq!(rooms.size("a"), 6);
-        rooms.count(&room, ShardId(1), 0);
-        rooms.count(&room, ShardId(2), 0);
+        let (count, watching) = rooms.watched("a").unwrap();
+        assert_eq!((count, watching.collect::<Vec<_>>()), (6, vec![ShardId(1)]));
+        rooms.count(&room, ShardId(1), 0, 0);
+        rooms.count(&room, ShardId(2), 0, 0);
         // No member and no history: forgotten.
         assert_eq!(rooms.len(), 0);
         assert_eq!(rooms.size("a"), 0);

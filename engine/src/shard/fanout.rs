@@ -16,7 +16,10 @@ use crate::handler::{Handler, ShardId};
 use crate::hub::Pending;
 use crate::inbox::ShardMessage;
 use crate::prepared::PreparedMessage;
-use crate::rooms::{Joined, MemberCount, Position, Publication, Sequenced, owner_of};
+use crate::rooms::{
+    Joined, MemberCount, Position, PresenceChange, Publication, Sequenced, owner_of,
+};
+use shardcast_proto::envelope::EnvelopeWriter;
 
 /// Rounds of inbox, publications and callbacks in one turn: callbacks may
 /// publish, and their publications are sent in the same turn, up to this.
@@ -53,7 +56,12 @@ pub(super) struct Fanout {
     callbacks: Vec<Callback>,
     pending: Vec<Pending>,
     counts: Vec<MemberCount>,
+    changes: Vec<PresenceChange>,
     joined: Vec<Joined>,
+    /// The shards a presence change goes to.
+    watching: Vec<ShardId>,
+    /// The owner's envelope buffer for presence notifications.
+    writer: EnvelopeWriter,
     /// The last turn stopped with work left (budget or rounds spent): the
     /// next wait must not sleep.
     pub(super) more: bool,
@@ -122,6 +130,7 @@ impl<H: Handler> Shard<H> {
                 room,
                 from,
                 count,
+                watchers,
                 subscription,
             } => {
                 let started = self
@@ -131,7 +140,7 @@ impl<H: Handler> Shard<H> {
                     .state
                     .borrow_mut()
                     .owned
-                    .count(&room, from, count);
+                    .count(&room, from, count, watchers);
                 if let Some(position) = started {
                     self.send_to(
                         from,
@@ -167,6 +176,8 @@ impl<H: Handler> Shard<H> {
                 room,
                 position,
             }),
+            ShardMessage::Presence(change) => self.announce(&change),
+            ShardMessage::PresenceNote { room, frame } => self.notify_watchers(&room, &frame),
             ShardMessage::Broadcast(message) => self.broadcast_here(&message),
             ShardMessage::RoomSize { room, reply } => {
                 let size = self.context.send.hub.state.borrow().owned.size(&room);
@@ -305,21 +316,28 @@ impl<H: Handler> Shard<H> {
         }
     }
 
-    /// Tells each room's owner the member counts that changed here.
+    /// Tells each room's owner the member counts that changed here, then
+    /// the arrivals and departures behind them.
     fn report_counts(&mut self) {
         let send = Rc::clone(&self.context.send);
         let mut counts = std::mem::take(&mut self.fanout.counts);
-        send.hub.state.borrow_mut().local.drain_counts(&mut counts);
+        let mut changes = std::mem::take(&mut self.fanout.changes);
+        {
+            let mut state = send.hub.state.borrow_mut();
+            state.local.drain_counts(&mut counts);
+            state.local.drain_changes(&mut changes);
+        }
         let shards = self.fanout.ring.len();
         for count in counts.drain(..) {
             let owner = owner_of(&count.room, shards);
             if owner == self.id {
                 // This shard's own rooms are live from the first join.
-                send.hub
-                    .state
-                    .borrow_mut()
-                    .owned
-                    .count(&count.room, self.id, count.count);
+                send.hub.state.borrow_mut().owned.count(
+                    &count.room,
+                    self.id,
+                    count.count,
+                    count.watchers,
+                );
             } else {
                 self.send_to(
                     owner,
@@ -327,12 +345,76 @@ impl<H: Handler> Shard<H> {
                         room: count.room,
                         from: self.id,
                         count: count.count,
+                        watchers: count.watchers,
                         subscription: count.subscription,
                     },
                 );
             }
         }
+        for change in changes.drain(..) {
+            let owner = owner_of(&change.room, shards);
+            if owner == self.id {
+                self.announce(&change);
+            } else {
+                self.send_to(owner, ShardMessage::Presence(Box::new(change)));
+            }
+        }
         self.fanout.counts = counts;
+        self.fanout.changes = changes;
+    }
+
+    /// As a room's owner: tells the shards with presence watchers that a
+    /// member arrived or left, in one `Presence` envelope framed once.
+    fn announce(&mut self, change: &PresenceChange) {
+        let frame = {
+            let state = self.context.send.hub.state.borrow();
+            let Some((members, shards)) = state.owned.watched(&change.room) else {
+                return;
+            };
+            let frame = PreparedMessage::binary(self.fanout.writer.presence(
+                &change.room,
+                change.kind,
+                &change.member,
+                members,
+            ));
+            self.fanout.watching.clear();
+            self.fanout.watching.extend(shards);
+            frame
+        };
+        for index in 0..self.fanout.watching.len() {
+            let shard = self.fanout.watching[index];
+            if shard == self.id {
+                self.notify_watchers(&change.room, &frame);
+            } else {
+                self.send_to(
+                    shard,
+                    ShardMessage::PresenceNote {
+                        room: Arc::clone(&change.room),
+                        frame: frame.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends a `Presence` envelope to this shard's members of `room` that
+    /// asked for them.
+    fn notify_watchers(&mut self, room: &str, frame: &PreparedMessage) {
+        let send = Rc::clone(&self.context.send);
+        let state = send.hub.state.borrow();
+        for member in state.local.watchers(room) {
+            let Some(connection) = self.connections.get_mut(member.key as usize) else {
+                continue;
+            };
+            let Some(open) = connection.open_mut() else {
+                continue;
+            };
+            if open.conn.id() != member.id || open.conn.is_closing() || !open.conn.speaks_v1() {
+                continue;
+            }
+            let _ = open.conn.send_prepared(frame);
+            Self::mark_dirty(&mut self.dirty, member.key as usize, connection);
+        }
     }
 
     /// Makes the handler calls room work owed; whether there were any.

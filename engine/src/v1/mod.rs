@@ -15,8 +15,7 @@
 //! - [`emit`] sends an event to a client.
 //!
 //! What it does not do yet: sessions, `Welcome` and `Resume` (a `Resume`
-//! is answered `RecoveryFailed`), presence notifications (a join's
-//! `presence` flag is ignored), and batching the server's own envelopes.
+//! is answered `RecoveryFailed`), and batching the server's own envelopes.
 
 mod layer;
 mod plugin;

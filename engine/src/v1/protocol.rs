@@ -14,7 +14,7 @@ use super::layer::{MessageLayer, Request, Verdict};
 use super::plugin::Plugin;
 use super::router::{EventError, Reply, Router};
 use super::{SUBPROTOCOL, Session};
-use crate::conn::{Conn, PublishOptions};
+use crate::conn::{Conn, JoinOptions, PublishOptions};
 use crate::handler::{Handler, Message, Rejection};
 use crate::middleware::{Millis, RateLimit, TokenBucket, UpgradeLayer, UpgradeLayers};
 use crate::prepared::PreparedMessage;
@@ -34,7 +34,10 @@ type RawHandler<S> = Box<dyn FnMut(&mut Conn<Session<S>>, Message<'_>)>;
 /// - `Join`, `Leave` and `Publish` work on the engine's rooms
 ///   ([`Conn::join`]); a join is acknowledged with the room's position
 ///   once it takes effect, a publish once the room's owner numbered the
-///   message; members receive `Message` envelopes in offset order.
+///   message; members receive `Message` envelopes in offset order. A join
+///   with `presence` set also receives `Presence` envelopes as members
+///   arrive and leave; members are named by the user id their upgrade
+///   layers found, else by their connection id.
 /// - `Event`s go to the [`Router`]; the handler's [`Reply`] answers an
 ///   event that asked for an acknowledgement.
 /// - Failures come back as a failed `Ack` when the request had an ack id,
@@ -232,7 +235,13 @@ impl<S: Default + 'static> Protocol<S> {
                 let Some(join) = item.body_as_join() else {
                     return;
                 };
-                (Request::Join { room: join.room() }, join.ack())
+                let request = Request::Join { room: join.room() };
+                let presence = join.presence();
+                let ack = join.ack();
+                if let Some(Request::Join { room }) = self.admit(conn, request, ack) {
+                    self.join(conn, room, presence, ack);
+                }
+                return;
             }
             Body::Leave => {
                 let Some(leave) = item.body_as_leave() else {
@@ -298,7 +307,6 @@ impl<S: Default + 'static> Protocol<S> {
             return;
         }
         match request {
-            Request::Join { room } => self.join(conn, room, ack),
             Request::Leave { room } => {
                 // A join undone before it took effect is answered now,
                 // without a position: it will hear no `on_joined`.
@@ -330,7 +338,9 @@ impl<S: Default + 'static> Protocol<S> {
                     self.answer(conn, ack, None, reply);
                 }
             }
-            Request::Publish { .. } => unreachable!("publishes are handled above"),
+            Request::Join { .. } | Request::Publish { .. } => {
+                unreachable!("joins and publishes are handled above")
+            }
         }
     }
 
@@ -390,8 +400,10 @@ impl<S: Default + 'static> Protocol<S> {
         self.check(conn, &mut request, ack).then_some(request)
     }
 
-    fn join(&mut self, conn: &mut Conn<Session<S>>, room: &str, ack: Option<u64>) {
-        match conn.join(room) {
+    fn join(&mut self, conn: &mut Conn<Session<S>>, room: &str, presence: bool, ack: Option<u64>) {
+        let mut options = JoinOptions::default().presence(presence);
+        options.member = conn.state().identity().user_id().cloned();
+        match conn.join_with(room, &options) {
             Ok(true) => {
                 if let Some(ack) = ack {
                     // Answered by `on_joined`, with the position.
