@@ -149,16 +149,17 @@ impl Hub {
         publisher: Option<Arc<str>>,
     ) -> Result<(), RoomError> {
         self.config.check_name(room)?;
-        self.state
-            .borrow_mut()
-            .pending
-            .push(Pending::Publish(Publication {
-                room: room.into(),
-                message: message.clone(),
-                except,
-                receipt,
-                publisher,
-            }));
+        let mut state = self.state.borrow_mut();
+        // The name this shard interned, if its connections are in the
+        // room (a member publishing), rather than a new allocation.
+        let room = state.local.name(room).unwrap_or_else(|| room.into());
+        state.pending.push(Pending::Publish(Publication {
+            room,
+            message: message.clone(),
+            except,
+            receipt,
+            publisher,
+        }));
         Ok(())
     }
 

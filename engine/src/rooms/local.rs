@@ -246,6 +246,13 @@ impl LocalRooms {
             .is_some_and(|memberships| memberships.iter().any(|m| m.room == id))
     }
 
+    /// The interned name of `room`, if it has members here.
+    pub(crate) fn name(&self, room: &str) -> Option<Arc<str>> {
+        self.by_name
+            .get_key_value(room)
+            .map(|(name, _)| Arc::clone(name))
+    }
+
     /// The members of `room` on this shard.
     pub(crate) fn members(&self, room: &str) -> &[Member] {
         self.by_name
