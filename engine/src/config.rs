@@ -182,6 +182,7 @@ impl ServerBuilder {
                     history_ttl: Some(Self::DEFAULT_ROOM_HISTORY_TTL),
                     max_rooms_per_connection: Self::DEFAULT_MAX_ROOMS_PER_CONNECTION,
                     max_room_name: Self::DEFAULT_MAX_ROOM_NAME,
+                    batch_deliveries: false,
                 },
             },
         }
@@ -399,6 +400,19 @@ impl ServerBuilder {
     /// Default 256.
     pub fn max_room_name(mut self, bytes: usize) -> Self {
         self.config.rooms.max_room_name = bytes;
+        self
+    }
+
+    /// Whether the room messages one `shardcast.v1` connection receives in
+    /// one loop turn go out in one `Batch` envelope rather than one
+    /// WebSocket message each. Default: off. A client then handles one
+    /// message event for many room messages (fewer wake-ups in a
+    /// browser), at the price of one envelope built per connection
+    /// instead of one frame shared by every member, and of backpressure
+    /// that drops a batch whole (when all its messages are droppable) or
+    /// closes. Raw connections are not affected.
+    pub fn batch_deliveries(mut self, batch: bool) -> Self {
+        self.config.rooms.batch_deliveries = batch;
         self
     }
 

@@ -516,6 +516,22 @@ impl<S> Conn<S> {
         Some(self.subprotocol) == self.ctx.v1
     }
 
+    /// Queues a `shardcast.v1` batch of room messages built for this
+    /// connection: dropped and counted like a droppable prepared message
+    /// when all its messages are droppable and the buffer is full, else
+    /// queued or closing the connection like [`Conn::send_binary`].
+    pub(crate) fn send_batch(&mut self, batch: &[u8], droppable: bool) -> Result<(), SendError> {
+        let limit = self.ctx.send_limit;
+        if droppable
+            && self.ctx.backpressure.drops_droppable()
+            && self.queue.len() + batch.len() + 14 > limit
+        {
+            self.ctx.counters.message_dropped();
+            return Err(SendError::Dropped { limit });
+        }
+        self.send_binary(batch)
+    }
+
     /// Queues a ping; the peer answers with a pong carrying `payload`.
     ///
     /// # Errors

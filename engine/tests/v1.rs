@@ -465,3 +465,44 @@ fn presence_follows_arrivals_and_departures(driver: Driver) {
     server.shutdown();
 }
 on_both_drivers!(presence_follows_arrivals_and_departures);
+
+/// With batched deliveries, the room messages a member receives in one
+/// turn arrive in one `Batch`: five publishes sent in one batch reach a
+/// member in one WebSocket message, in order.
+fn deliveries_are_batched_when_enabled(driver: Driver) {
+    let server = server(
+        driver,
+        |b| b.batch_deliveries(true),
+        || Protocol::new(router()),
+    );
+    let mut member = Client::connect(server.addr(), &[]);
+    let mut publisher = Client::connect(server.addr(), &[]);
+    for client in [&mut member, &mut publisher] {
+        client.send(|w| w.join("room", Some(1), false));
+        assert!(matches!(client.read(), Got::Ack(1, _, None, Some(_))));
+    }
+    publisher.send(|w| {
+        let mut batch = w.batch();
+        for index in 0..5u8 {
+            batch.publish("room", &[index], true, None);
+        }
+        batch.finish()
+    });
+    let bytes = loop {
+        match member.socket.read().unwrap() {
+            Message::Binary(bytes) => break bytes,
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let envelope = envelope::read(&bytes, &VerifyLimits::default()).unwrap();
+    assert_eq!(envelope.body_type(), Body::Batch);
+    let payloads: Vec<Vec<u8>> = envelope::items(envelope)
+        .map(|item| envelope::bytes(item.body_as_message().unwrap().payload()).to_vec())
+        .collect();
+    assert_eq!(payloads, [[0], [1], [2], [3], [4]]);
+    member.close();
+    publisher.close();
+    server.shutdown();
+}
+on_both_drivers!(deliveries_are_batched_when_enabled);

@@ -414,6 +414,7 @@ mod tests {
             history_ttl: None,
             max_rooms_per_connection: 3,
             max_room_name: 64,
+            batch_deliveries: false,
         }
     }
 

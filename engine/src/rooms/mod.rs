@@ -111,6 +111,9 @@ pub(crate) struct RoomsConfig {
     pub(crate) max_rooms_per_connection: usize,
     /// The longest room name, in bytes.
     pub(crate) max_room_name: usize,
+    /// Room messages for one `shardcast.v1` connection in one loop turn
+    /// go out in one `Batch` envelope.
+    pub(crate) batch_deliveries: bool,
 }
 
 impl RoomsConfig {
@@ -172,6 +175,7 @@ mod tests {
             history_ttl: None,
             max_rooms_per_connection: 4,
             max_room_name: 5,
+            batch_deliveries: false,
         };
         assert_eq!(config.check_name(""), Err(RoomError::EmptyName));
         assert_eq!(config.check_name("lobby"), Ok(()));

@@ -215,6 +215,7 @@ mod tests {
             history_ttl: Some(Duration::from_secs(60)),
             max_rooms_per_connection: 8,
             max_room_name: 64,
+            batch_deliveries: false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! inboxes as they come, and each shard written to is rung once, at the
 //! end.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,15 @@ pub(super) enum Callback {
     },
 }
 
+/// Room messages waiting for the end of the turn, per connection, in the
+/// order they were delivered.
+#[derive(Debug, Default)]
+struct Batches {
+    /// A connection's place in `pending`, by slab key.
+    index: HashMap<u32, usize>,
+    pending: Vec<(u32, ConnId, Vec<Arc<Sequenced>>)>,
+}
+
 /// The shard's working lists for room work, kept between turns so a busy
 /// turn allocates nothing.
 #[derive(Debug, Default)]
@@ -60,8 +70,11 @@ pub(super) struct Fanout {
     joined: Vec<Joined>,
     /// The shards a presence change goes to.
     watching: Vec<ShardId>,
-    /// The owner's envelope buffer for presence notifications.
+    /// The envelope buffer for presence notifications and batches.
     writer: EnvelopeWriter,
+    /// This turn's room messages per `shardcast.v1` connection, when
+    /// deliveries are batched.
+    batches: Batches,
     /// The last turn stopped with work left (budget or rounds spent): the
     /// next wait must not sleep.
     pub(super) more: bool,
@@ -91,6 +104,7 @@ impl<H: Handler> Shard<H> {
                 break;
             }
         }
+        self.send_batches();
         let state = self.context.send.hub.state.borrow();
         self.counters.set_rooms(
             state.local.len(),
@@ -265,7 +279,7 @@ impl<H: Handler> Shard<H> {
     /// Queues a sequenced message on every member of its room on this
     /// shard, in order: the raw frame or the `shardcast.v1` envelope,
     /// whichever each connection speaks.
-    fn deliver(&mut self, message: &Sequenced) {
+    fn deliver(&mut self, message: &Arc<Sequenced>) {
         if self.context.send.hub.state.borrow().local.has_joined() {
             // A member hears that its join took effect before it hears
             // the room's messages.
@@ -289,10 +303,18 @@ impl<H: Handler> Shard<H> {
             if open.conn.id() != member.id || open.conn.is_closing() {
                 continue;
             }
-            let frame = if open.conn.speaks_v1() {
-                message.envelope()
-            } else {
+            let frame = if !open.conn.speaks_v1() {
                 &message.message
+            } else if send.hub.config.batch_deliveries {
+                let batches = &mut self.fanout.batches;
+                let at = *batches.index.entry(member.key).or_insert_with(|| {
+                    batches.pending.push((member.key, member.id, Vec::new()));
+                    batches.pending.len() - 1
+                });
+                batches.pending[at].2.push(Arc::clone(message));
+                continue;
+            } else {
+                message.envelope()
             };
             // A message that does not fit is dropped or closes the
             // connection, as the backpressure policy says; either way the
@@ -300,6 +322,42 @@ impl<H: Handler> Shard<H> {
             let _ = open.conn.send_prepared(frame);
             Self::mark_dirty(&mut self.dirty, member.key as usize, connection);
         }
+    }
+
+    /// Sends each connection's batch of this turn's room messages: one
+    /// message alone in its shared envelope, several in one `Batch`.
+    fn send_batches(&mut self) {
+        let mut pending = std::mem::take(&mut self.fanout.batches.pending);
+        self.fanout.batches.index.clear();
+        for (key, id, messages) in pending.drain(..) {
+            let Some(connection) = self.connections.get_mut(key as usize) else {
+                continue;
+            };
+            let Some(open) = connection.open_mut() else {
+                continue;
+            };
+            if open.conn.id() != id || open.conn.is_closing() {
+                continue;
+            }
+            if let [message] = &messages[..] {
+                let _ = open.conn.send_prepared(message.envelope());
+            } else {
+                let mut batch = self.fanout.writer.batch();
+                for message in &messages {
+                    batch.message(
+                        &message.room,
+                        message.position.offset,
+                        message.position.epoch,
+                        message.message.payload(),
+                        message.publisher.as_deref(),
+                    );
+                }
+                let droppable = messages.iter().all(|m| m.message.is_droppable());
+                let _ = open.conn.send_batch(batch.finish(), droppable);
+            }
+            Self::mark_dirty(&mut self.dirty, key as usize, connection);
+        }
+        self.fanout.batches.pending = pending;
     }
 
     /// Queues `message` on every open connection of this shard.

@@ -14,8 +14,11 @@
 //! - [`Plugin`]s bundle routes, layers and hooks.
 //! - [`emit`] sends an event to a client.
 //!
+//! Room messages may reach a client in `Batch`es, one per loop turn
+//! ([`ServerBuilder::batch_deliveries`](crate::ServerBuilder::batch_deliveries)).
+//!
 //! What it does not do yet: sessions, `Welcome` and `Resume` (a `Resume`
-//! is answered `RecoveryFailed`), and batching the server's own envelopes.
+//! is answered `RecoveryFailed`).
 
 mod layer;
 mod plugin;

@@ -124,6 +124,7 @@ pub(crate) struct RoomsTable {
     pub(crate) history_ttl: Timeout,
     pub(crate) max_rooms_per_connection: usize,
     pub(crate) max_room_name: ByteSize,
+    pub(crate) batch_deliveries: bool,
     pub(crate) request_rate: CountLimit,
     pub(crate) request_burst: u32,
 }
@@ -319,6 +320,7 @@ impl Settings {
                     history_ttl,
                     max_rooms_per_connection,
                     max_room_name,
+                    batch_deliveries,
                     // Used by serve.rs, by each shard's application.
                     request_rate: _,
                     request_burst: _,
@@ -342,6 +344,7 @@ impl Settings {
             .room_history(*history_size, history_ttl.get())
             .max_rooms_per_connection(*max_rooms_per_connection)
             .max_room_name(max_room_name.bytes())
+            .batch_deliveries(*batch_deliveries)
             .max_frame_size(max_frame_size.bytes())
             .max_message_size(max_message_size.bytes())
             .max_decompressed_size(max_decompressed_size.bytes())
