@@ -10,6 +10,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use shardcast_proto::envelope::EnvelopeWriter;
+
 use super::Shard;
 use crate::conn::ConnId;
 use crate::connection::{guarded, panicked};
@@ -20,7 +22,6 @@ use crate::prepared::PreparedMessage;
 use crate::rooms::{
     Joined, MemberCount, Position, PresenceChange, Publication, Sequenced, owner_of,
 };
-use shardcast_proto::envelope::EnvelopeWriter;
 
 /// Rounds of inbox, publications and callbacks in one turn: callbacks may
 /// publish, and their publications are sent in the same turn, up to this.
