@@ -74,21 +74,27 @@ fn protocol() -> anyhow::Result<Protocol<()>> {
         .upgrade_layer(upgrades)
         .rate_limit(RateLimit::new(50, 100)?)
         .message_layer(PublishRules)
-        .message_layer(|conn: &mut shardcast::Conn<Session<()>>, request: &mut Request<'_>| {
-            let admin_room = request.room().is_some_and(|room| room.starts_with("admin/"));
-            if admin_room && user(conn) != "root" {
-                Verdict::Refuse(EventError::forbidden("admin rooms are for root"))
-            } else {
-                Verdict::Pass
-            }
-        })
-        .message_layer(|conn: &mut shardcast::Conn<Session<()>>, _request: &mut Request<'_>| {
-            if user(conn) == "muted" {
-                Verdict::Drop
-            } else {
-                Verdict::Pass
-            }
-        })
+        .message_layer(
+            |conn: &mut shardcast::Conn<Session<()>>, request: &mut Request<'_>| {
+                let admin_room = request
+                    .room()
+                    .is_some_and(|room| room.starts_with("admin/"));
+                if admin_room && user(conn) != "root" {
+                    Verdict::Refuse(EventError::forbidden("admin rooms are for root"))
+                } else {
+                    Verdict::Pass
+                }
+            },
+        )
+        .message_layer(
+            |conn: &mut shardcast::Conn<Session<()>>, _request: &mut Request<'_>| {
+                if user(conn) == "muted" {
+                    Verdict::Drop
+                } else {
+                    Verdict::Pass
+                }
+            },
+        )
         .reveal_publisher(true))
 }
 

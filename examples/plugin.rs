@@ -50,7 +50,12 @@ impl<S: Default + 'static> Plugin<S> for Audit {
         });
         let counts = self.counts;
         protocol.router_mut().add("audit", move |_conn, _payload| {
-            Ok(format!("open={} requests={}", counts.open.get(), counts.requests.get()).into_bytes())
+            Ok(format!(
+                "open={} requests={}",
+                counts.open.get(),
+                counts.requests.get()
+            )
+            .into_bytes())
         });
     }
 }

@@ -61,7 +61,9 @@ impl Handler for Rooms {
                 conn.hub().local_size(rest),
                 conn.hub().shard()
             ))),
-            _ => Err("commands: /join ROOM, /leave ROOM, /say ROOM TEXT, /shout TEXT, /size ROOM".into()),
+            _ => Err(
+                "commands: /join ROOM, /leave ROOM, /say ROOM TEXT, /shout TEXT, /size ROOM".into(),
+            ),
         };
         let _ = match answer {
             Ok(Some(text)) => conn.send_text(&text),

@@ -43,8 +43,12 @@ impl Example {
 
     fn connect(&self, headers: &[(&'static str, &str)], v1: bool) -> WebSocket<TcpStream> {
         let stream = TcpStream::connect(&self.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut request = format!("ws://{}/", self.addr).into_client_request().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = format!("ws://{}/", self.addr)
+            .into_client_request()
+            .unwrap();
         if v1 {
             request
                 .headers_mut()
@@ -62,7 +66,9 @@ impl Example {
     /// Whether an upgrade with `headers` is refused with `status`.
     fn refuses(&self, headers: &[(&'static str, &str)], status: u16) -> bool {
         let stream = TcpStream::connect(&self.addr).unwrap();
-        let mut request = format!("ws://{}/", self.addr).into_client_request().unwrap();
+        let mut request = format!("ws://{}/", self.addr)
+            .into_client_request()
+            .unwrap();
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
@@ -118,7 +124,11 @@ fn read(socket: &mut WebSocket<TcpStream>) -> Got {
     match envelope.body_type() {
         Body::Ack => {
             let ack = envelope.body_as_ack().unwrap();
-            Got::Ack(ack.id(), envelope::bytes(ack.payload()).to_vec(), ack.error())
+            Got::Ack(
+                ack.id(),
+                envelope::bytes(ack.payload()).to_vec(),
+                ack.error(),
+            )
         }
         Body::Message => {
             let message = envelope.body_as_message().unwrap();
@@ -130,7 +140,10 @@ fn read(socket: &mut WebSocket<TcpStream>) -> Got {
         }
         Body::Event => {
             let event = envelope.body_as_event().unwrap();
-            Got::Event(event.name().to_owned(), envelope::bytes(event.payload()).to_vec())
+            Got::Event(
+                event.name().to_owned(),
+                envelope::bytes(event.payload()).to_vec(),
+            )
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -148,7 +161,10 @@ fn rooms_joins_says_and_shouts() {
     ada.send(Message::text("/say lobby hello")).unwrap();
     for socket in [&mut ada, &mut bob] {
         let line = text(socket);
-        assert!(line.starts_with("lobby <") && line.ends_with("> hello"), "{line}");
+        assert!(
+            line.starts_with("lobby <") && line.ends_with("> hello"),
+            "{line}"
+        );
     }
     bob.send(Message::text("/leave lobby")).unwrap();
     assert_eq!(text(&mut bob), "left lobby");
@@ -168,13 +184,19 @@ fn routing_routes_answers_and_refuses() {
     send(&mut client, writer.event("add", b"1, 2,39", Some(1)));
     assert_eq!(read(&mut client), Got::Ack(1, b"42".to_vec(), None));
     send(&mut client, writer.event("add", b"1,x", Some(2)));
-    assert_eq!(read(&mut client), Got::Ack(2, Vec::new(), Some(ErrorCode::BadRequest)));
+    assert_eq!(
+        read(&mut client),
+        Got::Ack(2, Vec::new(), Some(ErrorCode::BadRequest))
+    );
     for (id, count) in [(3, b"1"), (4, b"2")] {
         send(&mut client, writer.event("count", b"", Some(id)));
         assert_eq!(read(&mut client), Got::Ack(id, count.to_vec(), None));
     }
     send(&mut client, writer.event("announce", b"news", Some(5)));
-    assert_eq!(read(&mut client), Got::Ack(5, Vec::new(), Some(ErrorCode::NotJoined)));
+    assert_eq!(
+        read(&mut client),
+        Got::Ack(5, Vec::new(), Some(ErrorCode::NotJoined))
+    );
     send(&mut client, writer.join("announcements", Some(6), false));
     assert!(matches!(read(&mut client), Got::Ack(6, _, None)));
     send(&mut client, writer.event("announce", b"news", Some(7)));
@@ -187,7 +209,10 @@ fn routing_routes_answers_and_refuses() {
     assert_eq!(read(&mut client), Got::Event("pong".into(), b"x".to_vec()));
     assert_eq!(read(&mut client), Got::Ack(8, Vec::new(), None));
     send(&mut client, writer.event("nope", b"", Some(9)));
-    assert_eq!(read(&mut client), Got::Ack(9, Vec::new(), Some(ErrorCode::UnknownEvent)));
+    assert_eq!(
+        read(&mut client),
+        Got::Ack(9, Vec::new(), Some(ErrorCode::UnknownEvent))
+    );
 }
 
 #[test]
@@ -195,26 +220,47 @@ fn middleware_checks_upgrades_and_requests_in_order() {
     let example = Example::start(env!("CARGO_BIN_EXE_middleware"));
     assert!(example.refuses(&[], 401), "no key");
     assert!(
-        example.refuses(&[("x-api-key", "key-alice"), ("Origin", "https://evil.example")], 403),
+        example.refuses(
+            &[
+                ("x-api-key", "key-alice"),
+                ("Origin", "https://evil.example")
+            ],
+            403
+        ),
         "another site's page"
     );
     let mut alice = example.connect(
-        &[("x-api-key", "key-alice"), ("Origin", "https://example.com")],
+        &[
+            ("x-api-key", "key-alice"),
+            ("Origin", "https://example.com"),
+        ],
         true,
     );
     let mut muted = example.connect(&[("Authorization", "Bearer key-muted")], true);
     let mut writer = EnvelopeWriter::new();
     send(&mut alice, writer.join("admin/ops", Some(1), false));
-    assert_eq!(read(&mut alice), Got::Ack(1, Vec::new(), Some(ErrorCode::Forbidden)));
+    assert_eq!(
+        read(&mut alice),
+        Got::Ack(1, Vec::new(), Some(ErrorCode::Forbidden))
+    );
     send(&mut alice, writer.join("chat", Some(2), false));
     assert!(matches!(read(&mut alice), Got::Ack(2, _, None)));
-    send(&mut alice, writer.publish("chat", b"  padded  ", false, None));
+    send(
+        &mut alice,
+        writer.publish("chat", b"  padded  ", false, None),
+    );
     assert_eq!(
         read(&mut alice),
         Got::Message("chat".into(), b"padded".to_vec(), Some("alice".into()))
     );
-    send(&mut alice, writer.publish("chat", &[b'x'; 2000], false, Some(3)));
-    assert_eq!(read(&mut alice), Got::Ack(3, Vec::new(), Some(ErrorCode::TooLarge)));
+    send(
+        &mut alice,
+        writer.publish("chat", &[b'x'; 2000], false, Some(3)),
+    );
+    assert_eq!(
+        read(&mut alice),
+        Got::Ack(3, Vec::new(), Some(ErrorCode::TooLarge))
+    );
     // The muted user's join is dropped without an answer: its next
     // request's answer is the next thing it reads... which never comes
     // either, so alice checks that nothing of it reached the room.
@@ -248,12 +294,20 @@ fn plugin_greets_counts_and_answers() {
         panic!("no greeting");
     };
     assert_eq!(name, "hello");
-    assert!(std::str::from_utf8(&shard).unwrap().parse::<usize>().is_ok());
+    assert!(
+        std::str::from_utf8(&shard)
+            .unwrap()
+            .parse::<usize>()
+            .is_ok()
+    );
     let mut writer = EnvelopeWriter::new();
     send(&mut client, writer.event("audit", b"", Some(1)));
     let Got::Ack(1, answer, None) = read(&mut client) else {
         panic!("no answer");
     };
     let answer = String::from_utf8(answer).unwrap();
-    assert!(answer.starts_with("open=") && answer.ends_with("requests=1"), "{answer}");
+    assert!(
+        answer.starts_with("open=") && answer.ends_with("requests=1"),
+        "{answer}"
+    );
 }
