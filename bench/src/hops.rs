@@ -195,6 +195,7 @@ impl Case {
 /// and 1, as indices into every connection opened.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Placement {
+    /// The connections found on shard 0 and on shard 1, two at most.
     on: [Vec<usize>; 2],
 }
 
@@ -223,6 +224,7 @@ impl Placement {
 /// A room per case and owner shard: `rooms[case][owner]`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Rooms {
+    /// Indexed by [`Case::index`], then by owner shard.
     rooms: [[Option<String>; 2]; 3],
 }
 
@@ -282,6 +284,7 @@ pub(crate) struct CaseLatency {
 }
 
 impl CaseLatency {
+    /// An empty record of `case`, 1 ns to a minute at 3 significant digits.
     fn new(case: Case) -> anyhow::Result<CaseLatency> {
         Ok(CaseLatency {
             case,
@@ -632,7 +635,9 @@ async fn measure(args: &Args, target: &Target) -> anyhow::Result<Measured> {
 /// A message of a room, as the subscriber read it.
 #[derive(Debug)]
 struct Delivery {
+    /// The room it was published to.
     room: String,
+    /// What was published.
     payload: Vec<u8>,
     /// When the read that brought it completed.
     at: Instant,
@@ -643,7 +648,9 @@ struct Delivery {
 enum Received {
     /// The answer to request `id`: its payload, or why it failed.
     Answer {
+        /// The request's acknowledgement id.
         id: u64,
+        /// The acknowledgement's payload, or its error code and message.
         answer: Result<Vec<u8>, String>,
     },
     /// A message of a room the connection joined.
@@ -654,6 +661,7 @@ enum Received {
 /// received, pongs to write, and how the reading ended.
 #[derive(Default)]
 struct Inbox {
+    /// Received and not taken yet, oldest first.
     received: RefCell<VecDeque<Received>>,
     /// The sampling task, waiting for something to be received.
     waker: Cell<Option<Waker>>,
@@ -664,6 +672,7 @@ struct Inbox {
 }
 
 impl Inbox {
+    /// Queues `received` and wakes the sampling task.
     fn push(&self, received: Received) {
         self.received.borrow_mut().push_back(received);
         if let Some(waker) = self.waker.take() {
@@ -671,6 +680,7 @@ impl Inbox {
         }
     }
 
+    /// Records why the reading task stopped, and wakes the sampling task.
     fn fail(&self, error: &anyhow::Error) {
         *self.failure.borrow_mut() = Some(format!("{error:#}"));
         if let Some(waker) = self.waker.take() {
@@ -701,10 +711,15 @@ impl Future for Next<'_> {
 /// One shardcast.v1 connection: its writing half, and the inbox its
 /// reading task fills.
 struct Connection {
+    /// Where requests and publishes go.
     writer: OwnedWriteHalf<TcpStream>,
+    /// What the reading task received.
     inbox: Rc<Inbox>,
+    /// Builds the envelopes.
     envelopes: EnvelopeWriter,
+    /// The frame being written, reused.
     out: Vec<u8>,
+    /// Masking keys for the frames.
     rng: XorShift,
     /// The id of the next request's acknowledgement.
     next_id: u64,
@@ -740,11 +755,13 @@ impl Connection {
         })
     }
 
-    /// Writes what `envelope` made of the envelope builder, framed.
+    /// Writes what `envelope` made of the envelope builder, framed, with
+    /// the next request id; returns that id and the time just before the
+    /// write.
     async fn send(
         &mut self,
         envelope: impl FnOnce(&mut EnvelopeWriter, u64) -> &[u8],
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<(u64, Instant)> {
         let id = self.next_id;
         self.next_id += 1;
         let bytes = envelope(&mut self.envelopes, id);
@@ -756,10 +773,11 @@ impl Connection {
             bytes,
             self.rng.mask_key(),
         );
+        let sent = Instant::now();
         let (result, out) = self.writer.write_all(std::mem::take(&mut self.out)).await;
         self.out = out;
         result.context("sending")?;
-        Ok(id)
+        Ok((id, sent))
     }
 
     /// Waits for the answer to request `id`; nothing else may come first.
@@ -779,7 +797,7 @@ impl Connection {
         payload: &[u8],
         timeout: Duration,
     ) -> anyhow::Result<Vec<u8>> {
-        let id = self
+        let (id, _) = self
             .send(|envelopes, id| envelopes.event(event, payload, Some(id)))
             .await?;
         self.answer(id, timeout)
@@ -789,7 +807,7 @@ impl Connection {
 
     /// Joins `room` and waits for the server's acknowledgement.
     async fn join(&mut self, room: &str, timeout: Duration) -> anyhow::Result<()> {
-        let id = self
+        let (id, _) = self
             .send(|envelopes, id| envelopes.join(room, Some(id), false))
             .await?;
         self.answer(id, timeout)
@@ -801,8 +819,8 @@ impl Connection {
     /// Publishes `payload` to `room` with `exclude_self` and no
     /// acknowledgement; returns the time just before it was written.
     async fn publish(&mut self, room: &str, payload: &[u8]) -> anyhow::Result<Instant> {
-        let sent = Instant::now();
-        self.send(|envelopes, _| envelopes.publish(room, payload, true, None))
+        let (_, sent) = self
+            .send(|envelopes, _| envelopes.publish(room, payload, true, None))
             .await?;
         Ok(sent)
     }
