@@ -21,6 +21,10 @@
 //! - `connections`: servers' memory per idle upgraded connection and their
 //!   handshake rate, tens of thousands of connections from several source
 //!   addresses; the `engine-connections` section of BENCHMARKS.md.
+//! - `hops`: the latency of a publish that crosses shards (to the room's
+//!   owner, from it to the subscriber's shard) against one that stays on
+//!   its shard, against `shardcast serve --shards 2`; the `engine-hops`
+//!   section of BENCHMARKS.md.
 //! - `codec-report`: the protocol codec section of BENCHMARKS.md, from
 //!   criterion's results.
 //! - `allocations-report`: the engine's allocations per echoed message,
@@ -34,6 +38,7 @@ mod connections;
 mod cores;
 mod echo;
 mod fanout;
+mod hops;
 mod latency;
 mod limits;
 mod machine;
@@ -106,6 +111,12 @@ enum Command {
     /// and measures the server's RSS per connection and the handshake
     /// rate; optionally written to BENCHMARKS.md.
     Connections(connections::Args),
+    /// Cost of a cross-shard publish: against `shardcast serve` with 2
+    /// shards, publish-to-delivery latency, one message in flight, with
+    /// publisher, subscriber and the room's owner on one shard (local),
+    /// the subscriber on the other shard (1 hop), or the owner on the
+    /// other shard (2 hops); optionally written to BENCHMARKS.md.
+    Hops(hops::Args),
     /// Writes the protocol codec section of BENCHMARKS.md from criterion's
     /// results (`cargo bench -p shardcast-proto --bench codec`).
     CodecReport {
@@ -150,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         Command::Scaling(args) => scaling::command(&args),
         Command::TrivialEcho(args) => trivial_echo::command(&args),
         Command::Connections(args) => connections::command(&args),
+        Command::Hops(args) => hops::command(&args),
         Command::CodecReport {
             criterion,
             out,

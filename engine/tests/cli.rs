@@ -1,6 +1,7 @@
 //! The `shardcast` binary as operators run it: its configuration layers
 //! seen through `--print-config`, its errors for bad config files, and
-//! `serve --echo` from a config file answering a WebSocket client.
+//! `serve --echo` from a config file answering a WebSocket client, and the
+//! default application's rooms, events and diagnostic events.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -222,16 +223,11 @@ fn serve_echo_listens_where_the_config_file_says_and_stops_on_sigterm() {
     assert!(log.contains("shutdown complete"), "{log}");
 }
 
-/// `serve` without `--echo` serves rooms to shardcast.v1 clients (two
-/// clients on two shards: join, publish, the member receives the message
-/// with its position; the `echo` event answers) and echoes raw clients.
-#[test]
-fn serve_defaults_to_shardcast_v1_rooms_and_echoes_raw_clients() {
-    use shardcast_proto::envelope::{self, Body, EnvelopeWriter, SUBPROTOCOL, VerifyLimits};
-    use tungstenite::client::IntoClientRequest;
-
+/// A `shardcast serve --shards 2` with the default application, logging
+/// to `log_name` in the test target's temporary directory.
+fn serve_rooms(log_name: &str) -> (SocketAddr, Running) {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-serve-rooms.log");
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(log_name);
     let child = shardcast()
         .args(["serve", "--shards", "2", "--listen"])
         .arg(addr.to_string())
@@ -241,39 +237,58 @@ fn serve_defaults_to_shardcast_v1_rooms_and_echoes_raw_clients() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut server = Running { child, log };
-    let open_v1 = |server: &mut Running| {
-        let stream = connect(addr, server);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
-        let (socket, response) = tungstenite::client(request, stream).unwrap();
-        assert_eq!(
-            response.headers()["Sec-WebSocket-Protocol"],
-            SUBPROTOCOL,
-            "the server speaks shardcast.v1"
-        );
-        socket
-    };
-    let read = |socket: &mut tungstenite::WebSocket<TcpStream>| loop {
+    (addr, Running { child, log })
+}
+
+/// A client of `addr` that offers shardcast.v1, which the server accepts.
+fn open_v1(addr: SocketAddr, server: &mut Running) -> tungstenite::WebSocket<TcpStream> {
+    use shardcast_proto::envelope::SUBPROTOCOL;
+    use tungstenite::client::IntoClientRequest;
+
+    let stream = connect(addr, server);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
+    let (socket, response) = tungstenite::client(request, stream).unwrap();
+    assert_eq!(
+        response.headers()["Sec-WebSocket-Protocol"],
+        SUBPROTOCOL,
+        "the server speaks shardcast.v1"
+    );
+    socket
+}
+
+/// The next binary message `socket` receives.
+fn read_binary(socket: &mut tungstenite::WebSocket<TcpStream>) -> Vec<u8> {
+    loop {
         if let Message::Binary(bytes) = socket.read().unwrap() {
             return bytes.to_vec();
         }
-    };
+    }
+}
+
+/// `serve` without `--echo` serves rooms to shardcast.v1 clients (two
+/// clients on two shards: join, publish, the member receives the message
+/// with its position; the `echo` event answers) and echoes raw clients.
+#[test]
+fn serve_defaults_to_shardcast_v1_rooms_and_echoes_raw_clients() {
+    use shardcast_proto::envelope::{self, Body, EnvelopeWriter, VerifyLimits};
+
+    let (addr, mut server) = serve_rooms("cli-serve-rooms.log");
     let mut writer = EnvelopeWriter::new();
-    let mut member = open_v1(&mut server);
-    let mut publisher = open_v1(&mut server);
+    let mut member = open_v1(addr, &mut server);
+    let mut publisher = open_v1(addr, &mut server);
     for (socket, ack) in [(&mut member, 1), (&mut publisher, 2)] {
         socket
             .send(Message::binary(
                 writer.join("lobby", Some(ack), false).to_vec(),
             ))
             .unwrap();
-        let answer = read(socket);
+        let answer = read_binary(socket);
         let answer = envelope::read(&answer, &VerifyLimits::default()).unwrap();
         let ack_body = answer.body_as_ack().expect("an ack");
         assert_eq!(ack_body.id(), ack);
@@ -284,13 +299,13 @@ fn serve_defaults_to_shardcast_v1_rooms_and_echoes_raw_clients() {
             writer.publish("lobby", b"hi", true, Some(3)).to_vec(),
         ))
         .unwrap();
-    let answer = read(&mut publisher);
+    let answer = read_binary(&mut publisher);
     let answer = envelope::read(&answer, &VerifyLimits::default()).unwrap();
     assert_eq!(
         answer.body_as_ack().unwrap().position().unwrap().offset(),
         1
     );
-    let delivered = read(&mut member);
+    let delivered = read_binary(&mut member);
     let delivered = envelope::read(&delivered, &VerifyLimits::default()).unwrap();
     assert_eq!(delivered.body_type(), Body::Message);
     let message = delivered.body_as_message().unwrap();
@@ -301,7 +316,7 @@ fn serve_defaults_to_shardcast_v1_rooms_and_echoes_raw_clients() {
             writer.event("echo", b"ping", Some(4)).to_vec(),
         ))
         .unwrap();
-    let answer = read(&mut member);
+    let answer = read_binary(&mut member);
     let answer = envelope::read(&answer, &VerifyLimits::default()).unwrap();
     assert_eq!(
         envelope::bytes(answer.body_as_ack().unwrap().payload()),
@@ -315,4 +330,66 @@ fn serve_defaults_to_shardcast_v1_rooms_and_echoes_raw_clients() {
     let (mut raw, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
     raw.send(Message::text("raw")).unwrap();
     assert_eq!(raw.read().unwrap(), Message::text("raw"));
+}
+
+/// The default application's diagnostic events: `shardcast.shard` answers
+/// the connection's shard (connections land on both of two shards), and
+/// `shardcast.owner` the owner shard of the room named by its payload
+/// (FNV-1a of the name modulo the shard count), both in ASCII decimal; a
+/// room name that is not UTF-8 is a bad request.
+#[test]
+fn serve_answers_the_shard_of_a_connection_and_the_owner_of_a_room() {
+    use shardcast_proto::envelope::{self, EnvelopeWriter, ErrorCode, VerifyLimits};
+
+    let (addr, mut server) = serve_rooms("cli-serve-diagnostics.log");
+    let mut writer = EnvelopeWriter::new();
+    let mut ask = |socket: &mut tungstenite::WebSocket<TcpStream>, event: &str, payload: &[u8]| {
+        socket
+            .send(Message::binary(
+                writer.event(event, payload, Some(7)).to_vec(),
+            ))
+            .unwrap();
+        let answer = read_binary(socket);
+        let answer = envelope::read(&answer, &VerifyLimits::default()).unwrap();
+        let ack = answer.body_as_ack().expect("an ack");
+        assert_eq!(ack.id(), 7);
+        match ack.error() {
+            None => Ok(String::from_utf8(envelope::bytes(ack.payload()).to_vec()).unwrap()),
+            Some(code) => Err(code),
+        }
+    };
+    // SO_REUSEPORT spreads connections by their addresses: among 64, both
+    // shards serve some.
+    let mut sockets = Vec::new();
+    let mut shards = Vec::new();
+    while sockets.len() < 64 && !(shards.contains(&0) && shards.contains(&1)) {
+        let mut socket = open_v1(addr, &mut server);
+        let shard: usize = ask(&mut socket, "shardcast.shard", b"")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(shard < 2, "shard {shard} of 2");
+        shards.push(shard);
+        sockets.push(socket);
+    }
+    assert!(shards.contains(&0) && shards.contains(&1), "{shards:?}");
+
+    let fnv1a = |room: &str| {
+        room.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        }) % 2
+    };
+    let socket = &mut sockets[0];
+    let mut owners = Vec::new();
+    for index in 0..8 {
+        let room = format!("room-{index}");
+        let owner = ask(socket, "shardcast.owner", room.as_bytes()).unwrap();
+        assert_eq!(owner, fnv1a(&room).to_string(), "{room}");
+        owners.push(owner);
+    }
+    assert!(owners.iter().any(|owner| owner == "0") && owners.iter().any(|owner| owner == "1"));
+    assert_eq!(
+        ask(socket, "shardcast.owner", &[0xff, 0xfe]),
+        Err(ErrorCode::BadRequest)
+    );
 }

@@ -90,8 +90,10 @@ pub(crate) struct ServeArgs {
     force_epoll: Option<bool>,
     /// Echo every text and binary message back unchanged, for conformance
     /// tests and benchmarks, instead of the default application: rooms for
-    /// clients that speak shardcast.v1 (with an "echo" event), echo for
-    /// raw WebSocket clients.
+    /// clients that speak shardcast.v1 (with an "echo" event, and the
+    /// diagnostic events "shardcast.shard", the connection's shard, and
+    /// "shardcast.owner", the owner shard of the room named by the
+    /// payload), echo for raw WebSocket clients.
     #[arg(long)]
     pub(crate) echo: bool,
     /// Log format: human-readable lines or one JSON object per line

@@ -1,5 +1,13 @@
 //! `shardcast serve`: read the configuration, start the server, and run it
 //! until a signal asks for a graceful shutdown.
+//!
+//! The default application serves `shardcast.v1` rooms with three events:
+//! `echo` answers its payload; `shardcast.shard` answers the index of the
+//! shard serving the connection, and `shardcast.owner` the index of the
+//! shard that owns (sequences) the room named by its payload, both in
+//! ASCII decimal. The last two are diagnostics: they let a client, such as
+//! `shardcast-bench hops`, place its connections and rooms on chosen shards
+//! to measure what crossing shards costs.
 
 use std::env;
 use std::sync::mpsc;
@@ -8,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use shardcast::middleware::RateLimit;
-use shardcast::v1::{Protocol, Router, SUBPROTOCOL};
+use shardcast::v1::{EventError, Protocol, Router, SUBPROTOCOL};
 use shardcast::{Echo, Message, ServerHandle};
 use tracing::info;
 
@@ -71,9 +79,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The default application: `shardcast.v1` rooms (join, leave, publish
 /// with acknowledgements), an `echo` event that answers with its payload,
-/// and echo for clients that speak raw WebSocket.
+/// the diagnostic events `shardcast.shard` and `shardcast.owner` (see the
+/// module's documentation), and echo for clients that speak raw WebSocket.
 fn rooms(rate: Option<RateLimit>) -> Protocol<()> {
-    let router = Router::new().on("echo", |_conn, payload| Ok(payload.to_vec()));
+    let router = Router::new()
+        .on("echo", |_conn, payload| Ok(payload.to_vec()))
+        .on(SHARD_EVENT, |conn, _payload| {
+            Ok(conn.id().shard().index().to_string().into_bytes())
+        })
+        .on(OWNER_EVENT, |conn, payload| {
+            let room = std::str::from_utf8(payload)
+                .map_err(|_| EventError::bad_request("shardcast.owner takes a UTF-8 room name"))?;
+            Ok(conn.hub().owner_of(room).index().to_string().into_bytes())
+        });
     let protocol = Protocol::new(router).raw(|conn, message| {
         // A failed send has already closed the connection with the reason.
         let _ = match message {
@@ -86,6 +104,13 @@ fn rooms(rate: Option<RateLimit>) -> Protocol<()> {
         None => protocol,
     }
 }
+
+/// The event that answers the index of the shard serving the connection.
+const SHARD_EVENT: &str = "shardcast.shard";
+
+/// The event that answers the index of the shard owning the room named by
+/// its payload.
+const OWNER_EVENT: &str = "shardcast.owner";
 
 /// The settings as a config file, under a comment naming the layers that
 /// produced them.
