@@ -230,24 +230,21 @@ impl<S: Default + 'static> Protocol<S> {
 
     /// Acts on one envelope (or one item of a batch).
     fn handle(&mut self, conn: &mut Conn<Session<S>>, item: Envelope<'_>) {
-        let (mut request, ack) = match item.body_type() {
+        // Each request, its ack id, and its flag: a join's presence, a
+        // publish's exclude_self.
+        let (mut request, ack, flag) = match item.body_type() {
             Body::Join => {
                 let Some(join) = item.body_as_join() else {
                     return;
                 };
                 let request = Request::Join { room: join.room() };
-                let presence = join.presence();
-                let ack = join.ack();
-                if let Some(Request::Join { room }) = self.admit(conn, request, ack) {
-                    self.join(conn, room, presence, ack);
-                }
-                return;
+                (request, join.ack(), join.presence())
             }
             Body::Leave => {
                 let Some(leave) = item.body_as_leave() else {
                     return;
                 };
-                (Request::Leave { room: leave.room() }, leave.ack())
+                (Request::Leave { room: leave.room() }, leave.ack(), false)
             }
             Body::Publish => {
                 let Some(publish) = item.body_as_publish() else {
@@ -257,12 +254,7 @@ impl<S: Default + 'static> Protocol<S> {
                     room: publish.room(),
                     payload: Cow::Borrowed(envelope::bytes(publish.payload())),
                 };
-                let except_self = publish.exclude_self();
-                let ack = publish.ack();
-                if let Some(request) = self.admit(conn, request, ack) {
-                    self.publish(conn, request, except_self, ack);
-                }
-                return;
+                (request, publish.ack(), publish.exclude_self())
             }
             Body::Event => {
                 let Some(event) = item.body_as_event() else {
@@ -272,7 +264,7 @@ impl<S: Default + 'static> Protocol<S> {
                     name: event.name(),
                     payload: Cow::Borrowed(envelope::bytes(event.payload())),
                 };
-                (request, event.ack())
+                (request, event.ack(), false)
             }
             Body::Ack => {
                 // The server asks clients nothing yet: an answer is late
@@ -280,26 +272,18 @@ impl<S: Default + 'static> Protocol<S> {
                 return;
             }
             Body::Resume => {
-                self.answer(
-                    conn,
-                    None,
-                    None,
-                    Err(EventError::new(
-                        ErrorCode::RecoveryFailed,
-                        "this server does not resume sessions yet: start a new one",
-                    )),
+                let error = EventError::new(
+                    ErrorCode::RecoveryFailed,
+                    "this server does not resume sessions yet: start a new one",
                 );
+                self.answer(conn, None, None, Err(error));
                 return;
             }
             _ => {
-                self.answer(
-                    conn,
-                    None,
-                    None,
-                    Err(EventError::bad_request(
-                        "the server does not accept this envelope from clients",
-                    )),
+                let error = EventError::bad_request(
+                    "the server does not accept this envelope from clients",
                 );
+                self.answer(conn, None, None, Err(error));
                 return;
             }
         };
@@ -307,11 +291,12 @@ impl<S: Default + 'static> Protocol<S> {
             return;
         }
         match request {
+            Request::Join { room } => self.join(conn, room, flag, ack),
+            Request::Publish { room, payload } => self.publish(conn, room, &payload, flag, ack),
             Request::Leave { room } => {
                 // A join undone before it took effect is answered now,
                 // without a position: it will hear no `on_joined`.
-                let undone: Vec<u64> = take_joins(conn.state_mut(), room);
-                for id in undone {
+                for id in take_joins(conn.state_mut(), room) {
                     self.answer(conn, Some(id), Some(room), Ok(Vec::new()));
                 }
                 let outcome = if conn.leave(room) {
@@ -337,9 +322,6 @@ impl<S: Default + 'static> Protocol<S> {
                 if ack.is_some() || reply.is_err() {
                     self.answer(conn, ack, None, reply);
                 }
-            }
-            Request::Join { .. } | Request::Publish { .. } => {
-                unreachable!("joins and publishes are handled above")
             }
         }
     }
@@ -390,16 +372,6 @@ impl<S: Default + 'static> Protocol<S> {
         true
     }
 
-    /// [`Protocol::check`] for a request that is acted on by value.
-    fn admit<'a>(
-        &mut self,
-        conn: &mut Conn<Session<S>>,
-        mut request: Request<'a>,
-        ack: Option<u64>,
-    ) -> Option<Request<'a>> {
-        self.check(conn, &mut request, ack).then_some(request)
-    }
-
     fn join(&mut self, conn: &mut Conn<Session<S>>, room: &str, presence: bool, ack: Option<u64>) {
         let mut options = JoinOptions::default().presence(presence);
         options.member = conn.state().identity().user_id().cloned();
@@ -422,13 +394,11 @@ impl<S: Default + 'static> Protocol<S> {
     fn publish(
         &mut self,
         conn: &mut Conn<Session<S>>,
-        request: Request<'_>,
+        room: &str,
+        payload: &[u8],
         except_self: bool,
         ack: Option<u64>,
     ) {
-        let Request::Publish { room, payload } = request else {
-            return;
-        };
         if !conn.is_member(room) {
             let error = EventError::new(
                 ErrorCode::NotJoined,
@@ -445,7 +415,7 @@ impl<S: Default + 'static> Protocol<S> {
                 .then(|| conn.state().identity().user_id().cloned())
                 .flatten(),
         };
-        if let Err(error) = conn.publish_with(room, &PreparedMessage::binary(&payload), &options) {
+        if let Err(error) = conn.publish_with(room, &PreparedMessage::binary(payload), &options) {
             let error = EventError::bad_request(error.to_string());
             self.answer(conn, ack, Some(room), Err(error));
         }
