@@ -1,15 +1,17 @@
 //! `shardcast-bench fanout`, and `echo --protocol socket.io`, end to end
-//! against the real Node peers (`bench/peers/uwebsockets-js/fanout.js`,
-//! `bench/peers/socket.io/server.js`), against a small lossy uws-topics
-//! server this test starts, which the run must catch, and against a small
-//! scripted shardcast.v1 room server (the protocol as
-//! `proto/schema/shardcast.fbs` describes it, deliveries batched), which
-//! stands in for `shardcast serve` until the engine serves rooms.
+//! against the real servers: the Node peers
+//! (`bench/peers/uwebsockets-js/fanout.js`, `bench/peers/socket.io/server.js`)
+//! and the workspace's `shardcast serve` (shardcast.v1 rooms, two shards);
+//! and against small lossy servers this test starts, a uws-topics one and
+//! a scripted shardcast.v1 one (deliveries batched), which the run must
+//! catch.
 //!
 //! The Node peers need `node` and their `node_modules`: run
 //! `bench/peers/install` once (CI does, in `ci/run`). Without them these
 //! tests fail and say so: a benchmark whose peers are missing is not a
 //! passing one.
+
+mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind};
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use common::shardcast_binary;
 use serde_json::Value;
 use shardcast_proto::envelope::{self, Body, EnvelopeWriter, ErrorCode, VerifyLimits};
 use tungstenite::Message;
@@ -71,6 +74,33 @@ fn start_peer(package: &str, script: &str) -> Peer {
         "{package}/{script}: {line:?}"
     );
     Peer { child, port }
+}
+
+/// Starts the workspace's `shardcast serve` (shardcast.v1 rooms) with two
+/// unpinned shards on a free port, and waits until it accepts connections.
+fn start_shardcast() -> Peer {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(shardcast_binary())
+        .args(["serve", "--shards", "2", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("SHARDCAST_SERVER_PIN_CORES", "false")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Peer { child, port };
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("shardcast serve exited with {status}");
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    panic!("shardcast serve did not listen on {port} within 5 s");
 }
 
 /// Runs the generator for about a second with `args` and returns its exit
@@ -331,14 +361,14 @@ type V1Rooms = Arc<Mutex<HashMap<String, V1Room>>>;
 /// The epoch of every room of the scripted server.
 const EPOCH: u64 = 7;
 
-/// Starts a scripted shardcast.v1 room server: it upgrades only clients
-/// that offer the subprotocol, sends a `Welcome` first, acknowledges joins
-/// with the room's position, refuses publishes to rooms not joined
-/// (`NotJoined`), honours `exclude_self`, and writes whatever is queued
-/// for a connection as one `Batch` when there is more than one message.
-/// With `skip_offset_every`, every so many messages of a room skip an
-/// offset (a message the server lost); returns its port.
-fn start_v1_server(skip_offset_every: Option<u64>) -> u16 {
+/// Starts a lossy scripted shardcast.v1 room server, which the run must
+/// catch: it upgrades only clients that offer the subprotocol, sends a
+/// `Welcome` first, acknowledges joins with the room's position, refuses
+/// publishes to rooms not joined (`NotJoined`), honours `exclude_self`,
+/// and writes whatever is queued for a connection as one `Batch` when
+/// there is more than one message; but every `skip_offset_every` messages
+/// of a room skip an offset (a message the server lost). Returns its port.
+fn start_lossy_v1_server(skip_offset_every: u64) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let rooms = V1Rooms::default();
@@ -375,7 +405,7 @@ fn offers_v1(request: &Request, mut response: Response) -> Result<Response, Erro
 }
 
 /// One connection of the scripted shardcast.v1 server, number `id`.
-fn v1_connection(id: usize, stream: TcpStream, rooms: &V1Rooms, skip_offset_every: Option<u64>) {
+fn v1_connection(id: usize, stream: TcpStream, rooms: &V1Rooms, skip_offset_every: u64) {
     stream.set_nodelay(true).unwrap();
     let Ok(mut socket) = tungstenite::accept_hdr(stream, offers_v1) else {
         return;
@@ -441,7 +471,7 @@ fn v1_connection(id: usize, stream: TcpStream, rooms: &V1Rooms, skip_offset_ever
                     let mut rooms = rooms.lock().unwrap();
                     let room = rooms.get_mut(publish.room()).unwrap();
                     room.offset += 1;
-                    if skip_offset_every.is_some_and(|every| room.offset % every == 0) {
+                    if room.offset % skip_offset_every == 0 {
                         room.offset += 1;
                     }
                     let payload = envelope::bytes(publish.payload());
@@ -474,11 +504,10 @@ fn v1_connection(id: usize, stream: TcpStream, rooms: &V1Rooms, skip_offset_ever
 
 #[test]
 fn shardcast_v1_rooms_closed_loop() {
-    let port = start_v1_server(None);
-    let pid = std::process::id();
+    let server = start_shardcast();
     let result = fanout_is_clean(
-        port,
-        pid,
+        server.port,
+        server.child.id(),
         "shardcast-v1",
         &["--subscribers", "20", "--rooms", "4", "--publishers", "2"],
     );
@@ -494,10 +523,10 @@ fn shardcast_v1_rooms_closed_loop() {
 fn shardcast_v1_more_publishers_than_rooms_open_loop() {
     // Each publisher joins its one room and receives the other publishers'
     // messages there, which must not count as deliveries.
-    let port = start_v1_server(None);
+    let server = start_shardcast();
     let result = fanout_is_clean(
-        port,
-        std::process::id(),
+        server.port,
+        server.child.id(),
         "shardcast-v1",
         &[
             "--subscribers",
@@ -518,7 +547,7 @@ fn shardcast_v1_more_publishers_than_rooms_open_loop() {
 
 #[test]
 fn shardcast_v1_offset_gaps_fail_the_run() {
-    let port = start_v1_server(Some(50));
+    let port = start_lossy_v1_server(50);
     let url = format!("ws://127.0.0.1:{port}");
     let (success, result) = run_bench(&[
         "fanout",

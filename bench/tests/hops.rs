@@ -8,27 +8,14 @@
 //! `cargo test --workspace` build it; with `-p shardcast-bench` alone, run
 //! `cargo build -p shardcast` first. Without it the test fails and says so.
 
+mod common;
+
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::{metric, shardcast_binary};
 use serde_json::Value;
-
-/// `target/PROFILE/shardcast`, next to the folder of this test's binary.
-fn shardcast_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary is in target/PROFILE/deps");
-    let binary = profile.join("shardcast");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p shardcast` (cargo test --workspace does)",
-        binary.display()
-    );
-    binary
-}
 
 /// Runs `shardcast-bench hops` with `args`, the servers it starts not
 /// pinning their shards (a test machine may lack the cores), and returns
@@ -48,13 +35,6 @@ fn run_hops(args: &[&str]) -> (bool, Value) {
         )
     });
     (output.status.success(), result)
-}
-
-/// Metric `name` of a result, which must be there and be a number.
-fn metric(result: &Value, name: &str) -> f64 {
-    result["metrics"][name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no metric {name}: {result}"))
 }
 
 #[test]

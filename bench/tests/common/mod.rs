@@ -1,6 +1,12 @@
 //! What the bench's end-to-end tests share: a small thread-per-connection
 //! tungstenite echo server on a loopback port, with the faults a broken
-//! server would have, and a run of the bench binary read back as JSON.
+//! server would have, a run of the bench binary read back as JSON, and the
+//! workspace's `shardcast` binary.
+//!
+//! Every test binary compiles its own copy of this module and uses only
+//! part of it, so what one binary leaves unused is not dead code: another
+//! binary uses it.
+#![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
@@ -66,6 +72,25 @@ fn echo_connection(stream: TcpStream, faults: Faults) {
             return;
         }
     }
+}
+
+/// `target/PROFILE/shardcast`, next to the folder of the running test's
+/// binary: `cargo nextest run --workspace` and `cargo test --workspace`
+/// build it; with `-p shardcast-bench` alone, run `cargo build -p
+/// shardcast` first. Without it the test fails and says so.
+pub(crate) fn shardcast_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary is in target/PROFILE/deps");
+    let binary = profile.join("shardcast");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p shardcast` (cargo test --workspace does)",
+        binary.display()
+    );
+    binary
 }
 
 /// Metric `name` of a result, which must be there and be a number.
