@@ -53,10 +53,14 @@
 //! cross shards through one lock-free inbox each, woken once per batch.
 //! [`Hub::broadcast`] reaches every connection.
 //!
-//! What it does not do yet: the `shardcast.v1` envelope protocol's
-//! server side, rate limits, TLS, and the HTTP side (metrics, admin,
-//! long-polling). The library sets no global allocator and no logger;
-//! the `shardcast` binary does both.
+//! [`v1::Protocol`] serves the `shardcast.v1` envelope protocol on top:
+//! rooms, routed events with acknowledgements, presence, with
+//! [`middleware`] (origin, API keys, connection and request rates) and
+//! plugins.
+//!
+//! What it does not do yet: sessions and resume, TLS, and the HTTP side
+//! (metrics, admin, long-polling). The library sets no global allocator
+//! and no logger; the `shardcast` binary does both.
 #![deny(unsafe_code)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
