@@ -513,7 +513,7 @@ mod tests {
             read_all(&mut reader, Message::Binary(&welcome), &mut out).unwrap(),
             []
         );
-        let ack = writer.ack_joined(0, 41, 7).to_vec();
+        let ack = writer.ack_position(0, 41, 7).to_vec();
         assert_eq!(
             read_all(&mut reader, Message::Binary(&ack), &mut out).unwrap(),
             [Inbound::Joined]
@@ -547,7 +547,7 @@ mod tests {
         let fails = |bytes: &[u8], joined_at: Option<u64>| -> String {
             let mut reader = Reader::subscriber(RoomProtocol::ShardcastV1, "r1");
             if let Some(offset) = joined_at {
-                let ack = EnvelopeWriter::new().ack_joined(0, offset, 7).to_vec();
+                let ack = EnvelopeWriter::new().ack_position(0, offset, 7).to_vec();
                 read_all(&mut reader, Message::Binary(&ack), &mut Vec::new()).unwrap();
             }
             format!(

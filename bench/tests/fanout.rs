@@ -106,15 +106,28 @@ fn start_shardcast() -> Peer {
 /// Runs the generator for about a second with `args` and returns its exit
 /// success and JSON result.
 fn run_bench(args: &[&str]) -> (bool, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
-        .args(args)
-        .args(["--warmup", "0.3", "--duration", "0.7", "--json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let result = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|error| panic!("{error}: {stdout:?}, {:?}", output.stderr));
-    (output.status.success(), result)
+    let mut args = args.to_vec();
+    args.extend(["--warmup", "0.3", "--duration", "0.7", "--json"]);
+    common::run_bench(&args)
+}
+
+/// The next binary message of a scripted server's client: `Ok(None)` when
+/// none came within the read timeout (or another kind came), `Err` once
+/// the client is gone (the generator drops its connections at the end of
+/// the run).
+fn next_binary(
+    socket: &mut tungstenite::WebSocket<TcpStream>,
+) -> Result<Option<tungstenite::Bytes>, ()> {
+    match socket.read() {
+        Ok(Message::Binary(bytes)) => Ok(Some(bytes)),
+        Ok(_) => Ok(None),
+        Err(tungstenite::Error::Io(error))
+            if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+        {
+            Ok(None)
+        }
+        Err(_) => Err(()),
+    }
 }
 
 /// Runs `fanout` against the server on `port` and checks the outcome is
@@ -264,16 +277,10 @@ fn topics_connection(
                 }
             }
         }
-        let message = match socket.read() {
-            Ok(Message::Binary(bytes)) => bytes,
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(error))
-                if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
-                continue;
-            }
-            // The generator drops its connections at the end of the run.
-            Err(_) => return,
+        let message = match next_binary(&mut socket) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(()) => return,
         };
         match message.first() {
             Some(b'J') => {
@@ -443,16 +450,10 @@ fn v1_connection(id: usize, stream: TcpStream, rooms: &V1Rooms, skip_offset_ever
                 return;
             }
         }
-        let bytes = match socket.read() {
-            Ok(Message::Binary(bytes)) => bytes,
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(error))
-                if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
-                continue;
-            }
-            // The generator drops its connections at the end of the run.
-            Err(_) => return,
+        let bytes = match next_binary(&mut socket) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(()) => return,
         };
         let envelope = envelope::read(&bytes, &VerifyLimits::DEFAULT).unwrap();
         let answer = match envelope.body_type() {
@@ -463,7 +464,7 @@ fn v1_connection(id: usize, stream: TcpStream, rooms: &V1Rooms, skip_offset_ever
                 room.members.push((id, sender.clone()));
                 joined.push(join.room().to_owned());
                 join.ack()
-                    .map(|ack| writer.ack_joined(ack, room.offset, EPOCH).to_vec())
+                    .map(|ack| writer.ack_position(ack, room.offset, EPOCH).to_vec())
             }
             Body::Publish => {
                 let publish = envelope.body_as_publish().unwrap();

@@ -229,7 +229,7 @@ fn python_reads_what_shardcast_proto_writes() {
     let mut batch = writer.batch();
     batch
         .message("lobby", 2, 7, b"", None)
-        .ack_joined(3, 2, 7)
+        .ack_position(3, 2, 7)
         .ack_ok(4, b"pong")
         .ack_error(5, ErrorCode::NotJoined, "join first")
         .error(ErrorCode::SlowConsumer, "dropped", None, Some("lobby"))

@@ -115,9 +115,9 @@ fn ack_ok_round_trips() {
 }
 
 #[test]
-fn ack_joined_carries_the_room_position() {
+fn ack_position_carries_the_room_position() {
     let mut writer = EnvelopeWriter::new();
-    let bytes = writer.ack_joined(8, 120, 77).to_vec();
+    let bytes = writer.ack_position(8, 120, 77).to_vec();
     let ack = read(&bytes).body_as_ack().expect("ack");
     assert_eq!(ack.id(), 8);
     assert_eq!(ack.error(), None);
@@ -294,7 +294,7 @@ fn a_batch_of_every_kind_iterates_in_order() {
         .message("a", 3, 4, b"m", Some("me"))
         .event("e", b"x", None)
         .ack_ok(1, b"ok")
-        .ack_joined(1, 5, 6)
+        .ack_position(1, 5, 6)
         .ack_error(2, ErrorCode::RateLimited, "slow down")
         .welcome(
             "s",

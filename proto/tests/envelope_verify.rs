@@ -33,7 +33,7 @@ fn samples() -> Vec<Vec<u8>> {
         w.message("room", 1, 2, b"payload", Some("member")).to_vec(),
         w.event("name", b"payload", Some(4)).to_vec(),
         w.ack_ok(5, b"payload").to_vec(),
-        w.ack_joined(5, 6, 7).to_vec(),
+        w.ack_position(5, 6, 7).to_vec(),
         w.ack_error(5, ErrorCode::Forbidden, "no").to_vec(),
         w.welcome("session", b"token", 1000, true, &[report, report])
             .to_vec(),

@@ -500,7 +500,9 @@ impl<S: Default + 'static> Handler for Protocol<S> {
 
     fn on_joined(&mut self, conn: &mut Conn<Session<S>>, room: &str, position: Position) {
         for ack in take_joins(conn.state_mut(), room) {
-            let bytes = self.writer.ack_joined(ack, position.offset, position.epoch);
+            let bytes = self
+                .writer
+                .ack_position(ack, position.offset, position.epoch);
             let _ = conn.send_binary(bytes);
         }
     }
@@ -512,7 +514,9 @@ impl<S: Default + 'static> Handler for Protocol<S> {
         tag: u64,
         position: Position,
     ) {
-        let bytes = self.writer.ack_joined(tag, position.offset, position.epoch);
+        let bytes = self
+            .writer
+            .ack_position(tag, position.offset, position.epoch);
         let _ = conn.send_binary(bytes);
     }
 

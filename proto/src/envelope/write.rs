@@ -149,9 +149,10 @@ impl EnvelopeWriter {
         self.finish(body)
     }
 
-    /// Server to client: the `Join` with ack id `id` succeeded, and the
-    /// room is now at `offset` in `epoch`.
-    pub fn ack_joined(&mut self, id: u64, offset: u64, epoch: u64) -> &[u8] {
+    /// Server to client: the request with ack id `id` succeeded at a
+    /// place in a room's stream: a `Join` (the room is now at `offset` in
+    /// `epoch`) or a `Publish` (the message got that position).
+    pub fn ack_position(&mut self, id: u64, offset: u64, epoch: u64) -> &[u8] {
         self.fbb.reset();
         let position = Position::new(offset, epoch);
         let body = ack(&mut self.fbb, id, &[], None, "", Some(&position));
@@ -315,8 +316,9 @@ impl<'w> BatchWriter<'w> {
         self.push(body)
     }
 
-    /// Appends the `Ack` of a `Join`; see [`EnvelopeWriter::ack_joined`].
-    pub fn ack_joined(&mut self, id: u64, offset: u64, epoch: u64) -> &mut Self {
+    /// Appends the `Ack` of a `Join` or `Publish`; see
+    /// [`EnvelopeWriter::ack_position`].
+    pub fn ack_position(&mut self, id: u64, offset: u64, epoch: u64) -> &mut Self {
         let position = Position::new(offset, epoch);
         let body = ack(&mut self.writer.fbb, id, &[], None, "", Some(&position));
         self.push(body)
