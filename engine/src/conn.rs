@@ -16,7 +16,7 @@ use crate::config::Backpressure;
 use crate::handler::ShardId;
 use crate::hub::Hub;
 use crate::prepared::PreparedMessage;
-use crate::rooms::{Member, Receipt, RoomError};
+use crate::rooms::{Member, Position, Receipt, RoomError};
 use crate::send_queue::{SendPools, SendQueue};
 use crate::stats::ShardCounters;
 
@@ -46,6 +46,29 @@ impl ConnId {
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.0 >> 48, self.0 & ((1 << 48) - 1))
+    }
+}
+
+/// Where a connection is on its shard: its slot and its id, to reach it
+/// from work that arrives later ([`Handler::on_notice`](crate::Handler::on_notice)),
+/// on its shard or from another. Plain data: it may cross shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnAddress {
+    pub(crate) key: u32,
+    pub(crate) id: ConnId,
+}
+
+impl ConnAddress {
+    /// The connection's id.
+    #[must_use]
+    pub fn id(self) -> ConnId {
+        self.id
+    }
+
+    /// The shard the connection lives on.
+    #[must_use]
+    pub fn shard(self) -> ShardId {
+        self.id.shard()
     }
 }
 
@@ -167,6 +190,8 @@ pub(crate) struct SendContext {
     pub(crate) send_limit: usize,
     pub(crate) drain_threshold: usize,
     pub(crate) backpressure: Backpressure,
+    /// How often the shard pings each connection, if it does.
+    pub(crate) heartbeat_interval: Option<std::time::Duration>,
 }
 
 /// A compression limit that limits nothing: the client allowed the full
@@ -285,6 +310,24 @@ impl<S> Conn<S> {
     #[must_use]
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// Where the connection is, to reach it later from a
+    /// [notice](crate::Handler::on_notice).
+    #[must_use]
+    pub fn address(&self) -> ConnAddress {
+        ConnAddress {
+            key: self.key,
+            id: self.id,
+        }
+    }
+
+    /// How often the server pings the connection
+    /// ([`ServerBuilder::heartbeat`](crate::ServerBuilder::heartbeat)),
+    /// if it does.
+    #[must_use]
+    pub fn heartbeat_interval(&self) -> Option<std::time::Duration> {
+        self.ctx.heartbeat_interval
     }
 
     /// The peer's address.
@@ -440,6 +483,39 @@ impl<S> Conn<S> {
     /// # Errors
     /// As for [`Conn::join`].
     pub fn join_with(&mut self, room: &str, options: &JoinOptions) -> Result<bool, RoomError> {
+        self.join_member(room, options, None)
+    }
+
+    /// Rejoins `room` after a reconnection, from `after`, the last
+    /// position the client saw in it: the messages it missed are replayed
+    /// from the room's history, before the live ones, with no gap and no
+    /// duplicate at the seam.
+    ///
+    /// Until then the connection is a *held* member: the room's messages
+    /// are kept for it. Once the missed messages are in (or known lost:
+    /// the history no longer reaches back, or the room's stream started
+    /// over), the handler hears
+    /// [`Handler::on_recovered`](crate::Handler::on_recovered) rather than
+    /// `on_joined`, and [`Conn::release_recovered`] sends everything kept
+    /// and makes the membership live. `Ok(false)`: already a member.
+    ///
+    /// # Errors
+    /// As for [`Conn::join`].
+    pub fn rejoin(
+        &mut self,
+        room: &str,
+        options: &JoinOptions,
+        after: Position,
+    ) -> Result<bool, RoomError> {
+        self.join_member(room, options, Some(after))
+    }
+
+    fn join_member(
+        &mut self,
+        room: &str,
+        options: &JoinOptions,
+        after: Option<Position>,
+    ) -> Result<bool, RoomError> {
         if self.close_sent.is_some() {
             return Err(RoomError::Closing);
         }
@@ -448,10 +524,32 @@ impl<S> Conn<S> {
                 key: self.key,
                 id: self.id,
                 presence: options.presence,
+                held: after.is_some(),
             },
             room,
             options.member.clone(),
+            after.unwrap_or_default(),
         )
+    }
+
+    /// Sends what was kept for the connection's recovered rejoins
+    /// ([`Conn::rejoin`]): each room's replayed messages, then the live
+    /// ones that arrived meanwhile, in order; from here on they are sent
+    /// as they come. Rejoins still waiting for their missed messages stay
+    /// held.
+    pub fn release_recovered(&mut self) {
+        let messages = self.ctx.hub.release(self.key);
+        for message in &messages {
+            let frame = if self.speaks_v1() {
+                message.envelope()
+            } else {
+                &message.message
+            };
+            if self.send_prepared(frame).is_err() {
+                // The send closed the connection, with the reason.
+                return;
+            }
+        }
     }
 
     /// Leaves `room`: nothing of it is queued to the connection after
@@ -470,6 +568,19 @@ impl<S> Conn<S> {
     #[must_use]
     pub fn rooms(&self) -> Vec<Arc<str>> {
         self.ctx.hub.rooms_of(self.key)
+    }
+
+    /// The rooms the connection is a member of, each with the options to
+    /// join it again as it was joined (presence notifications; the member
+    /// id is the application's to set again).
+    #[must_use]
+    pub fn memberships(&self) -> Vec<(Arc<str>, JoinOptions)> {
+        self.ctx
+            .hub
+            .memberships_of(self.key)
+            .into_iter()
+            .map(|(room, presence)| (room, JoinOptions::default().presence(presence)))
+            .collect()
     }
 
     /// Publishes `message` to every member of `room`, this connection

@@ -554,6 +554,15 @@ pub(crate) fn panicked<S>(conn: &mut Conn<S>, callback: &str) {
     conn.close_with(CloseCode::INTERNAL_ERROR, "internal error");
 }
 
+/// Puts `connection` (at `key`) on the shard's list to flush at the end of
+/// the turn, once.
+pub(crate) fn mark_dirty<S>(dirty: &mut Vec<usize>, key: usize, connection: &mut Connection<S>) {
+    if !connection.flags.has(Flags::DIRTY) {
+        connection.flags.set(Flags::DIRTY, true);
+        dirty.push(key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

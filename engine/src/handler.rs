@@ -9,7 +9,8 @@ use shardcast_proto::CloseCode;
 use shardcast_proto::handshake::UpgradeRequest;
 
 use crate::conn::Conn;
-use crate::rooms::Position;
+use crate::notice::{Notice, ShardConns};
+use crate::rooms::{Position, Recovery};
 
 /// The index of a shard, 0 to the shard count - 1: which thread a handler
 /// or a connection lives on.
@@ -153,6 +154,23 @@ pub trait Handler: 'static {
     /// undone (by a leave or a close) before it took effect.
     fn on_joined(&mut self, conn: &mut Conn<Self::State>, room: &str, position: Position) {
         let _ = (conn, room, position);
+    }
+
+    /// A [`Conn::rejoin`] took effect and what the connection missed in
+    /// `room` is known: `recovery` says how many messages were replayed,
+    /// or why they could not be. The messages are kept until
+    /// [`Conn::release_recovered`]; this default releases them at once.
+    /// Called instead of [`Handler::on_joined`] for a rejoin.
+    fn on_recovered(&mut self, conn: &mut Conn<Self::State>, room: &str, recovery: Recovery) {
+        let _ = (room, recovery);
+        conn.release_recovered();
+    }
+
+    /// A [`Notice`] sent to this shard with [`Hub::notify`](crate::Hub::notify)
+    /// arrived; `conns` reaches the shard's open connections. The default
+    /// drops it.
+    fn on_notice(&mut self, conns: &mut ShardConns<'_, Self::State>, notice: Notice) {
+        let _ = (conns, notice);
     }
 
     /// A message published with a receipt

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use crate::conn::ConnId;
 use crate::handler::ShardId;
+use crate::notice::Notice;
 use crate::prepared::PreparedMessage;
 use crate::rooms::{
-    LocalRooms, Member, OwnedRooms, Publication, Receipt, RoomError, RoomsConfig, owner_of,
+    LocalRooms, Member, OwnedRooms, Position, Publication, Receipt, RoomError, RoomsConfig,
+    Sequenced, owner_of,
 };
 
 /// A shard's handle on rooms and broadcast, reached from any connection
@@ -46,6 +48,7 @@ pub(crate) struct HubState {
 pub(crate) enum Pending {
     Publish(Publication),
     Broadcast(PreparedMessage),
+    Notice(ShardId, Notice),
 }
 
 impl Hub {
@@ -67,6 +70,12 @@ impl Hub {
     #[must_use]
     pub fn shard(&self) -> ShardId {
         self.shard
+    }
+
+    /// How many shards the server runs.
+    #[must_use]
+    pub fn shards(&self) -> usize {
+        self.shards
     }
 
     /// The shard that owns (sequences) `room`.
@@ -170,13 +179,36 @@ impl Hub {
         member: Member,
         room: &str,
         name: Option<Arc<str>>,
+        after: Position,
     ) -> Result<bool, RoomError> {
         let owned_here = owner_of(room, self.shards) == self.shard;
         let mut state = self.state.borrow_mut();
         let HubState { local, owned, .. } = &mut *state;
-        local.join(member, room, name, &self.config, |name| {
+        local.join(member, room, name, &self.config, after, |name| {
             owned_here.then(|| owned.position(name))
         })
+    }
+
+    /// Makes the recovered held memberships of the connection at `key`
+    /// live; the messages kept for them, in order.
+    pub(crate) fn release(&self, key: u32) -> Vec<Arc<Sequenced>> {
+        self.state.borrow_mut().local.release(key)
+    }
+
+    /// The rooms the connection at `key` is in, with its presence flag.
+    pub(crate) fn memberships_of(&self, key: u32) -> Vec<(Arc<str>, bool)> {
+        self.state.borrow().local.memberships_of(key)
+    }
+
+    /// Sends `notice` to the handler of `shard` (this one included): it
+    /// arrives in [`Handler::on_notice`](crate::Handler::on_notice), after
+    /// the current callback returns, in the order notices were sent from
+    /// this shard.
+    pub fn notify(&self, shard: ShardId, notice: Notice) {
+        self.state
+            .borrow_mut()
+            .pending
+            .push(Pending::Notice(shard, notice));
     }
 
     /// Removes the connection at `key` from `room`.

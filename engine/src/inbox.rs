@@ -15,10 +15,11 @@ use std::sync::{Arc, mpsc};
 
 use crossbeam_queue::SegQueue;
 
-use crate::conn::ConnId;
+use crate::conn::{ConnAddress, ConnId};
 use crate::handler::ShardId;
+use crate::notice::Notice;
 use crate::prepared::PreparedMessage;
-use crate::rooms::{Position, PresenceChange, Publication, Sequenced};
+use crate::rooms::{Loss, Position, PresenceChange, Publication, Sequenced};
 
 /// What one shard (or a [`ServerHandle`](crate::ServerHandle)) tells
 /// another.
@@ -62,6 +63,25 @@ pub(crate) enum ShardMessage {
         room: Arc<str>,
         position: Position,
     },
+    /// To a room's owner: the messages of `room` after `after` up to
+    /// `upto`, for the rejoined member at `to`.
+    History {
+        room: Arc<str>,
+        after: Position,
+        upto: Position,
+        to: ConnAddress,
+    },
+    /// From a room's owner to a rejoined member's shard: what the member
+    /// missed before its rejoin took effect at `joined`, or why it cannot
+    /// be replayed.
+    Replay {
+        room: Arc<str>,
+        joined: Position,
+        history: Result<Vec<Arc<Sequenced>>, Loss>,
+        to: ConnAddress,
+    },
+    /// A handler's notice for this shard's handler.
+    Notice(Notice),
     /// To every shard: send this to every open connection.
     Broadcast(PreparedMessage),
     /// To a room's owner: answer with the room's size over every shard.

@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 use crate::buffer_pool::BufferPool;
 use crate::config::ServerConfig;
 use crate::conn::{ConnId, SendContext};
-use crate::connection::{Connection, Flags, Next, ShardContext};
+use crate::connection::{self, Connection, Flags, Next, ShardContext};
 use crate::deadlines::Deadlines;
 use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
 use crate::error::Error;
@@ -238,6 +238,7 @@ where
                 send_limit: config.max_send_buffer,
                 drain_threshold: config.drain_threshold,
                 backpressure: config.backpressure,
+                heartbeat_interval: config.heartbeat.map(|heartbeat| heartbeat.interval),
             }),
             config,
             shared,
@@ -358,10 +359,7 @@ impl<H: Handler> Shard<H> {
 
     /// Puts a connection on the list to flush at the end of the turn.
     fn mark_dirty(dirty: &mut Vec<usize>, key: usize, connection: &mut Connection<H::State>) {
-        if !connection.flags.has(Flags::DIRTY) {
-            connection.flags.set(Flags::DIRTY, true);
-            dirty.push(key);
-        }
+        connection::mark_dirty(dirty, key, connection);
     }
 
     /// Tells the handler an open connection is over, stops the driver's

@@ -242,7 +242,7 @@ fn serve_rooms(log_name: &str) -> (SocketAddr, Running) {
 
 /// A client of `addr` that offers shardcast.v1, which the server accepts.
 fn open_v1(addr: SocketAddr, server: &mut Running) -> tungstenite::WebSocket<TcpStream> {
-    use shardcast_proto::envelope::SUBPROTOCOL;
+    use shardcast_proto::envelope::{self, SUBPROTOCOL, VerifyLimits};
     use tungstenite::client::IntoClientRequest;
 
     let stream = connect(addr, server);
@@ -253,12 +253,18 @@ fn open_v1(addr: SocketAddr, server: &mut Running) -> tungstenite::WebSocket<Tcp
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
-    let (socket, response) = tungstenite::client(request, stream).unwrap();
+    let (mut socket, response) = tungstenite::client(request, stream).unwrap();
     assert_eq!(
         response.headers()["Sec-WebSocket-Protocol"],
         SUBPROTOCOL,
         "the server speaks shardcast.v1"
     );
+    let welcome = read_binary(&mut socket);
+    let welcome = envelope::read(&welcome, &VerifyLimits::default()).unwrap();
+    let welcome = welcome.body_as_welcome().expect("a Welcome first");
+    assert!(!welcome.resumed());
+    assert_eq!(welcome.session_id().len(), 32);
+    assert_eq!(welcome.heartbeat_ms(), 30_000, "the default ping interval");
     socket
 }
 

@@ -6,135 +6,18 @@
 mod common;
 
 use std::borrow::Cow;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 
+use common::v1_client::{Client, Got};
 use common::{Driver, TestServer, on_both_drivers, start};
 use shardcast::middleware::{ApiKey, RateLimit};
 use shardcast::v1::{
     ErrorCode, EventError, Plugin, Protocol, Request, Router, SUBPROTOCOL, Verdict, emit,
 };
 use shardcast::{CloseCode, ServerBuilder};
-use shardcast_proto::envelope::{self, Body, EnvelopeWriter, VerifyLimits};
+use shardcast_proto::envelope::{self, Body, VerifyLimits};
 use tungstenite::client::IntoClientRequest;
-use tungstenite::{Message, WebSocket};
-
-/// A `shardcast.v1` test client.
-struct Client {
-    socket: WebSocket<TcpStream>,
-    writer: EnvelopeWriter,
-}
-
-/// One envelope the server sent, reduced to what the tests compare.
-#[derive(Debug, PartialEq, Eq)]
-enum Got {
-    /// An `Ack`: id, payload, error code, position offset.
-    Ack(u64, Vec<u8>, Option<ErrorCode>, Option<u64>),
-    /// An `Error`: code, room.
-    Error(ErrorCode, Option<String>),
-    /// A `Message`: room, offset, payload, publisher.
-    Message(String, u64, Vec<u8>, Option<String>),
-    /// An `Event`: name, payload.
-    Event(String, Vec<u8>),
-    /// A `Presence`: room, whether the member joined, member, count.
-    Presence(String, bool, String, u32),
-}
-
-impl Client {
-    fn connect(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
-        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
-        for (name, value) in headers {
-            request.headers_mut().insert(*name, value.parse().unwrap());
-        }
-        let (socket, _) = tungstenite::client(request, stream).unwrap();
-        Client {
-            socket,
-            writer: EnvelopeWriter::new(),
-        }
-    }
-
-    fn send(&mut self, write: impl FnOnce(&mut EnvelopeWriter) -> &[u8]) {
-        let bytes = write(&mut self.writer).to_vec();
-        self.socket.send(Message::binary(bytes)).unwrap();
-    }
-
-    fn read(&mut self) -> Got {
-        let bytes = loop {
-            match self.socket.read().unwrap() {
-                Message::Binary(bytes) => break bytes,
-                Message::Ping(_) | Message::Pong(_) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        };
-        let envelope = envelope::read(&bytes, &VerifyLimits::default()).unwrap();
-        match envelope.body_type() {
-            Body::Ack => {
-                let ack = envelope.body_as_ack().unwrap();
-                Got::Ack(
-                    ack.id(),
-                    envelope::bytes(ack.payload()).to_vec(),
-                    ack.error(),
-                    ack.position().map(|p| p.offset()),
-                )
-            }
-            Body::Error => {
-                let error = envelope.body_as_error().unwrap();
-                Got::Error(error.code(), error.room().map(str::to_owned))
-            }
-            Body::Message => {
-                let message = envelope.body_as_message().unwrap();
-                Got::Message(
-                    message.room().to_owned(),
-                    message.position().offset(),
-                    envelope::bytes(message.payload()).to_vec(),
-                    message.publisher().map(str::to_owned),
-                )
-            }
-            Body::Event => {
-                let event = envelope.body_as_event().unwrap();
-                Got::Event(
-                    event.name().to_owned(),
-                    envelope::bytes(event.payload()).to_vec(),
-                )
-            }
-            Body::Presence => {
-                let presence = envelope.body_as_presence().unwrap();
-                Got::Presence(
-                    presence.room().to_owned(),
-                    presence.kind() == envelope::PresenceKind::Joined,
-                    presence.member().to_owned(),
-                    presence.count(),
-                )
-            }
-            other => panic!("unexpected body {other:?}"),
-        }
-    }
-
-    /// Closes, and reads until the server's answer, so shutdown need not
-    /// wait for this client.
-    fn close(mut self) {
-        self.socket.close(None).unwrap();
-        while self.socket.read().is_ok() {}
-    }
-
-    fn close_code(&mut self) -> Option<u16> {
-        loop {
-            match self.socket.read() {
-                Ok(Message::Close(frame)) => {
-                    // Sends tungstenite's answer, ending the handshake.
-                    let _ = self.socket.flush();
-                    return frame.map(|f| u16::from(f.code));
-                }
-                Ok(_) => {}
-                Err(error) => panic!("no close frame: {error}"),
-            }
-        }
-    }
-}
+use tungstenite::Message;
 
 fn server(
     driver: Driver,

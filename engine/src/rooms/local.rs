@@ -8,6 +8,7 @@ use std::sync::Arc;
 use shardcast_proto::envelope::PresenceKind;
 use slab::Slab;
 
+use super::recovery::{Held, Loss, Recovery, Step};
 use super::{Position, RoomError, RoomsConfig, Sequenced};
 use crate::conn::ConnId;
 
@@ -20,6 +21,9 @@ pub(crate) struct Member {
     pub(crate) id: ConnId,
     /// The member asked for the room's presence notifications.
     pub(crate) presence: bool,
+    /// The member rejoined after a reconnection: the room's messages are
+    /// kept for it until its missed ones are recovered and it is released.
+    pub(crate) held: bool,
 }
 
 /// Whether this shard receives a room's messages yet.
@@ -42,6 +46,8 @@ struct LocalRoom {
     awaiting: Vec<Member>,
     /// Members that asked for presence notifications.
     watchers: u32,
+    /// Held members, whose messages are kept rather than sent.
+    held: u32,
     /// The member and watcher counts the owner last heard from this shard.
     reported: (u32, u32),
     /// On the list of rooms whose count changed this turn.
@@ -96,6 +102,8 @@ pub(crate) struct LocalRooms {
     joined: HashMap<u32, Vec<Membership>>,
     /// Each member connection's id in presence notifications, by slab key.
     names: HashMap<u32, Arc<str>>,
+    /// Each rejoining connection's held memberships, by slab key.
+    held: HashMap<u32, Vec<Held>>,
     /// Arrivals and departures since the owners last heard.
     changes: Vec<PresenceChange>,
     /// Rooms whose member count changed this turn.
@@ -111,13 +119,15 @@ impl LocalRooms {
     /// Adds `member` to `room`. `live` gives the room's position when this
     /// shard owns it (its members receive from there at once); otherwise
     /// the room subscribes to its owner, and the join's position comes
-    /// with the owner's answer. `Ok(false)`: already a member.
+    /// with the owner's answer. A held member (a rejoin) gives `after`,
+    /// the last position its client saw. `Ok(false)`: already a member.
     pub(crate) fn join(
         &mut self,
         member: Member,
         room: &str,
         name: Option<Arc<str>>,
         config: &RoomsConfig,
+        after: Position,
         live: impl FnOnce(&Arc<str>) -> Option<Position>,
     ) -> Result<bool, RoomError> {
         config.check_name(room)?;
@@ -149,6 +159,7 @@ impl LocalRooms {
                     stream,
                     awaiting: Vec::new(),
                     watchers: 0,
+                    held: 0,
                     reported: (0, 0),
                     changed: false,
                 });
@@ -161,6 +172,13 @@ impl LocalRooms {
         let index = u32::try_from(entry.members.len()).expect("fewer than 2^32 members");
         entry.members.push(member);
         entry.watchers += u32::from(member.presence);
+        if member.held {
+            entry.held += 1;
+            self.held
+                .entry(member.key)
+                .or_default()
+                .push(Held::new(id, after));
+        }
         let name = Arc::clone(
             self.names
                 .entry(member.key)
@@ -223,6 +241,7 @@ impl LocalRooms {
             self.remove_member(key, membership);
         }
         self.names.remove(&key);
+        self.held.remove(&key);
         true
     }
 
@@ -232,6 +251,23 @@ impl LocalRooms {
             memberships
                 .iter()
                 .map(|m| Arc::clone(&self.rooms[m.room as usize].name))
+                .collect()
+        })
+    }
+
+    /// The rooms the connection at `key` is in, each with whether it
+    /// asked for presence notifications.
+    pub(crate) fn memberships_of(&self, key: u32) -> Vec<(Arc<str>, bool)> {
+        self.joined.get(&key).map_or_else(Vec::new, |memberships| {
+            memberships
+                .iter()
+                .map(|m| {
+                    let room = &self.rooms[m.room as usize];
+                    (
+                        Arc::clone(&room.name),
+                        room.members[m.index as usize].presence,
+                    )
+                })
                 .collect()
         })
     }
@@ -264,7 +300,8 @@ impl LocalRooms {
     /// position it moves the room to. `None` when it is not for this
     /// shard's members: no member, the subscription is not answered yet
     /// (it belongs to an earlier one), or it was already delivered.
-    pub(crate) fn deliverable(&mut self, message: &Sequenced) -> Option<&[Member]> {
+    /// Held members are handed nothing: the message is kept for them.
+    pub(crate) fn deliverable(&mut self, message: &Arc<Sequenced>) -> Option<&[Member]> {
         let &id = self.by_name.get(&*message.room)?;
         let room = &mut self.rooms[id as usize];
         let Stream::Live(last) = room.stream else {
@@ -274,7 +311,72 @@ impl LocalRooms {
             return None;
         }
         room.stream = Stream::Live(message.position);
+        if room.held > 0 {
+            let kept = room
+                .members
+                .iter()
+                .filter(|member| member.held && message.except != Some(member.id));
+            for member in kept {
+                if let Some(held) = held_in(&mut self.held, member.key, id) {
+                    held.messages.push(Arc::clone(message));
+                }
+            }
+        }
         Some(&room.members)
+    }
+
+    /// What the held membership of the connection at `key` in `room`
+    /// needs, now that its join took effect at `joined`.
+    pub(crate) fn recovery_step(&mut self, key: u32, room: &str, joined: Position) -> Option<Step> {
+        let &id = self.by_name.get(room)?;
+        held_in(&mut self.held, key, id).map(|held| held.step(joined))
+    }
+
+    /// The held membership of connection `conn` (at `key`) in `room`
+    /// learned its missed messages (or why there are none): they go in
+    /// front of the messages kept for it. `None` if it is gone.
+    pub(crate) fn recover(
+        &mut self,
+        key: u32,
+        conn: ConnId,
+        room: &str,
+        joined: Position,
+        history: Result<Vec<Arc<Sequenced>>, Loss>,
+    ) -> Option<Recovery> {
+        let &id = self.by_name.get(room)?;
+        let membership = self.joined.get(&key)?.iter().find(|m| m.room == id)?;
+        if self.rooms[id as usize].members[membership.index as usize].id != conn {
+            return None;
+        }
+        held_in(&mut self.held, key, id).map(|held| held.recover(joined, history))
+    }
+
+    /// Makes the recovered held memberships of the connection at `key`
+    /// live, and returns the messages kept for them, each room's in
+    /// order. Memberships still waiting for their missed messages stay
+    /// held.
+    pub(crate) fn release(&mut self, key: u32) -> Vec<Arc<Sequenced>> {
+        let Some(held) = self.held.get_mut(&key) else {
+            return Vec::new();
+        };
+        let mut messages = Vec::new();
+        let memberships = self.joined.get(&key).map_or(&[][..], Vec::as_slice);
+        held.retain_mut(|entry| {
+            if !entry.recovered {
+                return true;
+            }
+            if let Some(membership) = memberships.iter().find(|m| m.room == entry.room) {
+                let room = &mut self.rooms[entry.room as usize];
+                room.members[membership.index as usize].held = false;
+                room.held -= 1;
+            }
+            messages.append(&mut entry.messages);
+            false
+        });
+        if held.is_empty() {
+            self.held.remove(&key);
+        }
+        messages
     }
 
     /// The owner answered subscription `subscription` of `room`: its
@@ -351,6 +453,7 @@ impl LocalRooms {
             && self.rooms.is_empty()
             && self.joined.is_empty()
             && self.names.is_empty()
+            && self.held.is_empty()
             && self.changed.is_empty()
     }
 
@@ -370,6 +473,15 @@ impl LocalRooms {
         let index = membership.index as usize;
         let member = room.members.swap_remove(index);
         room.watchers -= u32::from(member.presence);
+        if member.held {
+            room.held -= 1;
+            if let Some(held) = self.held.get_mut(&key) {
+                held.retain(|entry| entry.room != membership.room);
+                if held.is_empty() {
+                    self.held.remove(&key);
+                }
+            }
+        }
         if let Some(name) = self.names.get(&key) {
             self.changes.push(PresenceChange {
                 room: Arc::clone(&room.name),
@@ -403,10 +515,18 @@ impl LocalRooms {
     }
 }
 
+/// The held membership of the connection at `key` in the room `room`.
+fn held_in(held: &mut HashMap<u32, Vec<Held>>, key: u32, room: u32) -> Option<&mut Held> {
+    held.get_mut(&key)?
+        .iter_mut()
+        .find(|entry| entry.room == room)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::handler::ShardId;
+    use crate::rooms::Step;
 
     fn config() -> RoomsConfig {
         RoomsConfig {
@@ -423,6 +543,7 @@ mod tests {
             key,
             id: ConnId::new(ShardId(0), u64::from(key) + 100),
             presence: key % 2 == 0,
+            held: false,
         }
     }
 
@@ -430,8 +551,8 @@ mod tests {
         Position { offset, epoch: 5 }
     }
 
-    fn sequenced(room: &str, offset: u64) -> Sequenced {
-        Sequenced::new(
+    fn sequenced(room: &str, offset: u64) -> Arc<Sequenced> {
+        Arc::new(Sequenced::new(
             super::super::Publication {
                 room: room.into(),
                 message: crate::PreparedMessage::text("m"),
@@ -440,18 +561,22 @@ mod tests {
                 publisher: None,
             },
             at(offset),
-        )
+        ))
     }
 
     #[test]
     fn owned_rooms_are_live_at_once_and_joins_learn_their_position() {
         let mut rooms = LocalRooms::default();
         assert_eq!(
-            rooms.join(member(1), "a", None, &config(), |_| Some(at(4))),
+            rooms.join(member(1), "a", None, &config(), Position::default(), |_| {
+                Some(at(4))
+            }),
             Ok(true)
         );
         assert_eq!(
-            rooms.join(member(1), "a", None, &config(), |_| None),
+            rooms.join(member(1), "a", None, &config(), Position::default(), |_| {
+                None
+            }),
             Ok(false)
         );
         let mut joined = Vec::new();
@@ -467,7 +592,9 @@ mod tests {
     fn a_subscribing_room_drops_messages_until_its_own_answer() {
         let mut rooms = LocalRooms::default();
         rooms
-            .join(member(1), "a", None, &config(), |_| None)
+            .join(member(1), "a", None, &config(), Position::default(), |_| {
+                None
+            })
             .unwrap();
         let mut counts = Vec::new();
         rooms.drain_counts(&mut counts);
@@ -490,12 +617,21 @@ mod tests {
         for key in 0..5 {
             for room in ["a", "b", "c"] {
                 rooms
-                    .join(member(key), room, None, &config(), |_| Some(at(0)))
+                    .join(
+                        member(key),
+                        room,
+                        None,
+                        &config(),
+                        Position::default(),
+                        |_| Some(at(0)),
+                    )
                     .unwrap();
             }
         }
         assert_eq!(
-            rooms.join(member(0), "d", None, &config(), |_| Some(at(0))),
+            rooms.join(member(0), "d", None, &config(), Position::default(), |_| {
+                Some(at(0))
+            }),
             Err(RoomError::TooManyRooms { limit: 3 })
         );
         assert!(rooms.leave(0, "a"));
@@ -524,7 +660,9 @@ mod tests {
     fn a_join_and_leave_in_one_turn_report_nothing() {
         let mut rooms = LocalRooms::default();
         rooms
-            .join(member(1), "a", None, &config(), |_| None)
+            .join(member(1), "a", None, &config(), Position::default(), |_| {
+                None
+            })
             .unwrap();
         rooms.leave(1, "a");
         let mut counts = Vec::new();
@@ -541,5 +679,77 @@ mod tests {
         );
         assert_eq!(&*changes[0].member, "0/101");
         assert!(rooms.is_empty());
+    }
+
+    #[test]
+    fn a_held_member_gets_its_missed_messages_then_the_kept_ones() {
+        let mut rooms = LocalRooms::default();
+        let live = member(2);
+        let held = Member {
+            held: true,
+            ..member(3)
+        };
+        rooms
+            .join(live, "a", None, &config(), Position::default(), |_| {
+                Some(at(4))
+            })
+            .unwrap();
+        rooms
+            .join(held, "a", None, &config(), at(2), |_| None)
+            .unwrap();
+        let mut joined = Vec::new();
+        rooms.drain_joined(&mut joined);
+        assert_eq!(joined.len(), 2);
+        assert!(joined[1].member.held);
+        assert_eq!(
+            rooms.recovery_step(3, "a", joined[1].position),
+            Some(Step::Fetch { after: at(2) })
+        );
+        // Live messages reach the live member; the held one's are kept.
+        assert_eq!(rooms.deliverable(&sequenced("a", 5)).unwrap(), [live, held]);
+        assert!(rooms.release(3).is_empty(), "nothing recovered yet");
+        let missed = vec![sequenced("a", 3), sequenced("a", 4)];
+        let recovery = rooms.recover(3, held.id, "a", at(4), Ok(missed)).unwrap();
+        assert_eq!(recovery.replayed, 2);
+        let released = rooms.release(3);
+        assert_eq!(
+            released
+                .iter()
+                .map(|m| m.position.offset)
+                .collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert!(!rooms.members("a")[1].held);
+        rooms.leave_all(2);
+        rooms.leave_all(3);
+        let mut counts = Vec::new();
+        rooms.drain_counts(&mut counts);
+        assert!(rooms.is_empty());
+    }
+
+    #[test]
+    fn closing_while_held_forgets_what_was_kept() {
+        let mut rooms = LocalRooms::default();
+        let held = Member {
+            held: true,
+            ..member(1)
+        };
+        rooms
+            .join(held, "a", None, &config(), at(1), |_| Some(at(3)))
+            .unwrap();
+        rooms.deliverable(&sequenced("a", 4));
+        assert!(
+            rooms
+                .recover(1, member(9).id, "a", at(3), Ok(Vec::new()))
+                .is_none()
+        );
+        rooms.leave_all(1);
+        let mut counts = Vec::new();
+        rooms.drain_counts(&mut counts);
+        let mut joined = Vec::new();
+        rooms.drain_joined(&mut joined);
+        let mut changes = Vec::new();
+        rooms.drain_changes(&mut changes);
+        assert!(rooms.is_empty(), "{rooms:?}");
     }
 }

@@ -30,6 +30,13 @@
 //! offset is past the position its join was acknowledged with
 //! ([`Handler::on_joined`](crate::Handler::on_joined)), until it leaves.
 //!
+//! # Recovery
+//!
+//! A connection that comes back after a reconnection rejoins its rooms
+//! from the last position its client saw; what it missed is replayed from
+//! the owner's history before the live messages, or reported lost
+//! ([`Recovery`], and the module `recovery` for how the seam is kept).
+//!
 //! # One frame per message
 //!
 //! A message is framed once by whoever publishes it, and, for connections
@@ -40,12 +47,15 @@
 
 mod local;
 mod owned;
+mod recovery;
 mod sequenced;
 
 use std::time::Duration;
 
 pub(crate) use local::{Joined, LocalRooms, Member, MemberCount, PresenceChange};
 pub(crate) use owned::OwnedRooms;
+pub(crate) use recovery::Step;
+pub use recovery::{Loss, Recovery};
 pub(crate) use sequenced::{Publication, Receipt, Sequenced};
 
 use crate::handler::ShardId;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Position, Publication, RoomsConfig, Sequenced};
+use super::{Loss, Position, Publication, RoomsConfig, Sequenced};
 use crate::handler::ShardId;
 
 /// One owned room.
@@ -144,29 +144,38 @@ impl OwnedRooms {
         self.rooms.retain(|_, room| !room.is_unused());
     }
 
-    /// The messages of `room` kept after `after`, oldest first; `None`
-    /// when the history no longer reaches back to it or the epoch differs.
-    #[cfg(test)]
-    pub(crate) fn history_after(&self, room: &str, after: Position) -> Option<Vec<Arc<Sequenced>>> {
-        let entry = self.rooms.get(room)?;
+    /// The messages of `room` after `after` up to `upto`, oldest first,
+    /// from its history: what a member that rejoined at `upto` missed
+    /// since its client saw `after`.
+    ///
+    /// # Errors
+    /// [`Loss::EpochChanged`] when the room's stream is not `after`'s;
+    /// [`Loss::GapTooLarge`] when the history no longer reaches back to
+    /// the message after `after`.
+    pub(crate) fn history_between(
+        &self,
+        room: &str,
+        after: Position,
+        upto: Position,
+    ) -> Result<Vec<Arc<Sequenced>>, Loss> {
+        let entry = self.rooms.get(room).ok_or(Loss::GapTooLarge)?;
         if entry.position.epoch != after.epoch {
-            return None;
+            return Err(Loss::EpochChanged);
         }
         let oldest = entry
             .history
             .front()
             .map_or(entry.position.offset + 1, |(_, m)| m.position.offset);
         if after.offset + 1 < oldest {
-            return None;
+            return Err(Loss::GapTooLarge);
         }
-        Some(
-            entry
-                .history
-                .iter()
-                .filter(|(_, m)| m.position.offset > after.offset)
-                .map(|(_, m)| Arc::clone(m))
-                .collect(),
-        )
+        Ok(entry
+            .history
+            .iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.position.offset > after.offset && m.position.offset <= upto.offset)
+            .map(Arc::clone)
+            .collect())
     }
 
     /// How many rooms this shard owns.
@@ -279,34 +288,32 @@ mod tests {
                 &config,
             );
         }
-        let kept = rooms
-            .history_after("a", Position { offset: 2, epoch })
-            .unwrap();
+        let at = |offset| Position { offset, epoch };
+        let kept = rooms.history_between("a", at(2), at(5)).unwrap();
         assert_eq!(
             kept.iter().map(|m| m.position.offset).collect::<Vec<_>>(),
             [3, 4, 5]
         );
-        assert!(
-            rooms
-                .history_after("a", Position { offset: 1, epoch })
-                .is_none()
+        let kept = rooms.history_between("a", at(2), at(4)).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            rooms.history_between("a", at(1), at(5)).unwrap_err(),
+            Loss::GapTooLarge
         );
-        assert!(
-            rooms
-                .history_after(
-                    "a",
-                    Position {
-                        offset: 4,
-                        epoch: epoch + 1
-                    }
-                )
-                .is_none()
+        let other = Position {
+            offset: 4,
+            epoch: epoch + 1,
+        };
+        assert_eq!(
+            rooms.history_between("a", other, at(5)).unwrap_err(),
+            Loss::EpochChanged
         );
         rooms.expire(start + Duration::from_secs(100), &config);
-        let kept = rooms
-            .history_after("a", Position { offset: 4, epoch })
-            .unwrap();
-        assert_eq!(kept.len(), 1);
+        assert_eq!(rooms.history_between("a", at(4), at(5)).unwrap().len(), 1);
+        assert_eq!(
+            rooms.history_between("a", at(2), at(5)).unwrap_err(),
+            Loss::GapTooLarge
+        );
         rooms.expire(start + Duration::from_secs(200), &config);
         assert_eq!(rooms.len(), 0);
     }

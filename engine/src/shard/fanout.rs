@@ -1,6 +1,7 @@
 //! A shard's share of rooms and broadcast, once per loop turn: what its
 //! inbox brought, what its handler published, the member counts its
-//! rooms' owners must hear, and the handler's `on_joined` and
+//! rooms' owners must hear, the recovery of rejoined members, notices
+//! between handlers, and the handler's `on_joined`, `on_recovered` and
 //! `on_published` calls. Messages for other shards are pushed on their
 //! inboxes as they come, and each shard written to is rung once, at the
 //! end.
@@ -11,16 +12,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shardcast_proto::envelope::EnvelopeWriter;
+use tracing::error;
 
 use super::Shard;
-use crate::conn::ConnId;
+use crate::conn::{ConnAddress, ConnId};
 use crate::connection::{guarded, panicked};
 use crate::handler::{Handler, ShardId};
 use crate::hub::Pending;
 use crate::inbox::ShardMessage;
+use crate::notice::{Notice, ShardConns};
 use crate::prepared::PreparedMessage;
 use crate::rooms::{
-    Joined, MemberCount, Position, PresenceChange, Publication, Sequenced, owner_of,
+    Joined, Loss, MemberCount, Position, PresenceChange, Publication, Recovery, Sequenced, Step,
+    owner_of,
 };
 
 /// Rounds of inbox, publications and callbacks in one turn: callbacks may
@@ -46,6 +50,12 @@ pub(super) enum Callback {
         tag: u64,
         room: Arc<str>,
         position: Position,
+    },
+    Recovered {
+        key: u32,
+        conn: ConnId,
+        room: Arc<str>,
+        recovery: Recovery,
     },
 }
 
@@ -194,6 +204,29 @@ impl<H: Handler> Shard<H> {
             ShardMessage::Presence(change) => self.announce(&change),
             ShardMessage::PresenceNote { room, frame } => self.notify_watchers(&room, &frame),
             ShardMessage::Broadcast(message) => self.broadcast_here(&message),
+            ShardMessage::History {
+                room,
+                after,
+                upto,
+                to,
+            } => {
+                let history = self
+                    .context
+                    .send
+                    .hub
+                    .state
+                    .borrow()
+                    .owned
+                    .history_between(&room, after, upto);
+                self.replay(room, upto, history, to);
+            }
+            ShardMessage::Replay {
+                room,
+                joined,
+                history,
+                to,
+            } => self.recovered(&room, joined, history, to),
+            ShardMessage::Notice(notice) => self.notice(notice),
             ShardMessage::RoomSize { room, reply } => {
                 let size = self.context.send.hub.state.borrow().owned.size(&room);
                 // The asker may have given up waiting.
@@ -228,6 +261,13 @@ impl<H: Handler> Shard<H> {
                         }
                     }
                     self.broadcast_here(&message);
+                }
+                Pending::Notice(shard, notice) => {
+                    if shard == self.id {
+                        self.notice(notice);
+                    } else {
+                        self.send_to(shard, ShardMessage::Notice(notice));
+                    }
                 }
             }
         }
@@ -292,7 +332,8 @@ impl<H: Handler> Shard<H> {
             return;
         };
         for member in members {
-            if message.except == Some(member.id) {
+            // A held member's copy was kept for it.
+            if message.except == Some(member.id) || member.held {
                 continue;
             }
             let Some(connection) = self.connections.get_mut(member.key as usize) else {
@@ -468,7 +509,11 @@ impl<H: Handler> Shard<H> {
             let Some(open) = connection.open_mut() else {
                 continue;
             };
-            if open.conn.id() != member.id || open.conn.is_closing() || !open.conn.speaks_v1() {
+            if open.conn.id() != member.id
+                || open.conn.is_closing()
+                || !open.conn.speaks_v1()
+                || member.held
+            {
                 continue;
             }
             let _ = open.conn.send_prepared(frame);
@@ -487,6 +532,10 @@ impl<H: Handler> Shard<H> {
             .local
             .drain_joined(&mut joined);
         for join in joined.drain(..) {
+            if join.member.held {
+                self.start_recovery(&join);
+                continue;
+            }
             self.fanout.callbacks.push(Callback::Joined {
                 key: join.member.key,
                 conn: join.member.id,
@@ -498,8 +547,9 @@ impl<H: Handler> Shard<H> {
         let mut callbacks = std::mem::take(&mut self.fanout.callbacks);
         let any = !callbacks.is_empty();
         for callback in callbacks.drain(..) {
-            let (Callback::Joined { key, conn, .. } | Callback::Published { key, conn, .. }) =
-                callback;
+            let (Callback::Joined { key, conn, .. }
+            | Callback::Published { key, conn, .. }
+            | Callback::Recovered { key, conn, .. }) = callback;
             let Some(connection) = self.connections.get_mut(key as usize) else {
                 continue;
             };
@@ -525,6 +575,10 @@ impl<H: Handler> Shard<H> {
                     "on_published",
                     guarded(|| handler.on_published(target, room, *tag, *position)),
                 ),
+                Callback::Recovered { room, recovery, .. } => (
+                    "on_recovered",
+                    guarded(|| handler.on_recovered(target, room, *recovery)),
+                ),
             };
             if outcome.is_err() {
                 panicked(&mut open.conn, name);
@@ -533,6 +587,127 @@ impl<H: Handler> Shard<H> {
         }
         self.fanout.callbacks = callbacks;
         any
+    }
+
+    /// A held member's join took effect: what it missed is asked of the
+    /// room's owner, or known at once.
+    fn start_recovery(&mut self, join: &Joined) {
+        let to = ConnAddress {
+            key: join.member.key,
+            id: join.member.id,
+        };
+        let step = self
+            .context
+            .send
+            .hub
+            .state
+            .borrow_mut()
+            .local
+            .recovery_step(to.key, &join.room, join.position);
+        match step {
+            None => {}
+            Some(Step::Done(outcome)) => {
+                self.recovered(&join.room, join.position, outcome.map(|()| Vec::new()), to);
+            }
+            Some(Step::Fetch { after }) => {
+                let owner = owner_of(&join.room, self.fanout.ring.len());
+                if owner == self.id {
+                    let history = self.context.send.hub.state.borrow().owned.history_between(
+                        &join.room,
+                        after,
+                        join.position,
+                    );
+                    self.recovered(&join.room, join.position, history, to);
+                } else {
+                    self.send_to(
+                        owner,
+                        ShardMessage::History {
+                            room: Arc::clone(&join.room),
+                            after,
+                            upto: join.position,
+                            to,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// As a room's owner: hands a rejoined member's missed messages to
+    /// its shard.
+    fn replay(
+        &mut self,
+        room: Arc<str>,
+        joined: Position,
+        history: Result<Vec<Arc<Sequenced>>, Loss>,
+        to: ConnAddress,
+    ) {
+        if to.shard() == self.id {
+            self.recovered(&room, joined, history, to);
+        } else {
+            self.send_to(
+                to.shard(),
+                ShardMessage::Replay {
+                    room,
+                    joined,
+                    history,
+                    to,
+                },
+            );
+        }
+    }
+
+    /// A rejoined member's missed messages are in (or known lost): the
+    /// handler hears `on_recovered`.
+    fn recovered(
+        &mut self,
+        room: &str,
+        joined: Position,
+        history: Result<Vec<Arc<Sequenced>>, Loss>,
+        to: ConnAddress,
+    ) {
+        let recovery = self
+            .context
+            .send
+            .hub
+            .state
+            .borrow_mut()
+            .local
+            .recover(to.key, to.id, room, joined, history);
+        if let Some(recovery) = recovery {
+            let room = self
+                .context
+                .send
+                .hub
+                .state
+                .borrow()
+                .local
+                .name(room)
+                .unwrap_or_else(|| room.into());
+            self.fanout.callbacks.push(Callback::Recovered {
+                key: to.key,
+                conn: to.id,
+                room,
+                recovery,
+            });
+        }
+    }
+
+    /// Hands a notice to the handler, with the shard's connections.
+    fn notice(&mut self, notice: Notice) {
+        let send = Rc::clone(&self.context.send);
+        let mut conns = ShardConns {
+            connections: &mut self.connections,
+            dirty: &mut self.dirty,
+            hub: &send.hub,
+        };
+        let handler = &mut self.context.handler;
+        if guarded(|| handler.on_notice(&mut conns, notice)).is_err() {
+            error!(
+                shard = self.id.index(),
+                "the handler panicked in on_notice; the notice is dropped"
+            );
+        }
     }
 
     /// Pushes `message` on `shard`'s inbox, to ring at the end of the turn.

@@ -17,13 +17,20 @@
 //! Room messages may reach a client in `Batch`es, one per loop turn
 //! ([`ServerBuilder::batch_deliveries`](crate::ServerBuilder::batch_deliveries)).
 //!
-//! What it does not do yet: sessions, `Welcome` and `Resume` (a `Resume`
-//! is answered `RecoveryFailed`).
+//! Sessions: every connection starts with a `Welcome` naming its session
+//! and a resume token (HMAC-signed, good for one resume). When the link
+//! drops, the session (rooms, user, application state) waits for
+//! [`Protocol::session_timeout`]; a `Resume` on a new connection, on any
+//! shard, takes it over, rejoins its rooms and replays what the client
+//! missed from each room's history, or says per room why it could not.
 
 mod layer;
 mod plugin;
 mod protocol;
+mod resume;
 mod router;
+mod sessions;
+mod token;
 
 use std::cell::RefCell;
 
@@ -32,10 +39,13 @@ use shardcast_proto::envelope::EnvelopeWriter;
 pub use self::layer::{MessageLayer, Request, Verdict};
 pub use self::plugin::Plugin;
 pub use self::protocol::Protocol;
+pub use self::resume::SESSION_RESUMED_ELSEWHERE;
 pub use self::router::{EventError, Reply, Router};
 pub use shardcast_proto::envelope::{ErrorCode, SUBPROTOCOL};
 
 use self::protocol::PendingJoin;
+use self::resume::Resuming;
+use self::token::SessionId;
 use crate::conn::{Conn, SendError};
 use crate::middleware::{Identity, TokenBucket};
 
@@ -48,6 +58,12 @@ pub struct Session<S> {
     pub(crate) bucket: Option<TokenBucket>,
     /// Joins whose acknowledgement waits for the join to take effect.
     pub(crate) joins: Vec<PendingJoin>,
+    /// The connection's session, while it holds one.
+    pub(crate) session: Option<SessionId>,
+    /// The generation of the session's last token.
+    pub(crate) generation: u32,
+    /// The resume in progress on this connection.
+    pub(crate) resuming: Option<Resuming>,
 }
 
 impl<S: Default> Session<S> {
@@ -57,6 +73,9 @@ impl<S: Default> Session<S> {
             identity,
             bucket: None,
             joins: Vec::new(),
+            session: None,
+            generation: 0,
+            resuming: None,
         }
     }
 }

@@ -5,20 +5,23 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shardcast_proto::envelope::{self, Body, Envelope, EnvelopeWriter, ErrorCode, VerifyLimits};
 use tracing::debug;
 
 use super::layer::{MessageLayer, Request, Verdict};
 use super::plugin::Plugin;
+use super::resume::{Handover, Take};
 use super::router::{EventError, Reply, Router};
+use super::sessions::SessionTable;
 use super::{SUBPROTOCOL, Session};
 use crate::conn::{Conn, JoinOptions, PublishOptions};
 use crate::handler::{Handler, Message, Rejection};
 use crate::middleware::{Millis, RateLimit, TokenBucket, UpgradeLayer, UpgradeLayers};
+use crate::notice::{Notice, ShardConns};
 use crate::prepared::PreparedMessage;
-use crate::rooms::{Position, RoomError};
+use crate::rooms::{Position, Recovery, RoomError};
 use crate::{CloseCode, UpgradeRequest};
 
 /// A hook run when a connection opens.
@@ -80,8 +83,10 @@ pub struct Protocol<S> {
     raw: Option<RawHandler<S>>,
     reveal_publisher: bool,
     limits: VerifyLimits,
+    /// The sessions this shard keeps; `None` when sessions are off.
+    pub(super) sessions: Option<SessionTable<S>>,
     /// The shard's envelope buffer, reused for every answer.
-    writer: EnvelopeWriter,
+    pub(super) writer: EnvelopeWriter,
     /// The time buckets count from.
     epoch: Instant,
 }
@@ -98,9 +103,14 @@ impl<S> fmt::Debug for Protocol<S> {
     }
 }
 
-impl<S: Default + 'static> Protocol<S> {
+impl<S: Default + Send + 'static> Protocol<S> {
+    /// How long a session stays resumable after its connection closed,
+    /// unless [`Protocol::session_timeout`] says otherwise.
+    pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(120);
+
     /// A protocol that routes events with `router`, with no middleware, no
-    /// rate limit and no raw handler.
+    /// rate limit and no raw handler, and sessions that stay resumable for
+    /// [`Protocol::DEFAULT_SESSION_TIMEOUT`].
     #[must_use]
     pub fn new(router: Router<S>) -> Protocol<S> {
         Protocol {
@@ -113,6 +123,7 @@ impl<S: Default + 'static> Protocol<S> {
             raw: None,
             reveal_publisher: false,
             limits: VerifyLimits::default(),
+            sessions: Some(SessionTable::new(Self::DEFAULT_SESSION_TIMEOUT)),
             writer: EnvelopeWriter::new(),
             epoch: Instant::now(),
         }
@@ -182,6 +193,17 @@ impl<S: Default + 'static> Protocol<S> {
     #[must_use]
     pub fn envelope_limits(mut self, limits: VerifyLimits) -> Protocol<S> {
         self.limits = limits;
+        self
+    }
+
+    /// How long a session (its rooms, user and application state `S`)
+    /// stays resumable after its connection closed; `None` turns sessions
+    /// off: no `Welcome`, and every `Resume` is refused. The room history
+    /// ([`ServerBuilder::room_history`](crate::ServerBuilder::room_history))
+    /// bounds what a resume can replay.
+    #[must_use]
+    pub fn session_timeout(mut self, timeout: Option<Duration>) -> Protocol<S> {
+        self.sessions = timeout.map(SessionTable::new);
         self
     }
 
@@ -272,11 +294,9 @@ impl<S: Default + 'static> Protocol<S> {
                 return;
             }
             Body::Resume => {
-                let error = EventError::new(
-                    ErrorCode::RecoveryFailed,
-                    "this server does not resume sessions yet: start a new one",
-                );
-                self.answer(conn, None, None, Err(error));
+                if let Some(resume) = item.body_as_resume() {
+                    self.resume(conn, resume);
+                }
                 return;
             }
             _ => {
@@ -424,7 +444,7 @@ impl<S: Default + 'static> Protocol<S> {
     /// Sends the outcome of a request: an `Ack` when it had an ack id, an
     /// `Error` when it failed without one, nothing when it succeeded
     /// without one.
-    fn answer(
+    pub(super) fn answer(
         &mut self,
         conn: &mut Conn<Session<S>>,
         ack: Option<u64>,
@@ -442,7 +462,7 @@ impl<S: Default + 'static> Protocol<S> {
     }
 }
 
-impl<S: Default + 'static> Handler for Protocol<S> {
+impl<S: Default + Send + 'static> Handler for Protocol<S> {
     type State = Session<S>;
 
     fn on_upgrade(
@@ -460,6 +480,9 @@ impl<S: Default + 'static> Handler for Protocol<S> {
     }
 
     fn on_open(&mut self, conn: &mut Conn<Session<S>>) {
+        if conn.speaks_v1() {
+            self.start_session(conn);
+        }
         for hook in &mut self.on_open {
             hook(conn);
         }
@@ -520,10 +543,26 @@ impl<S: Default + 'static> Handler for Protocol<S> {
         let _ = conn.send_binary(bytes);
     }
 
+    fn on_recovered(&mut self, conn: &mut Conn<Session<S>>, room: &str, recovery: Recovery) {
+        self.recovered(conn, room, recovery);
+    }
+
+    fn on_notice(&mut self, conns: &mut ShardConns<'_, Session<S>>, notice: Notice) {
+        let notice = match notice.downcast::<Take>() {
+            Ok(take) => return self.take(conns, *take),
+            Err(notice) => notice,
+        };
+        match notice.downcast::<Handover<S>>() {
+            Ok(handover) => self.hand_over(conns, *handover),
+            Err(_) => debug!("a notice of a type shardcast.v1 does not know; dropped"),
+        }
+    }
+
     fn on_close(&mut self, conn: &mut Conn<Session<S>>, code: CloseCode, reason: &str) {
         for hook in &mut self.on_close {
             hook(conn, code, reason);
         }
+        self.end_session(conn, code);
     }
 }
 

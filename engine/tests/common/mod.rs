@@ -7,6 +7,8 @@
 //! what one binary leaves unused is not dead code: another binary uses it.
 #![allow(dead_code, unused_macros, unused_imports)]
 
+pub(crate) mod v1_client;
+
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

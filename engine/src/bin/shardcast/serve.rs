@@ -12,7 +12,7 @@
 use std::env;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shardcast::middleware::RateLimit;
@@ -63,6 +63,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("rooms.request_rate and rooms.request_burst")?,
         ),
     };
+    let sessions = settings.sessions.timeout.get();
     let mut subprotocols = settings.server.subprotocols.clone();
     if !subprotocols.iter().any(|protocol| protocol == SUBPROTOCOL) {
         subprotocols.push(SUBPROTOCOL.to_owned());
@@ -70,7 +71,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let handle = settings
         .builder()
         .subprotocols(subprotocols)
-        .build(move |_shard| rooms(rate))
+        .build(move |_shard| rooms(rate, sessions))
         .start()
         .context("starting the server")?;
     info!("application: shardcast.v1 rooms, echo for raw WebSocket clients");
@@ -78,10 +79,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The default application: `shardcast.v1` rooms (join, leave, publish
-/// with acknowledgements), an `echo` event that answers with its payload,
+/// with acknowledgements) and sessions that resume for `sessions`, an
+/// `echo` event that answers with its payload,
 /// the diagnostic events `shardcast.shard` and `shardcast.owner` (see the
 /// module's documentation), and echo for clients that speak raw WebSocket.
-fn rooms(rate: Option<RateLimit>) -> Protocol<()> {
+fn rooms(rate: Option<RateLimit>, sessions: Option<Duration>) -> Protocol<()> {
     let router = Router::new()
         .on("echo", |_conn, payload| Ok(payload.to_vec()))
         .on(SHARD_EVENT, |conn, _payload| {
@@ -92,13 +94,15 @@ fn rooms(rate: Option<RateLimit>) -> Protocol<()> {
                 .map_err(|_| EventError::bad_request("shardcast.owner takes a UTF-8 room name"))?;
             Ok(conn.hub().owner_of(room).index().to_string().into_bytes())
         });
-    let protocol = Protocol::new(router).raw(|conn, message| {
-        // A failed send has already closed the connection with the reason.
-        let _ = match message {
-            Message::Text(text) => conn.send_text(text),
-            Message::Binary(bytes) => conn.send_binary(bytes),
-        };
-    });
+    let protocol = Protocol::new(router)
+        .session_timeout(sessions)
+        .raw(|conn, message| {
+            // A failed send has already closed the connection with the reason.
+            let _ = match message {
+                Message::Text(text) => conn.send_text(text),
+                Message::Binary(bytes) => conn.send_binary(bytes),
+            };
+        });
     match rate {
         Some(rate) => protocol.rate_limit(rate),
         None => protocol,

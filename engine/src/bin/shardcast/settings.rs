@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) compression: CompressionTable,
     /// `[rooms]`
     pub(crate) rooms: RoomsTable,
+    /// `[sessions]`
+    pub(crate) sessions: SessionsTable,
     /// `[log]`
     pub(crate) log: LogTable,
 }
@@ -127,6 +129,14 @@ pub(crate) struct RoomsTable {
     pub(crate) batch_deliveries: bool,
     pub(crate) request_rate: CountLimit,
     pub(crate) request_burst: u32,
+}
+
+/// `[sessions]`: how long a `shardcast.v1` session stays resumable after
+/// its connection closed.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SessionsTable {
+    pub(crate) timeout: Timeout,
 }
 
 /// `[log]`
@@ -325,6 +335,8 @@ impl Settings {
                     request_rate: _,
                     request_burst: _,
                 },
+            // Used by serve.rs, by each shard's application.
+            sessions: _,
             // Used by logging.rs, before the server starts.
             log: _,
         } = self;
