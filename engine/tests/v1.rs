@@ -16,8 +16,8 @@ use shardcast::v1::{
 };
 use shardcast::{CloseCode, ServerBuilder};
 use shardcast_proto::envelope::{self, Body, VerifyLimits};
-use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
+use tungstenite::client::IntoClientRequest;
 
 fn server(
     driver: Driver,

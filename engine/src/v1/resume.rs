@@ -306,7 +306,8 @@ impl<S: Default + Send + 'static> Protocol<S> {
     }
 
     /// The connection closed: its session waits for a resume until the
-    /// timeout, unless the client ended it with a normal close.
+    /// timeout, unless it was ended on purpose: a close frame with 1000,
+    /// or with no code (1005).
     pub(super) fn end_session(&mut self, conn: &mut Conn<Session<S>>, code: CloseCode) {
         let (Some(table), Some(id)) = (&mut self.sessions, conn.state().session) else {
             return;
@@ -314,7 +315,7 @@ impl<S: Default + Send + 'static> Protocol<S> {
         if !table.is_live_at(id, conn.address()) {
             return;
         }
-        if code == CloseCode::NORMAL {
+        if code == CloseCode::NORMAL || code == CloseCode::NO_STATUS {
             table.end(id);
         } else {
             let parked = park(conn);

@@ -16,6 +16,8 @@ pub(crate) struct Client {
     pub(crate) session: (String, Vec<u8>),
     /// The heartbeat interval the first `Welcome` gave, in milliseconds.
     pub(crate) heartbeat_ms: u32,
+    /// The epoch of the last position read (a message's, or an ack's).
+    pub(crate) epoch: u64,
 }
 
 /// One envelope the server sent, reduced to what the tests compare.
@@ -54,6 +56,7 @@ impl Client {
             writer: EnvelopeWriter::new(),
             session: (String::new(), Vec::new()),
             heartbeat_ms: 0,
+            epoch: 0,
         };
         assert_eq!(client.read(), Got::Welcome(false, Vec::new()));
         client
@@ -92,6 +95,9 @@ impl Client {
         match envelope.body_type() {
             Body::Ack => {
                 let ack = envelope.body_as_ack().unwrap();
+                if let Some(position) = ack.position() {
+                    self.epoch = position.epoch();
+                }
                 Got::Ack(
                     ack.id(),
                     envelope::bytes(ack.payload()).to_vec(),
@@ -105,6 +111,7 @@ impl Client {
             }
             Body::Message => {
                 let message = envelope.body_as_message().unwrap();
+                self.epoch = message.position().epoch();
                 Got::Message(
                     message.room().to_owned(),
                     message.position().offset(),
