@@ -27,7 +27,7 @@ struct Audit {
     counts: Rc<Counts>,
 }
 
-impl<S: Default + 'static> Plugin<S> for Audit {
+impl<S: Default + Send + 'static> Plugin<S> for Audit {
     fn name(&self) -> &str {
         "audit"
     }

@@ -54,11 +54,13 @@
 //! [`Hub::broadcast`] reaches every connection.
 //!
 //! [`v1::Protocol`] serves the `shardcast.v1` envelope protocol on top:
-//! rooms, routed events with acknowledgements, presence, with
+//! rooms, routed events with acknowledgements, presence, sessions that a
+//! reconnecting client resumes on any shard with what it missed
+//! replayed ([`Conn::rejoin`], [`Recovery`]), with
 //! [`middleware`] (origin, API keys, connection and request rates) and
 //! plugins.
 //!
-//! What it does not do yet: sessions and resume, TLS, and the HTTP side
+//! What it does not do yet: TLS, and the HTTP side
 //! (metrics, admin, long-polling). The library sets no global allocator
 //! and no logger; the `shardcast` binary does both.
 #![deny(unsafe_code)]

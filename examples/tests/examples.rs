@@ -57,10 +57,16 @@ impl Example {
         for (name, value) in headers {
             request.headers_mut().insert(*name, value.parse().unwrap());
         }
-        tungstenite::client(request, stream)
+        let mut socket = tungstenite::client(request, stream)
             .map_err(|error| format!("{error}"))
             .unwrap()
-            .0
+            .0;
+        if v1 {
+            let welcome = socket.read().unwrap().into_data();
+            let welcome = envelope::read(&welcome, &VerifyLimits::default()).unwrap();
+            assert_eq!(welcome.body_type(), Body::Welcome, "a Welcome first");
+        }
+        socket
     }
 
     /// Whether an upgrade with `headers` is refused with `status`.

@@ -17,7 +17,7 @@ use super::Protocol;
 /// /// Answers "time" with the server's Unix time in seconds.
 /// struct Clock;
 ///
-/// impl<S: Default + 'static> Plugin<S> for Clock {
+/// impl<S: Default + Send + 'static> Plugin<S> for Clock {
 ///     fn name(&self) -> &str {
 ///         "clock"
 ///     }

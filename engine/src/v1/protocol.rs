@@ -52,6 +52,12 @@ type RawHandler<S> = Box<dyn FnMut(&mut Conn<Session<S>>, Message<'_>)>;
 ///   connection's token bucket ([`Protocol::rate_limit`]) and then the
 ///   message layers ([`MessageLayer`]), in the order they were added.
 ///
+/// Sessions: every connection starts with a `Welcome`; a client whose
+/// link dropped resumes its session with `Resume` on a new connection
+/// (see [the module](super) and [`Protocol::session_timeout`]). The
+/// application's state `S` is part of the session: it is `Send`, as it
+/// moves to the shard the client resumes on.
+///
 /// Connections that offer no subprotocol are refused (400), unless a raw
 /// handler was given ([`Protocol::raw`]), which then receives their
 /// messages. A server that serves this protocol lists
