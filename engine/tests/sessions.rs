@@ -10,7 +10,7 @@ mod common;
 
 use std::net::{Shutdown, SocketAddr};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::v1_client::{Client, Got};
 use common::{Driver, TestServer, on_both_drivers, start};
@@ -281,5 +281,36 @@ fn a_client_that_closes_normally_ends_its_session(driver: Driver) {
     again.resume(&session, &[]);
     assert_eq!(again.read(), Got::Error(ErrorCode::RecoveryFailed, None));
     again.close();
+    server.shutdown();
+}
+
+on_both_drivers!(a_silent_client_is_closed_by_heartbeat_and_its_session_resumes);
+fn a_silent_client_is_closed_by_heartbeat_and_its_session_resumes(driver: Driver) {
+    let second = Duration::from_secs(1);
+    let server = server(
+        driver,
+        |b| b.idle_timeout(None).heartbeat(Some((second, second))),
+        protocol,
+    );
+    let addr = server.addr();
+    let mut silent = Client::connect(addr, &[]);
+    assert_eq!(silent.heartbeat_ms, 1000, "the Welcome names the interval");
+    join(&mut silent, "r", 1);
+    let (session, epoch) = (silent.session.clone(), silent.epoch);
+    // The client stops reading, so it answers no ping: the server must
+    // find the link dead within interval + timeout (+ its 1 s sweep).
+    let started = Instant::now();
+    thread::sleep(Duration::from_millis(3500));
+    let mut publisher = Client::connect(addr, &[]);
+    join(&mut publisher, "r", 1);
+    publish_all(&mut publisher, "r", 1..=3);
+    assert_eq!(silent.close_code(), Some(1001), "closed by the heartbeat");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut back = Client::connect(addr, &[]);
+    back.resume(&session, &[("r", 0, epoch)]);
+    assert_eq!(back.read(), Got::Welcome(true, vec![("r".into(), None, 3)]));
+    expect_messages(&mut back, "r", 1, 3);
+    back.close();
+    publisher.close();
     server.shutdown();
 }

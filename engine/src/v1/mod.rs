@@ -62,8 +62,9 @@ pub struct Session<S> {
     pub(crate) session: Option<SessionId>,
     /// The generation of the session's last token.
     pub(crate) generation: u32,
-    /// The resume in progress on this connection.
-    pub(crate) resuming: Option<Resuming>,
+    /// The resume in progress on this connection (boxed: a moment in a
+    /// connection's life, not worth the bytes of every idle one).
+    pub(crate) resuming: Option<Box<Resuming>>,
 }
 
 impl<S: Default> Session<S> {

@@ -150,12 +150,12 @@ impl<S: Default + Send + 'static> Protocol<S> {
                 (Box::from(room.room()), position)
             })
             .collect();
-        conn.state_mut().resuming = Some(Resuming {
+        conn.state_mut().resuming = Some(Box::new(Resuming {
             id,
             positions,
             waiting: 0,
             rooms: Vec::new(),
-        });
+        }));
         let take = Take {
             id,
             generation,
