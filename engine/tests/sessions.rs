@@ -16,6 +16,7 @@ use common::v1_client::{Client, Got};
 use common::{Driver, TestServer, on_both_drivers, start};
 use shardcast::ServerBuilder;
 use shardcast::v1::{ErrorCode, Protocol, Router, SESSION_RESUMED_ELSEWHERE, SUBPROTOCOL};
+use shardcast_proto::envelope::ResumePoint;
 
 fn server(
     driver: Driver,
@@ -174,7 +175,24 @@ fn a_resume_takes_the_session_from_a_connection_that_still_looks_open(driver: Dr
     publish_all(&mut publisher, "r", 1..=3);
     expect_messages(&mut old, "r", 1, 3);
     let mut new = Client::connect(addr, &[]);
-    new.resume(&old.session, &[("r", 3, old.epoch)]);
+    // A room request while the resume runs is refused, not raced.
+    let (id, token) = old.session.clone();
+    let point = ResumePoint {
+        room: "r",
+        offset: 3,
+        epoch: old.epoch,
+    };
+    new.send(|w| {
+        let mut batch = w.batch();
+        batch
+            .resume(&id, &token, &[point])
+            .join("x", Some(7), false);
+        batch.finish()
+    });
+    assert_eq!(
+        new.read(),
+        Got::Ack(7, Vec::new(), Some(ErrorCode::BadRequest), None)
+    );
     assert_eq!(new.read(), Got::Welcome(true, vec![("r".into(), None, 3)]));
     assert_eq!(old.close_code(), Some(SESSION_RESUMED_ELSEWHERE.0));
     publish_all(&mut publisher, "r", 4..=6);

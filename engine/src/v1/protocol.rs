@@ -313,6 +313,16 @@ impl<S: Default + Send + 'static> Protocol<S> {
                 return;
             }
         };
+        if conn.state().resuming.is_some() && request.room().is_some() {
+            // Its rooms are being rejoined: a change now would race the
+            // recovery the resumed `Welcome` reports.
+            let room = request.room().map(str::to_owned);
+            let error = EventError::bad_request(
+                "the session is resuming: wait for its Welcome before room requests",
+            );
+            self.answer(conn, ack, room.as_deref(), Err(error));
+            return;
+        }
         if !self.check(conn, &mut request, ack) {
             return;
         }
