@@ -12,9 +12,8 @@ use tracing::debug;
 
 use super::layer::{MessageLayer, Request, Verdict};
 use super::plugin::Plugin;
-use super::resume::{Handover, Take};
 use super::router::{EventError, Reply, Router};
-use super::sessions::SessionTable;
+use super::sessions::{Handover, SessionTable, Take};
 use super::{SUBPROTOCOL, Session};
 use crate::conn::{Conn, JoinOptions, PublishOptions};
 use crate::handler::{Handler, Message, Rejection};

@@ -4,10 +4,10 @@
 //! A resume goes in four steps, whatever shards are involved:
 //! 1. The connection that received the `Resume` checks the token (any
 //!    shard can: they share the key) and learns from it which shard keeps
-//!    the session; it sends that shard a [`Take`] notice.
+//!    the session; it sends that shard a `Take` notice.
 //! 2. The keeper hands the session over: a parked one, or one still held
 //!    by an open connection (a link that died without anyone knowing
-//!    yet), which it closes with 4001. It answers with a [`Handover`].
+//!    yet), which it closes with 4001. It answers with a `Handover`.
 //! 3. The new connection rejoins the session's rooms from the positions
 //!    the client sent ([`Conn::rejoin`]); each room's missed messages
 //!    come from its owner's history ([`Protocol::on_recovered`](crate::Handler::on_recovered)).
@@ -30,10 +30,10 @@ use tracing::debug;
 use super::Session;
 use super::protocol::Protocol;
 use super::router::EventError;
-use super::sessions::{Found, Parked};
+use super::sessions::{Found, Handover, Parked, Take};
 use super::token::{SessionId, SessionKeys};
 use crate::CloseCode;
-use crate::conn::{Conn, ConnAddress};
+use crate::conn::Conn;
 use crate::notice::ShardConns;
 use crate::rooms::{Loss, Position, Recovery};
 
@@ -52,24 +52,6 @@ pub(crate) struct Resuming {
     waiting: usize,
     /// Each rejoined room's recovery.
     rooms: Vec<(Arc<str>, Recovery)>,
-}
-
-/// To the shard that keeps a session: hand it over to `to`.
-#[derive(Debug)]
-pub(crate) struct Take {
-    id: SessionId,
-    generation: u32,
-    user: Option<Arc<str>>,
-    to: ConnAddress,
-}
-
-/// From a session's keeper to the connection resuming it: the session, or
-/// `None` when it cannot be resumed.
-#[derive(Debug)]
-pub(crate) struct Handover<S> {
-    id: SessionId,
-    to: ConnAddress,
-    session: Option<Parked<S>>,
 }
 
 impl<S: Default + Send + 'static> Protocol<S> {

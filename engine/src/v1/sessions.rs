@@ -1,6 +1,7 @@
 //! [`SessionTable`]: the sessions one shard keeps, live (their connection
 //! is open here) or parked (their connection closed, and the session
-//! waits out its timeout for the client to resume it).
+//! waits out its timeout for the client to resume it); and the notices
+//! that hand a session from its keeper to the connection resuming it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,6 +23,24 @@ pub(crate) struct Parked<S> {
     pub(crate) rooms: Vec<(Arc<str>, JoinOptions)>,
     /// The application's state.
     pub(crate) state: S,
+}
+
+/// To the shard that keeps a session: hand it over to `to`.
+#[derive(Debug)]
+pub(crate) struct Take {
+    pub(crate) id: SessionId,
+    pub(crate) generation: u32,
+    pub(crate) user: Option<Arc<str>>,
+    pub(crate) to: ConnAddress,
+}
+
+/// From a session's keeper to the connection resuming it: the session, or
+/// `None` when it cannot be resumed.
+#[derive(Debug)]
+pub(crate) struct Handover<S> {
+    pub(crate) id: SessionId,
+    pub(crate) to: ConnAddress,
+    pub(crate) session: Option<Parked<S>>,
 }
 
 /// Where a session is.
