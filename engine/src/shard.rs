@@ -10,6 +10,7 @@
 
 mod fanout;
 
+use std::cell::RefMut;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -34,7 +35,7 @@ use crate::deadlines::Deadlines;
 use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
 use crate::error::Error;
 use crate::handler::{Handler, ShardId};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubState};
 use crate::send_queue::SendPools;
 use crate::server::Shared;
 use crate::stats::ShardCounters;
@@ -357,6 +358,11 @@ impl<H: Handler> Shard<H> {
         live(&mut self.connections, token)
     }
 
+    /// The shard's rooms, borrowed for one step.
+    fn hub_state(&self) -> RefMut<'_, HubState> {
+        self.context.send.hub.state.borrow_mut()
+    }
+
     /// Puts a connection on the list to flush at the end of the turn.
     fn mark_dirty(dirty: &mut Vec<usize>, key: usize, connection: &mut Connection<H::State>) {
         connection::mark_dirty(dirty, key, connection);
@@ -372,14 +378,7 @@ impl<H: Handler> Shard<H> {
         io.forget(connection.stream.as_raw_fd(), token);
         if connection.is_open() {
             connection.finish(&mut self.context.handler);
-            let left = self
-                .context
-                .send
-                .hub
-                .state
-                .borrow_mut()
-                .local
-                .leave_all(key as u32);
+            let left = self.hub_state().local.leave_all(key as u32);
             // The rooms' owners hear of it in a turn that comes at once.
             self.fanout.more |= left;
             self.counters.connection_closed();

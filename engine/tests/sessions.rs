@@ -12,23 +12,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::v1_client::{Client, Got};
-use common::{Driver, TestServer, on_both_drivers, start};
-use shardcast::ServerBuilder;
-use shardcast::v1::{ErrorCode, Protocol, Router, SESSION_RESUMED_ELSEWHERE, SUBPROTOCOL};
+use common::v1_client::{Client, Got, server};
+use common::{Driver, on_both_drivers};
+use shardcast::v1::{ErrorCode, Protocol, Router, SESSION_RESUMED_ELSEWHERE};
 use shardcast_proto::envelope::ResumePoint;
-
-fn server(
-    driver: Driver,
-    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
-    protocol: impl Fn() -> Protocol<u32> + Send + Sync + 'static,
-) -> TestServer {
-    start(
-        driver,
-        |builder| configure(builder.subprotocols([SUBPROTOCOL]).shards(4)),
-        move |_| protocol(),
-    )
-}
 
 /// Events that show where a connection is and what its state holds.
 fn protocol() -> Protocol<u32> {

@@ -8,28 +8,16 @@ mod common;
 use std::borrow::Cow;
 use std::net::TcpStream;
 
-use common::v1_client::{Client, Got};
-use common::{Driver, TestServer, on_both_drivers, start};
+use common::v1_client::{Client, Got, server};
+use common::{Driver, on_both_drivers};
+use shardcast::CloseCode;
 use shardcast::middleware::{ApiKey, RateLimit};
 use shardcast::v1::{
     ErrorCode, EventError, Plugin, Protocol, Request, Router, SUBPROTOCOL, Verdict, emit,
 };
-use shardcast::{CloseCode, ServerBuilder};
 use shardcast_proto::envelope::{self, Body, VerifyLimits};
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
-
-fn server(
-    driver: Driver,
-    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
-    protocol: impl Fn() -> Protocol<u32> + Send + Sync + 'static,
-) -> TestServer {
-    start(
-        driver,
-        |builder| configure(builder.subprotocols([SUBPROTOCOL]).shards(4)),
-        move |_| protocol(),
-    )
-}
 
 fn router() -> Router<u32> {
     Router::<u32>::new()

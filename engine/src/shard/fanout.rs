@@ -158,14 +158,7 @@ impl<H: Handler> Shard<H> {
                 watchers,
                 subscription,
             } => {
-                let started = self
-                    .context
-                    .send
-                    .hub
-                    .state
-                    .borrow_mut()
-                    .owned
-                    .count(&room, from, count, watchers);
+                let started = self.hub_state().owned.count(&room, from, count, watchers);
                 if let Some(position) = started {
                     self.send_to(
                         from,
@@ -182,11 +175,9 @@ impl<H: Handler> Shard<H> {
                 subscription,
                 position,
             } => {
-                self.context.send.hub.state.borrow_mut().local.subscribed(
-                    &room,
-                    subscription,
-                    position,
-                );
+                self.hub_state()
+                    .local
+                    .subscribed(&room, subscription, position);
             }
             ShardMessage::Published {
                 conn,
@@ -210,14 +201,7 @@ impl<H: Handler> Shard<H> {
                 upto,
                 to,
             } => {
-                let history = self
-                    .context
-                    .send
-                    .hub
-                    .state
-                    .borrow()
-                    .owned
-                    .history_between(&room, after, upto);
+                let history = self.hub_state().owned.history_between(&room, after, upto);
                 self.replay(room, upto, history, to);
             }
             ShardMessage::Replay {
@@ -228,7 +212,7 @@ impl<H: Handler> Shard<H> {
             } => self.recovered(&room, joined, history, to),
             ShardMessage::Notice(notice) => self.notice(notice),
             ShardMessage::RoomSize { room, reply } => {
-                let size = self.context.send.hub.state.borrow().owned.size(&room);
+                let size = self.hub_state().owned.size(&room);
                 // The asker may have given up waiting.
                 let _ = reply.send(size);
             }
@@ -321,7 +305,7 @@ impl<H: Handler> Shard<H> {
     /// shard, in order: the raw frame or the `shardcast.v1` envelope,
     /// whichever each connection speaks.
     fn deliver(&mut self, message: &Arc<Sequenced>) {
-        if self.context.send.hub.state.borrow().local.has_joined() {
+        if self.hub_state().local.has_joined() {
             // A member hears that its join took effect before it hears
             // the room's messages.
             self.run_callbacks();
@@ -597,11 +581,7 @@ impl<H: Handler> Shard<H> {
             id: join.member.id,
         };
         let step = self
-            .context
-            .send
-            .hub
-            .state
-            .borrow_mut()
+            .hub_state()
             .local
             .recovery_step(to.key, &join.room, join.position);
         match step {
@@ -612,11 +592,10 @@ impl<H: Handler> Shard<H> {
             Some(Step::Fetch { after }) => {
                 let owner = owner_of(&join.room, self.fanout.ring.len());
                 if owner == self.id {
-                    let history = self.context.send.hub.state.borrow().owned.history_between(
-                        &join.room,
-                        after,
-                        join.position,
-                    );
+                    let history =
+                        self.hub_state()
+                            .owned
+                            .history_between(&join.room, after, join.position);
                     self.recovered(&join.room, join.position, history, to);
                 } else {
                     self.send_to(
@@ -667,20 +646,12 @@ impl<H: Handler> Shard<H> {
         to: ConnAddress,
     ) {
         let recovery = self
-            .context
-            .send
-            .hub
-            .state
-            .borrow_mut()
+            .hub_state()
             .local
             .recover(to.key, to.id, room, joined, history);
         if let Some(recovery) = recovery {
             let room = self
-                .context
-                .send
-                .hub
-                .state
-                .borrow()
+                .hub_state()
                 .local
                 .name(room)
                 .unwrap_or_else(|| room.into());

@@ -3,10 +3,27 @@
 
 use std::net::{SocketAddr, TcpStream};
 
-use shardcast::v1::{ErrorCode, SUBPROTOCOL};
+use shardcast::ServerBuilder;
+use shardcast::v1::{ErrorCode, Protocol, SUBPROTOCOL};
 use shardcast_proto::envelope::{self, Body, EnvelopeWriter, ResumePoint, VerifyLimits};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
+
+use super::{Driver, TestServer, start};
+
+/// A 4-shard server of `protocol`, which speaks shardcast.v1, configured
+/// further by `configure`.
+pub(crate) fn server(
+    driver: Driver,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    protocol: impl Fn() -> Protocol<u32> + Send + Sync + 'static,
+) -> TestServer {
+    start(
+        driver,
+        |builder| configure(builder.subprotocols([SUBPROTOCOL]).shards(4)),
+        move |_| protocol(),
+    )
+}
 
 /// A `shardcast.v1` test client.
 pub(crate) struct Client {
