@@ -642,6 +642,18 @@ pub(crate) async fn upgrade(
     source: Ipv4Addr,
     rng: &mut XorShift,
 ) -> anyhow::Result<OwnedFd> {
+    let mut stream = connect_from(target, source).await?;
+    client::handshake(&mut stream, target, None, rng).await?;
+    let fd = stream.into_raw_fd();
+    // SAFETY: into_raw_fd hands over the stream's descriptor, open, and
+    // nothing else owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens a TCP connection to `target` from `source`, the port chosen at
+/// connect time; returns once it is connected (or its connect failed,
+/// which the first write then reports).
+pub(crate) async fn connect_from(target: &Target, source: Ipv4Addr) -> anyhow::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
         .context("creating a socket")?;
     socket.set_nonblocking(true)?;
@@ -654,14 +666,10 @@ pub(crate) async fn upgrade(
         Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(error) => return Err(error).with_context(|| format!("connecting to {}", target.addr)),
     }
-    let mut stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
     // A failed connect wakes this too; the request's write then fails.
     stream.writable(true).await?;
-    client::handshake(&mut stream, target, None, rng).await?;
-    let fd = stream.into_raw_fd();
-    // SAFETY: into_raw_fd hands over the stream's descriptor, open, and
-    // nothing else owns or closes it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(stream)
 }
 
 /// Lets connect() pick the port, rather than bind(): a port bound to a

@@ -25,6 +25,10 @@
 //!   owner, from it to the subscriber's shard) against one that stays on
 //!   its shard, against `shardcast serve --shards 2`; the `engine-hops`
 //!   section of BENCHMARKS.md.
+//! - `resume-storm`: every shardcast.v1 client of `shardcast serve` cut
+//!   at once and resuming its session with jitter: time until all are
+//!   back, messages lost (none allowed), and the latency of connections
+//!   not cut; the `engine-resume-storm` section of BENCHMARKS.md.
 //! - `codec-report`: the protocol codec section of BENCHMARKS.md, from
 //!   criterion's results.
 //! - `allocations-report`: the engine's allocations per echoed message,
@@ -50,6 +54,7 @@ mod proc_stat;
 mod record;
 mod report;
 mod report_file;
+mod resume_storm;
 mod room_protocol;
 mod scaling;
 mod scenario;
@@ -117,6 +122,13 @@ enum Command {
     /// the subscriber on the other shard (1 hop), or the owner on the
     /// other shard (2 hops); optionally written to BENCHMARKS.md.
     Hops(hops::Args),
+    /// Session resume storm: every shardcast.v1 client of `shardcast
+    /// serve` is cut at once (RST) and reconnects after a random delay
+    /// within a jitter, resuming its session; time until all are back,
+    /// messages lost or duplicated (the run fails on any), recovery
+    /// failures, and the latency of probe connections before and during
+    /// the storm; optionally written to BENCHMARKS.md.
+    ResumeStorm(resume_storm::Args),
     /// Writes the protocol codec section of BENCHMARKS.md from criterion's
     /// results (`cargo bench -p shardcast-proto --bench codec`).
     CodecReport {
@@ -162,6 +174,7 @@ fn main() -> anyhow::Result<()> {
         Command::TrivialEcho(args) => trivial_echo::command(&args),
         Command::Connections(args) => connections::command(&args),
         Command::Hops(args) => hops::command(&args),
+        Command::ResumeStorm(args) => resume_storm::command(&args),
         Command::CodecReport {
             criterion,
             out,

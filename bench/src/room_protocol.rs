@@ -26,7 +26,7 @@ const SHARDCAST_V1: &str = "shardcast.v1";
 /// test is trusted, so these only keep a broken one from making the
 /// generator verify without end: as large as the WebSocket decoder's
 /// messages, and batches of up to half a million deliveries.
-const ENVELOPE_LIMITS: VerifyLimits = VerifyLimits {
+pub(crate) const ENVELOPE_LIMITS: VerifyLimits = VerifyLimits {
     max_bytes: DecoderConfig::DEFAULT.max_message_size,
     max_depth: VerifyLimits::DEFAULT.max_depth,
     max_tables: 1 << 20,

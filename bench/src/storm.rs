@@ -742,7 +742,7 @@ impl Storms<'_> {
 /// The kernel's count of connections dropped because a listen queue was
 /// full (`TcpExt: ListenOverflows` in /proc/net/netstat), machine-wide;
 /// `None` when it cannot be read.
-fn listen_overflows() -> Option<u64> {
+pub(crate) fn listen_overflows() -> Option<u64> {
     let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
     tcp_ext(&netstat, "ListenOverflows")
 }
