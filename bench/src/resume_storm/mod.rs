@@ -64,6 +64,7 @@ use crate::client::{Target, XorShift};
 use crate::connections::{self, SPARE_FDS};
 use crate::cores;
 use crate::echo::{DriverChoice, driver_name};
+use crate::hops::parse_index;
 use crate::limits::{self, PortRange};
 use crate::machine::Machine;
 use crate::proc_stat::{self, CpuSpent, CpuTimes};
@@ -77,6 +78,13 @@ const SECTION: &str = "engine-resume-storm";
 /// The acknowledgement id of every join: a member has one join in flight
 /// at most.
 const JOIN_ACK: u64 = 0;
+
+/// The acknowledgement id of a storm client's question to the server
+/// about its shard.
+const SHARD_ACK: u64 = 1;
+
+/// The event of `shardcast serve` that answers the connection's shard.
+const SHARD_EVENT: &str = "shardcast.shard";
 
 /// A publish's acknowledgement id holds its room's index above these
 /// bits, and its sequence number below.
@@ -455,6 +463,9 @@ struct Member {
     back_at: Cell<Option<Duration>>,
     /// Reconnections that failed and were tried again.
     retries: Cell<u64>,
+    /// The shard serving its connection, before the cut and once back,
+    /// as the server answered (`shardcast.shard`).
+    shards: Cell<[Option<usize>; 2]>,
     /// Why it failed, if it did.
     failure: RefCell<Option<String>>,
 }
@@ -472,6 +483,8 @@ struct MemberResult {
     back_at: Option<Duration>,
     /// Reconnections that failed and were tried again.
     retries: u64,
+    /// The shard serving its connection, before the cut and once back.
+    shards: [Option<usize>; 2],
     /// Why it failed, if it did.
     failure: Option<String>,
 }
@@ -536,6 +549,19 @@ impl Storm {
         item: Envelope<'_>,
         outbox: &mut Outbox<'_>,
     ) -> anyhow::Result<Flow> {
+        if let Some(ack) = item.body_as_ack().filter(|ack| ack.id() == SHARD_ACK) {
+            // A server without the event answers with an error: the
+            // placement stays unknown.
+            let shard = ack
+                .error()
+                .is_none()
+                .then(|| parse_index(envelope::bytes(ack.payload())).ok())
+                .flatten();
+            let mut shards = member.shards.get();
+            shards[usize::from(member.back_at.get().is_some())] = shard;
+            member.shards.set(shards);
+            return Ok(Flow::Continue);
+        }
         let mut tracker = member.tracker.borrow_mut();
         let (step, message) = track(&mut tracker, item)?;
         if message.is_some() && self.shared.phase() == phase::STORM {
@@ -548,6 +574,11 @@ impl Storm {
                 let since = self.cut_at.get().map(|at| at.elapsed());
                 member.back_at.set(since);
                 self.back.set(self.back.get() + 1);
+                outbox.send(
+                    self.envelopes
+                        .borrow_mut()
+                        .event(SHARD_EVENT, b"", Some(SHARD_ACK)),
+                );
             }
             Step::Rejoin => {
                 outbox.send(self.envelopes.borrow_mut().join(
@@ -578,6 +609,12 @@ impl Storm {
         {
             Ended::Stopped => {
                 member.fd.set(Some(link.fd()));
+                link.send(
+                    self.envelopes
+                        .borrow_mut()
+                        .event(SHARD_EVENT, b"", Some(SHARD_ACK)),
+                );
+                link.flush().await?;
                 Ok(link)
             }
             Ended::Closed => bail!("the server closed the connection before the join's Ack"),
@@ -851,6 +888,7 @@ impl Storm {
                     reconnect_at: member.reconnect_at.get(),
                     back_at: member.back_at.get(),
                     retries: member.retries.get(),
+                    shards: member.shards.get(),
                     failure: member.failure.borrow().clone(),
                 }
             })
@@ -1297,6 +1335,22 @@ impl Outcome {
             .find_map(|member| member.failure.as_deref())
     }
 
+    /// Clients whose shard is known before the cut and once back, and
+    /// those of them back on another shard.
+    fn placement(&self) -> (usize, usize) {
+        let known: Vec<(usize, usize)> = self
+            .timeline
+            .members
+            .iter()
+            .filter_map(|member| Some((member.shards[0]?, member.shards[1]?)))
+            .collect();
+        let moved = known
+            .iter()
+            .filter(|(before, after)| before != after)
+            .count();
+        (known.len(), moved)
+    }
+
     /// Since the cut, when each client was back.
     fn resume_times(&self) -> Spread {
         Spread::of(
@@ -1429,6 +1483,9 @@ impl Outcome {
         put("missing_room", json!(counts.missing_room));
         put("room_errors", json!(counts.room_errors));
         put("delivered_during_storm", json!(timeline.during_storm));
+        let (placed, moved) = self.placement();
+        put("placed", json!(placed));
+        put("moved_shard", json!(moved));
         put("published", json!(self.published.storm));
         put("probe_published", json!(self.published.probes));
         put(
@@ -1603,16 +1660,11 @@ impl Outcome {
             }
             None => "a running `shardcast serve`".to_owned(),
         };
-        let placement = if args.server.as_ref().is_some_and(|command| {
-            command
-                .split_whitespace()
-                .skip_while(|word| *word != "--shards")
-                .nth(1)
-                .is_some_and(|shards| shards != "1")
-        }) {
-            " The shards share one port (SO_REUSEPORT), so the kernel places each reconnection on a shard by its new source port: a resume lands on any shard, its session's or another."
-        } else {
-            ""
+        let placement = match self.placement() {
+            (0, _) => String::new(),
+            (placed, moved) => format!(
+                " The shards share one port (SO_REUSEPORT): the kernel places each connection on a shard by its source port, so a resume lands on its session's shard or another; asked with the `shardcast.shard` event, {moved} of {placed} clients were back on another shard than before the cut."
+            ),
         };
         let cores = match &args.cores {
             Some(cores) => format!("pinned to cores {cores}"),
@@ -1838,6 +1890,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
                                 reconnect_at: Cell::new(None),
                                 back_at: Cell::new(None),
                                 retries: Cell::new(0),
+                                shards: Cell::new([None; 2]),
                                 failure: RefCell::new(None),
                             }
                         })
@@ -1909,4 +1962,214 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         probed,
         thread_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The command's arguments as the command line gives them.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// The arguments `extra` give, with a URL unless they name a server.
+    fn args(extra: &[&str]) -> Args {
+        let mut line = vec!["resume-storm"];
+        if !extra.contains(&"--server") {
+            line.extend_from_slice(&["--url", "ws://127.0.0.1:1/"]);
+        }
+        line.extend_from_slice(extra);
+        Cli::parse_from(line).args
+    }
+
+    #[test]
+    fn stamps_carry_phase_and_time_through_payloads() {
+        let mut payload = vec![b'.'; 24];
+        write_stamp(&mut payload, phase::STORM, 0x0123_4567_89ab_cdef);
+        assert_eq!(&payload[..MIN_SIZE], b"30123456789abcdef");
+        assert_eq!(read_stamp(&payload), Some((3, 0x0123_4567_89ab_cdef)));
+        assert_eq!(read_stamp(b"2000000000000000f"), Some((2, 15)));
+        assert_eq!(read_stamp(b"3short"), None);
+        assert_eq!(read_stamp(b"30123456789abcdeX"), None);
+        assert_eq!(read_stamp(b""), None);
+    }
+
+    #[test]
+    fn spreads_are_nearest_rank_percentiles() {
+        let millis = |values: std::ops::RangeInclusive<u64>| {
+            values.map(Duration::from_millis).collect::<Vec<_>>()
+        };
+        let spread = Spread::of(millis(1..=100).into_iter().rev().collect());
+        assert_eq!((spread.p50, spread.p99, spread.max), (50.0, 99.0, 100.0));
+        assert_eq!(Spread::of(Vec::new()), Spread::default());
+        assert_eq!(Spread::of(millis(7..=7)).p50, 7.0);
+    }
+
+    #[test]
+    fn arguments_are_checked_and_the_history_covers_the_storm() {
+        let defaults = args(&[]);
+        defaults.check().unwrap();
+        assert_eq!(defaults.clients, 10_000);
+        // 10 messages a second per room, for twice the storm timeout.
+        assert_eq!(defaults.history(), 1200);
+        assert_eq!(args(&["--rate", "10"]).history(), MIN_HISTORY);
+        assert_eq!(args(&["--history", "0"]).history(), 0);
+        assert!(args(&["--size", "16"]).check().is_err());
+        assert!(args(&["--rate", "0"]).check().is_err());
+        assert!(args(&["--jitter-ms=-1"]).check().is_err());
+        assert!(args(&["--jitter-ms", "60000"]).check().is_err());
+        let pinned = args(&["--cores", "1,3"]);
+        assert_eq!(
+            (pinned.core(0), pinned.core(1), pinned.core(2)),
+            (Some(1), Some(3), Some(1))
+        );
+        assert_eq!(defaults.core(0), None);
+    }
+
+    /// A client that came back `back_ms` after the cut, having begun to
+    /// reconnect at `reconnect_ms`, from shard 0 to `shard`.
+    fn member(reconnect_ms: u64, back_ms: u64, shard: usize, counts: Counts) -> MemberResult {
+        MemberResult {
+            counts,
+            expected: counts.received + counts.lost,
+            reconnect_at: Some(Duration::from_millis(reconnect_ms)),
+            back_at: Some(Duration::from_millis(back_ms)),
+            retries: 0,
+            shards: [Some(0), Some(shard)],
+            failure: None,
+        }
+    }
+
+    fn outcome(members: Vec<MemberResult>) -> Outcome {
+        let mut windows = [
+            Histogram::new_with_bounds(1, MAX_LATENCY_NANOS, 3).unwrap(),
+            Histogram::new_with_bounds(1, MAX_LATENCY_NANOS, 3).unwrap(),
+        ];
+        for micros in 1..=100 {
+            windows[0].record(micros * 1000).unwrap();
+            windows[1].record(micros * 2000).unwrap();
+        }
+        Outcome {
+            args: args(&[
+                "--clients",
+                "3",
+                "--rooms",
+                "2",
+                "--server",
+                "shardcast serve --listen 127.0.0.1:{port} --shards 2 --config {config}",
+            ]),
+            url: "ws://127.0.0.1:1/".to_owned(),
+            history: Some(1200),
+            sources: 1,
+            timeline: Timeline {
+                driver: "io_uring",
+                connect_seconds: 0.5,
+                cut_seconds: 0.001,
+                all_back_seconds: 0.9,
+                baseline_seconds: 2.0,
+                during_storm: 42,
+                server_cpu: None,
+                listen_overflows: Some(0),
+                members,
+            },
+            published: Published::default(),
+            probed: Probed {
+                windows,
+                counts: Counts::default(),
+                unstamped: 0,
+                failure: None,
+            },
+            thread_error: None,
+        }
+    }
+
+    #[test]
+    fn a_clean_storm_passes_and_is_reported() {
+        let clean = Counts {
+            received: 10,
+            recovered: 3,
+            ..Counts::default()
+        };
+        let outcome = outcome(vec![
+            member(100, 300, 1, clean),
+            member(200, 900, 0, clean),
+            member(0, 50, 1, clean),
+        ]);
+        outcome.check().unwrap();
+        assert_eq!(outcome.placement(), (3, 2));
+        let json = outcome.to_json();
+        assert_eq!(json["scenario"], "resume-storm");
+        let metrics = &json["metrics"];
+        assert_eq!(metrics["back"], 3);
+        assert_eq!(metrics["received"], 30);
+        assert_eq!(metrics["recovered"], 9);
+        assert_eq!(metrics["lost"], 0);
+        assert_eq!(metrics["resume_max_ms"], 900.0);
+        assert_eq!(metrics["reconnection_max_ms"], 700.0);
+        assert_eq!(metrics["moved_shard"], 2);
+        assert!((metrics["storm_p50_us"].as_f64().unwrap() - 100.0).abs() < 0.5);
+        let machine = Machine {
+            cpu: "test CPU".to_owned(),
+            cores: 2,
+            kernel: "6.1".to_owned(),
+            commit: "abc".to_owned(),
+            rustc: "rustc".to_owned(),
+        };
+        let section = outcome.render("shardcast-bench resume-storm --clients 3", &machine);
+        assert!(
+            section.starts_with("## Session resume storm\n"),
+            "{section}"
+        );
+        assert!(section.contains("    shardcast-bench resume-storm --clients 3\n"));
+        assert!(section.contains("commit `abc`"), "{section}");
+        assert!(section.contains("with 2 shards"), "{section}");
+        assert!(
+            section.contains("its room history 1200 messages"),
+            "{section}"
+        );
+        assert!(section.contains("2 of 3 clients were back on another shard"));
+        assert!(
+            section.contains("| 3 | 2 | 1000 | 1000 ms | 0.90 s | 300 / 900 / 900 ms |"),
+            "{section}"
+        );
+        assert!(section.contains("| 42 | 9 | 0 | 0 | 0 |"), "{section}");
+        assert!(section.contains("| before the storm | 100 | 50 | 99 | 100 |"));
+        assert!(section.contains("share them"), "{section}");
+    }
+
+    #[test]
+    fn losses_duplicates_failures_and_stragglers_fail_the_run() {
+        let clean = Counts {
+            received: 10,
+            ..Counts::default()
+        };
+        let lossy = Counts {
+            lost: 2,
+            recovery_failed: 1,
+            ..clean
+        };
+        let text = |outcome: &Outcome| format!("{:#}", outcome.check().unwrap_err());
+        let failed = outcome(vec![member(0, 1, 0, clean), member(0, 1, 0, lossy)]);
+        let message = text(&failed);
+        assert!(message.contains("lost 2 messages"), "{message}");
+        assert!(message.contains("1 RecoveryFailed"), "{message}");
+        let duplicated = Counts {
+            duplicated: 1,
+            ..clean
+        };
+        assert!(text(&outcome(vec![member(0, 1, 0, duplicated)])).contains("1 twice"));
+        let mut straggler = outcome(vec![member(0, 1, 0, clean)]);
+        straggler.timeline.members[0].back_at = None;
+        assert!(text(&straggler).contains("0 of 3 clients back"));
+        let mut broken = outcome(vec![member(0, 1, 0, clean)]);
+        broken.timeline.members[0].failure = Some("reset".to_owned());
+        assert!(text(&broken).contains("first: reset"));
+        let mut quiet = outcome(vec![member(0, 1, 0, clean); 3]);
+        quiet.probed.windows[1].reset();
+        assert!(text(&quiet).contains("no storm"));
+    }
 }
