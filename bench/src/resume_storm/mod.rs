@@ -627,6 +627,9 @@ impl Storm {
     async fn live(self: Rc<Self>, index: usize, link: Link, seed: u64) {
         if let Err(error) = self.through_the_storm(index, link, seed).await {
             let member = &self.members[index];
+            // Its connection is closed: the cut must not touch the
+            // descriptor, which another socket may have taken.
+            member.fd.set(None);
             *member.failure.borrow_mut() = Some(format!("{error:#}"));
             self.failed.set(self.failed.get() + 1);
         }
@@ -997,31 +1000,40 @@ async fn publish(
         last: RefCell::new(vec![None; rooms.len()]),
         ..Acks::default()
     });
+    let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+    let write_timeout = Duration::from_secs_f64(args.drain_timeout);
     let mut writers = Vec::with_capacity(count);
     for publisher in 0..count {
-        let mut link = Link::open(target, Rc::clone(&inflater), XorShift::new(rng.next())).await?;
         let own: Vec<usize> = (publisher..rooms.len()).step_by(count).collect();
-        for &room in &own {
-            let id = (room as u64) << ROOM_SHIFT;
-            link.send(envelopes.join(&rooms[room], Some(id), false));
-        }
-        link.flush().await?;
-        let acked = Cell::new(0);
-        let ended = link
-            .pump(|item, _| {
-                let before = acks.acked.get();
-                acks.take(item)?;
-                acked.set(acked.get() + acks.acked.get() - before);
-                Ok(if acked.get() == own.len() as u64 {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
+        let joining = async {
+            let mut link =
+                Link::open(target, Rc::clone(&inflater), XorShift::new(rng.next())).await?;
+            for &room in &own {
+                let id = (room as u64) << ROOM_SHIFT;
+                link.send(envelopes.join(&rooms[room], Some(id), false));
+            }
+            link.flush().await?;
+            let acked = Cell::new(0);
+            let ended = link
+                .pump(|item, _| {
+                    let before = acks.acked.get();
+                    acks.take(item)?;
+                    acked.set(acked.get() + acks.acked.get() - before);
+                    Ok(if acked.get() == own.len() as u64 {
+                        Flow::Stop
+                    } else {
+                        Flow::Continue
+                    })
                 })
-            })
-            .await?;
-        if ended == Ended::Closed {
-            bail!("the server closed a publisher's connection before its joins' Acks");
-        }
+                .await?;
+            if ended == Ended::Closed {
+                bail!("the server closed a publisher's connection before its joins' Acks");
+            }
+            Ok(link)
+        };
+        let link = monoio::time::timeout(connect_timeout, joining)
+            .await
+            .map_err(|_| anyhow!("a publisher not joined within {connect_timeout:?}"))??;
         let (reader, writer) = link.split();
         let acks = Rc::clone(&acks);
         monoio::spawn(async move {
@@ -1076,7 +1088,10 @@ async fn publish(
         let id = ((room as u64) << ROOM_SHIFT) | sequence;
         let writer = &mut writers[room % count];
         writer.send(envelopes.publish(&rooms[room], &payload, true, Some(id)));
-        writer.flush().await.context("publishing")?;
+        monoio::time::timeout(write_timeout, writer.flush())
+            .await
+            .map_err(|_| anyhow!("a publish not written within {write_timeout:?}"))?
+            .context("publishing")?;
     }
     let sent = published.storm + published.probes;
     let drained = wait_for(shared, Duration::from_secs_f64(args.drain_timeout), || {
@@ -1181,16 +1196,24 @@ async fn probe(
         unstamped: Cell::new(0),
         failure: RefCell::new(None),
     });
+    let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     for (index, room) in rooms.iter().enumerate() {
-        let mut link = Link::open(target, Rc::clone(&inflater), XorShift::new(rng.next())).await?;
-        link.send(envelopes.join(room, Some(JOIN_ACK), false));
-        link.flush().await?;
-        let ended = link
-            .pump(|item, _| probing.take(index, item, shared))
-            .await?;
-        if ended == Ended::Closed {
-            bail!("the server closed a probe's connection before its join's Ack");
-        }
+        let joining = async {
+            let mut link =
+                Link::open(target, Rc::clone(&inflater), XorShift::new(rng.next())).await?;
+            link.send(envelopes.join(room, Some(JOIN_ACK), false));
+            link.flush().await?;
+            let ended = link
+                .pump(|item, _| probing.take(index, item, shared))
+                .await?;
+            if ended == Ended::Closed {
+                bail!("the server closed a probe's connection before its join's Ack");
+            }
+            Ok(link)
+        };
+        let mut link = monoio::time::timeout(connect_timeout, joining)
+            .await
+            .map_err(|_| anyhow!("a probe not joined within {connect_timeout:?}"))??;
         let (probing, reading) = (Rc::clone(&probing), Arc::clone(shared));
         monoio::spawn(async move {
             loop {
