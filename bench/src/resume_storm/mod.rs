@@ -1652,6 +1652,8 @@ impl Outcome {
         );
         print!("{}", self.storm_table());
         print!("{}", self.probe_table());
+        let (placed, moved) = self.placement();
+        println!("{moved} of {placed} clients back on another shard than before the cut");
         if let Some(failure) = self.first_failure() {
             println!("first client failure: {failure}");
         }
@@ -1704,7 +1706,7 @@ impl Outcome {
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "Method: {server}.{placement} {} shardcast.v1 clients, from {} source addresses, join one of {} rooms each; {} publishers publish {} B payloads to the rooms at {:.0} messages/s in total, and {} probes, each in a room of its own, receive {:.0} messages/s in total; neither publishers nor probes are cut. After {} s of warm-up and a {} s baseline, every client's connection is cut at once with an RST (SO_LINGER 0); each reconnects after a uniform random delay of up to {} ms, sends `Resume` with its session, token and last position, and is back when the resumed `Welcome` arrives (\"back after the cut\"; \"reconnection\" counts from its reconnection's start: connect, upgrade and resume). Publishing goes on throughout, and for {} s after the last client is back; then every client and probe must have received every offset of its room exactly once, in order, from its join to the room's last message: \"lost\" counts the gaps, \"duplicated\" the repeats, and a `RecoveryFailed`, a room missing from the `Welcome` or recovered with an error counts as a recovery failure. \"Recovered from history\" counts the messages replayed after the resumed `Welcome`s. Probe latency counts from each publish's intended time to its delivery: before the storm (the baseline) and from the cut until the last client was back. The generator's three threads (clients, publishers, probes; {} driver) are {cores}.{sharing}\n",
+            "Method: {server}.{placement} {} shardcast.v1 clients, from {} source address(es) from 127.0.0.2 up, join one of {} rooms each; {} publishers publish {} B payloads to the rooms at {:.0} messages/s in total, and {} probes, each in a room of its own, receive {:.0} messages/s in total; neither publishers nor probes are cut. After {} s of warm-up and a {} s baseline, every client's connection is cut at once with an RST (SO_LINGER 0); each reconnects after a uniform random delay of up to {} ms, sends `Resume` with its session, token and last position, and is back when the resumed `Welcome` arrives (\"back after the cut\"; \"reconnection\" counts from its reconnection's start: connect, upgrade and resume). Publishing goes on throughout, and for {} s after the last client is back; then every client and probe must have received every offset of its room exactly once, in order, from its join to the room's last message: \"lost\" counts the gaps, \"duplicated\" the repeats, and a `RecoveryFailed`, a room missing from the `Welcome` or recovered with an error counts as a recovery failure. \"Recovered from history\" counts the messages replayed after the resumed `Welcome`s. Probe latency counts from each publish's intended time to its delivery: before the storm (the baseline) and from the cut until the last client was back. The generator's three threads (clients, publishers, probes; {} driver) are {cores}.{sharing}\n",
             args.clients,
             self.sources,
             args.rooms,
