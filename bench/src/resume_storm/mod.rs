@@ -534,6 +534,8 @@ struct Timeline {
     during_storm: u64,
     /// The server's CPU time during the storm, when known.
     server_cpu: Option<CpuSpent>,
+    /// This process's CPU time during the storm (all three threads).
+    generator_cpu: Option<CpuSpent>,
     /// Listen queue overflows during the storm, machine-wide, when known.
     listen_overflows: Option<u64>,
     /// Each client's result.
@@ -793,6 +795,7 @@ impl Storm {
             baseline_seconds: 0.0,
             during_storm: 0,
             server_cpu: None,
+            generator_cpu: None,
             listen_overflows: None,
             members: Vec::new(),
         };
@@ -818,6 +821,7 @@ impl Storm {
             .server_pid
             .map(|pid| CpuTimes::read(Some(pid)))
             .transpose()?;
+        let generator_before = CpuTimes::read(None)?;
         let overflows_before = listen_overflows();
         shared.set(phase::STORM);
         let cut_at = self.cut_all()?;
@@ -844,6 +848,7 @@ impl Storm {
             (Some(pid), Some(before)) => Some(CpuTimes::read(Some(pid))?.since(&before, ticks)),
             _ => None,
         };
+        timeline.generator_cpu = Some(CpuTimes::read(None)?.since(&generator_before, ticks));
         timeline.listen_overflows = listen_overflows()
             .zip(overflows_before)
             .map(|(after, before)| after.saturating_sub(before));
@@ -1538,6 +1543,12 @@ impl Outcome {
                 json!(cpu.total / timeline.all_back_seconds.max(1e-9)),
             );
         }
+        if let Some(cpu) = timeline.generator_cpu {
+            put(
+                "generator_core_share",
+                json!(cpu.total / timeline.all_back_seconds.max(1e-9)),
+            );
+        }
         if let Some(overflows) = timeline.listen_overflows {
             put("listen_overflows", json!(overflows));
         }
@@ -1732,14 +1743,17 @@ impl Outcome {
             self.timeline
                 .listen_overflows
                 .map_or_else(|| "unknown".to_owned(), |count| count.to_string()),
-            self.timeline
-                .server_cpu
-                .map(|cpu| format!(
-                    "; server CPU from the cut until the last client was back: {:.2} s ({:.0}% of a core)",
-                    cpu.total,
-                    cpu.total / self.timeline.all_back_seconds.max(1e-9) * 100.0
-                ))
-                .unwrap_or_default()
+            [
+                ("server", self.timeline.server_cpu),
+                ("generator", self.timeline.generator_cpu)
+            ]
+            .into_iter()
+            .filter_map(|(whose, cpu)| Some(format!(
+                "; {whose} CPU from the cut until the last client was back: {:.2} s ({:.0}% of a core)",
+                cpu?.total,
+                cpu?.total / self.timeline.all_back_seconds.max(1e-9) * 100.0
+            )))
+            .collect::<String>()
         );
         out
     }
@@ -2098,6 +2112,10 @@ mod tests {
                 baseline_seconds: 2.0,
                 during_storm: 42,
                 server_cpu: None,
+                generator_cpu: Some(CpuSpent {
+                    total: 0.45,
+                    user: 0.3,
+                }),
                 listen_overflows: Some(0),
                 members,
             },
@@ -2164,6 +2182,12 @@ mod tests {
         assert!(section.contains("| 42 | 9 | 0 | 0 | 0 |"), "{section}");
         assert!(section.contains("| before the storm | 100 | 50 | 99 | 100 |"));
         assert!(section.contains("share them"), "{section}");
+        assert!(
+            section.contains("; generator CPU from the cut until the last client was back: 0.45 s (50% of a core).\n"),
+            "{section}"
+        );
+        assert!(!section.contains("server CPU"), "{section}");
+        assert!((metrics["generator_core_share"].as_f64().unwrap() - 0.5).abs() < 1e-9);
     }
 
     #[test]
