@@ -459,6 +459,9 @@ struct Member {
     tracker: RefCell<Tracker>,
     /// Since the cut, when its reconnection began.
     reconnect_at: Cell<Option<Duration>>,
+    /// Since the cut, when its new connection was upgraded and its
+    /// `Resume` written.
+    upgraded_at: Cell<Option<Duration>>,
     /// Since the cut, when it was back.
     back_at: Cell<Option<Duration>>,
     /// Reconnections that failed and were tried again.
@@ -479,6 +482,9 @@ struct MemberResult {
     expected: u64,
     /// Since the cut, when its reconnection began.
     reconnect_at: Option<Duration>,
+    /// Since the cut, when its new connection was upgraded and its
+    /// `Resume` written.
+    upgraded_at: Option<Duration>,
     /// Since the cut, when it was back.
     back_at: Option<Duration>,
     /// Reconnections that failed and were tried again.
@@ -660,6 +666,7 @@ impl Storm {
         monoio::time::sleep(due.saturating_duration_since(Instant::now())).await;
         member.reconnect_at.set(Some(cut_at.elapsed()));
         let mut link = self.reconnect(member, cut_at, seed).await?;
+        member.upgraded_at.set(Some(cut_at.elapsed()));
         loop {
             let ended = link
                 .pump(|item, outbox| self.handle(member, item, outbox))
@@ -894,6 +901,7 @@ impl Storm {
                     counts,
                     expected,
                     reconnect_at: member.reconnect_at.get(),
+                    upgraded_at: member.upgraded_at.get(),
                     back_at: member.back_at.get(),
                     retries: member.retries.get(),
                     shards: member.shards.get(),
@@ -1379,27 +1387,36 @@ impl Outcome {
         (known.len(), moved)
     }
 
-    /// Since the cut, when each client was back.
-    fn resume_times(&self) -> Spread {
-        Spread::of(
-            self.timeline
-                .members
-                .iter()
-                .filter_map(|member| member.back_at)
-                .collect(),
-        )
+    /// The spread of `span` over the clients that have one.
+    fn spread(&self, span: impl Fn(&MemberResult) -> Option<Duration>) -> Spread {
+        Spread::of(self.timeline.members.iter().filter_map(span).collect())
     }
 
-    /// From each client's reconnection to its being back: connect,
-    /// upgrade, resume.
-    fn reconnection_times(&self) -> Spread {
-        Spread::of(
-            self.timeline
-                .members
-                .iter()
-                .filter_map(|member| Some(member.back_at?.saturating_sub(member.reconnect_at?)))
-                .collect(),
-        )
+    /// The spreads of the storm's parts, each client's from the cut to its
+    /// being back, and its reconnection's (connect, upgrade and resume),
+    /// and this split in two: connect and upgrade, then the `Resume`
+    /// until the resumed `Welcome`. By name, in the order the results
+    /// give them.
+    fn spreads(&self) -> [(&'static str, Spread); 4] {
+        let between = |from: fn(&MemberResult) -> Option<Duration>,
+                       to: fn(&MemberResult) -> Option<Duration>| {
+            self.spread(move |member| Some(to(member)?.saturating_sub(from(member)?)))
+        };
+        [
+            ("resume", self.spread(|member| member.back_at)),
+            (
+                "reconnection",
+                between(|member| member.reconnect_at, |member| member.back_at),
+            ),
+            (
+                "upgrade",
+                between(|member| member.reconnect_at, |member| member.upgraded_at),
+            ),
+            (
+                "resume_answer",
+                between(|member| member.upgraded_at, |member| member.back_at),
+            ),
+        ]
     }
 
     /// The probes' window `index` (0: baseline, 1: storm).
@@ -1488,10 +1505,7 @@ impl Outcome {
         put("connect_seconds", json!(timeline.connect_seconds));
         put("cut_ms", json!(timeline.cut_seconds * 1e3));
         put("all_back_seconds", json!(timeline.all_back_seconds));
-        for (name, spread) in [
-            ("resume", self.resume_times()),
-            ("reconnection", self.reconnection_times()),
-        ] {
+        for (name, spread) in self.spreads() {
             put(&format!("{name}_p50_ms"), json!(spread.p50));
             put(&format!("{name}_p99_ms"), json!(spread.p99));
             put(&format!("{name}_max_ms"), json!(spread.max));
@@ -1593,15 +1607,15 @@ impl Outcome {
     fn storm_table(&self) -> String {
         let args = &self.args;
         let counts = self.counts();
-        let (resume, reconnection) = (self.resume_times(), self.reconnection_times());
+        let [(_, resume), _, (_, upgrade), (_, answer)] = self.spreads();
         let mut out = String::from(
-            "| clients | rooms | publishes/s | jitter | all back | back after the cut p50 / p99 / max | reconnection p50 / p99 | delivered during the storm | recovered from history | lost | duplicated | recovery failures |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| clients | rooms | publishes/s | jitter | all back | back after the cut p50 / p99 / max | connect + upgrade p50 / p99 | Resume to Welcome p50 / p99 | delivered during the storm | recovered from history | lost | duplicated | recovery failures |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.0} ms | {:.2} s | {:.0} / {:.0} / {:.0} ms | {:.1} / {:.1} ms | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} ms | {:.2} s | {:.0} / {:.0} / {:.0} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {} | {} | {} | {} | {} |",
             args.clients,
             args.rooms,
             args.rate,
@@ -1610,8 +1624,10 @@ impl Outcome {
             resume.p50,
             resume.p99,
             resume.max,
-            reconnection.p50,
-            reconnection.p99,
+            upgrade.p50,
+            upgrade.p99,
+            answer.p50,
+            answer.p99,
             self.timeline.during_storm,
             counts.recovered,
             counts.lost + counts.epoch_changes,
@@ -1717,7 +1733,7 @@ impl Outcome {
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "Method: {server}.{placement} {} shardcast.v1 clients, from {} source address(es) from 127.0.0.2 up, join one of {} rooms each; {} publishers publish {} B payloads to the rooms at {:.0} messages/s in total, and {} probes, each in a room of its own, receive {:.0} messages/s in total; neither publishers nor probes are cut. After {} s of warm-up and a {} s baseline, every client's connection is cut at once with an RST (SO_LINGER 0); each reconnects after a uniform random delay of up to {} ms, sends `Resume` with its session, token and last position, and is back when the resumed `Welcome` arrives (\"back after the cut\"; \"reconnection\" counts from its reconnection's start: connect, upgrade and resume). Publishing goes on throughout, and for {} s after the last client is back; then every client and probe must have received every offset of its room exactly once, in order, from its join to the room's last message: \"lost\" counts the gaps, \"duplicated\" the repeats, and a `RecoveryFailed`, a room missing from the `Welcome` or recovered with an error counts as a recovery failure. \"Recovered from history\" counts the messages replayed after the resumed `Welcome`s. Probe latency counts from each publish's intended time to its delivery: before the storm (the baseline) and from the cut until the last client was back. The generator's three threads (clients, publishers, probes; {} driver) are {cores}.{sharing}\n",
+            "Method: {server}.{placement} {} shardcast.v1 clients, from {} source address(es) from 127.0.0.2 up, join one of {} rooms each; {} publishers publish {} B payloads to the rooms at {:.0} messages/s in total, and {} probes, each in a room of its own, receive {:.0} messages/s in total; neither publishers nor probes are cut. After {} s of warm-up and a {} s baseline, every client's connection is cut at once with an RST (SO_LINGER 0); each reconnects after a uniform random delay of up to {} ms, sends `Resume` with its session, token and last position, and is back when the resumed `Welcome` arrives (\"back after the cut\"; its reconnection splits into \"connect + upgrade\", from its delay's end until its `Resume` is written, and \"Resume to Welcome\", until the resumed `Welcome` is read). Publishing goes on throughout, and for {} s after the last client is back; then every client and probe must have received every offset of its room exactly once, in order, from its join to the room's last message: \"lost\" counts the gaps, \"duplicated\" the repeats, and a `RecoveryFailed`, a room missing from the `Welcome` or recovered with an error counts as a recovery failure. \"Recovered from history\" counts the messages replayed after the resumed `Welcome`s. Probe latency counts from each publish's intended time to its delivery: before the storm (the baseline) and from the cut until the last client was back. The generator's three threads (clients, publishers, probes; {} driver) are {cores}.{sharing}\n",
             args.clients,
             self.sources,
             args.rooms,
@@ -1927,6 +1943,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
                                     &storm_rooms[index % storm_rooms.len()],
                                 )),
                                 reconnect_at: Cell::new(None),
+                                upgraded_at: Cell::new(None),
                                 back_at: Cell::new(None),
                                 retries: Cell::new(0),
                                 shards: Cell::new([None; 2]),
@@ -2076,6 +2093,7 @@ mod tests {
             counts,
             expected: counts.received + counts.lost,
             reconnect_at: Some(Duration::from_millis(reconnect_ms)),
+            upgraded_at: Some(Duration::from_millis(reconnect_ms + 10)),
             back_at: Some(Duration::from_millis(back_ms)),
             retries: 0,
             shards: [Some(0), Some(shard)],
@@ -2153,6 +2171,8 @@ mod tests {
         assert_eq!(metrics["lost"], 0);
         assert_eq!(metrics["resume_max_ms"], 900.0);
         assert_eq!(metrics["reconnection_max_ms"], 700.0);
+        assert_eq!(metrics["upgrade_p99_ms"], 10.0);
+        assert_eq!(metrics["resume_answer_max_ms"], 690.0);
         assert_eq!(metrics["moved_shard"], 2);
         assert!((metrics["storm_p50_us"].as_f64().unwrap() - 100.0).abs() < 0.5);
         let machine = Machine {
@@ -2176,7 +2196,9 @@ mod tests {
         );
         assert!(section.contains("2 of 3 clients were back on another shard"));
         assert!(
-            section.contains("| 3 | 2 | 1000 | 1000 ms | 0.90 s | 300 / 900 / 900 ms |"),
+            section.contains(
+                "| 3 | 2 | 1000 | 1000 ms | 0.90 s | 300 / 900 / 900 ms | 10.0 / 10.0 ms | 190.0 / 690.0 ms |"
+            ),
             "{section}"
         );
         assert!(section.contains("| 42 | 9 | 0 | 0 | 0 |"), "{section}");
