@@ -550,8 +550,9 @@ struct Timeline {
 }
 
 impl Storm {
-    /// What `item` does to client `index`: counted by its tracker; a
-    /// client back is timed, one to join again sends its `Join`.
+    /// What `item` does to `member`: the answer to its question about its
+    /// shard is kept; anything else goes to its tracker. A client back is
+    /// timed and asks its new shard; one to join again sends its `Join`.
     fn handle(
         &self,
         member: &Member,
@@ -656,7 +657,7 @@ impl Storm {
             .pump(|item, outbox| self.handle(member, item, outbox))
             .await?;
         if ended != Ended::Closed || !member.cut.get() {
-            bail!("the server closed the connection");
+            bail!("the server closed the connection before the cut");
         }
         member.fd.set(None);
         // The cut set SO_LINGER to 0: this close sends the RST.
