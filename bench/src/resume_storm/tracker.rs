@@ -2,8 +2,9 @@
 //! of its session: the positions it received, the session it can resume,
 //! and every message it missed or received twice. Pure bookkeeping, fed
 //! with what the connection reads, so every rule of the session contract
-//! (`spec/sessions.md`) that the benchmark checks is tested without a
-//! socket.
+//! (the schema `proto/schema/shardcast.fbs`, and the sessions paragraph
+//! of the README's "Rooms and the shardcast.v1 protocol" section) that
+//! the benchmark checks is tested without a socket.
 
 use anyhow::bail;
 use shardcast_proto::envelope::{ErrorCode, Position};
