@@ -1,1 +1,96 @@
-//! shardcast-client: the Rust client with reconnection, session resume and batching. Arrives with the sessions issue; a placeholder in the workspace until then.
+//! shardcast-client: a Rust client for shardcast servers, on Tokio.
+//!
+//! It speaks `shardcast.v1` (rooms with ordered, exactly-once messages,
+//! named events, requests with acknowledgements, presence) or raw
+//! WebSocket messages, over the sans-I/O protocol of
+//! [`shardcast_proto`], and keeps a connection up for its application:
+//!
+//! - **Reconnection** with exponential backoff and full jitter
+//!   ([`Backoff`]), up to a number of attempts or forever.
+//! - **Session resume**: after a reconnection the client sends `Resume`
+//!   with the last position it saw in each room; the server replays what
+//!   was missed. Rooms that could not be recovered are rejoined and
+//!   reported with [`Event::RecoveryFailed`], so a lost message is never
+//!   silent.
+//! - **A send buffer** ([`SendBuffer`]): what the application sends while
+//!   disconnected waits (bounded, failing or waiting when full) and is
+//!   written once after the session is back: never twice.
+//! - **Order checks**: per room, a message whose offset is not the next one
+//!   is reported as [`Event::Gap`]; duplicates are dropped.
+//! - **Heartbeats**: pings are answered; a server silent for longer than
+//!   the bound ([`Heartbeat`], by default twice the server's interval and a
+//!   second) is taken as gone, and the client reconnects.
+//! - **Batching** of outgoing envelopes ([`Batching`]), optional.
+//!
+//! Everything that happens comes in order on the [`Events`] stream:
+//! messages, presence, and each change of the connection's state.
+//!
+//! What it does not do: TLS. Only `ws://` URLs are accepted; reach a
+//! `wss://` endpoint through a local TLS-terminating proxy. And it needs a
+//! Tokio runtime (any flavour) to run its connection task on.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use shardcast_client::{Client, Config, Event};
+//!
+//! # async fn run() -> Result<(), shardcast_client::Error> {
+//! let (client, mut events) = Client::start(Config::new("ws://127.0.0.1:8080/"))?;
+//!
+//! // Answer the server's "greet" events.
+//! client.on("greet", |payload| Ok([b"hello, ", payload].concat()));
+//!
+//! // Requests wait for the session; they are sent once it is up.
+//! let position = client.join("lobby").await?;
+//! println!("joined lobby at {position}");
+//! let sent_at = client.publish_acked("lobby", b"hi all").await?;
+//! println!("published at {sent_at}");
+//! let echo = client.request("echo", b"ping").await?;
+//! assert_eq!(echo, b"ping");
+//!
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::Message(message) => {
+//!             println!("{} #{}: {:?}", message.room, message.position, message.payload);
+//!             if message.position == sent_at {
+//!                 break;
+//!             }
+//!         }
+//!         Event::RecoveryFailed { room, code, .. } => {
+//!             println!("lost messages of {room} ({code:?}): refetch its state");
+//!         }
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! client.close().await;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![doc(test(attr(deny(warnings))))]
+
+mod backoff;
+mod batch;
+mod client;
+mod config;
+mod driver;
+mod endpoint;
+mod error;
+mod event;
+mod link;
+mod outbox;
+mod outgoing;
+mod sequence;
+mod session;
+
+pub use backoff::Backoff;
+pub use batch::Batching;
+pub use client::Client;
+pub use config::{Config, Heartbeat, Mode};
+pub use error::Error;
+pub use event::{DisconnectReason, Event, Events, Presence, RoomMessage};
+pub use outbox::{SendBuffer, WhenFull};
+pub use sequence::Position;
+pub use shardcast_proto::CloseCode;
+pub use shardcast_proto::envelope::ErrorCode;
