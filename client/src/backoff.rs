@@ -110,7 +110,10 @@ mod tests {
             // Full jitter: some waits land in the bottom tenth of the
             // window and some in the top tenth.
             assert!(delays.iter().any(|delay| *delay < ceiling / 10), "{retry}");
-            assert!(delays.iter().any(|delay| *delay > ceiling * 9 / 10), "{retry}");
+            assert!(
+                delays.iter().any(|delay| *delay > ceiling * 9 / 10),
+                "{retry}"
+            );
         }
         assert_eq!(backoff.delay(0, &mut rng), Duration::ZERO);
     }

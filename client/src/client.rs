@@ -284,7 +284,12 @@ impl Client {
 
     /// Takes a place in the send buffer (waiting until `deadline` at most)
     /// and hands `payload` to the driver.
-    async fn enqueue(&self, payload: Payload, reply: Reply, deadline: Instant) -> Result<(), Error> {
+    async fn enqueue(
+        &self,
+        payload: Payload,
+        reply: Reply,
+        deadline: Instant,
+    ) -> Result<(), Error> {
         let slot = timeout_at(deadline, self.shared.outbox.reserve())
             .await
             .map_err(|_| Error::Timeout)??;

@@ -276,7 +276,11 @@ impl Driver {
 
     /// Serves one upgraded connection until it ends; returns why, and
     /// whether its session became ready.
-    async fn serve(&mut self, mut link: Link, connect_deadline: Instant) -> (DisconnectReason, bool) {
+    async fn serve(
+        &mut self,
+        mut link: Link,
+        connect_deadline: Instant,
+    ) -> (DisconnectReason, bool) {
         let mut phase = match self.config.mode {
             Mode::Raw => Phase::Ready,
             Mode::V1 => Phase::Welcome {
@@ -306,14 +310,14 @@ impl Driver {
             _ => {}
         }
         let mut last_heard = Instant::now();
-        let mut next_ping = self.config.heartbeat.ping_interval.map(|every| last_heard + every);
+        let mut next_ping = self
+            .config
+            .heartbeat
+            .ping_interval
+            .map(|every| last_heard + every);
         loop {
             let ready = matches!(phase, Phase::Ready);
-            let silence = if ready {
-                self.silence_bound()
-            } else {
-                None
-            };
+            let silence = if ready { self.silence_bound() } else { None };
             let write_bound = silence.unwrap_or(self.config.connect_timeout);
             if let Err(error) = link.flush(write_bound).await {
                 return (DisconnectReason::Failed(error), ready);
@@ -515,7 +519,10 @@ impl Driver {
                 let Phase::Resume { fresh } = std::mem::replace(phase, Phase::Ready) else {
                     unreachable!("matched just above");
                 };
-                info!(?code, message, "the session could not be resumed: rejoining");
+                info!(
+                    ?code,
+                    message, "the session could not be resumed: rejoining"
+                );
                 let recovery = Recovery {
                     rejoin: self.rooms.all(),
                     ..Recovery::default()
@@ -703,9 +710,13 @@ impl Driver {
     fn prepare(&mut self, mut outgoing: Outgoing, reply: Reply) -> Outgoing {
         let pending = match (reply, &outgoing) {
             (Reply::None, _) => None,
-            (Reply::Caller { sender, deadline }, Outgoing::Join { room, .. }) => {
-                Some((Pending::Caller { sender, join: Some(room.clone()) }, deadline))
-            }
+            (Reply::Caller { sender, deadline }, Outgoing::Join { room, .. }) => Some((
+                Pending::Caller {
+                    sender,
+                    join: Some(room.clone()),
+                },
+                deadline,
+            )),
             (Reply::Caller { sender, deadline }, _) => {
                 Some((Pending::Caller { sender, join: None }, deadline))
             }
@@ -735,7 +746,10 @@ impl Driver {
 
     fn on_ack(&mut self, ack: Ack<'_>) {
         let Some(pending) = self.pending.remove(&ack.id()) else {
-            debug!(id = ack.id(), "acknowledgement of a request no longer waited for");
+            debug!(
+                id = ack.id(),
+                "acknowledgement of a request no longer waited for"
+            );
             return;
         };
         let position = ack.position().map(Position::from);

@@ -41,20 +41,24 @@ impl Endpoint {
         if host.contains('@') {
             return Err(invalid("user information in the URL is not supported"));
         }
-        if !host.bytes().chain(target.bytes()).all(|b| b.is_ascii_graphic()) {
-            return Err(invalid("the host and path must be visible ASCII (percent-encode the rest)"));
+        if !host
+            .bytes()
+            .chain(target.bytes())
+            .all(|b| b.is_ascii_graphic())
+        {
+            return Err(invalid(
+                "the host and path must be visible ASCII (percent-encode the rest)",
+            ));
         }
         let has_port = match host.rsplit_once(':') {
-            Some((name, port)) => {
-                if !port.contains(']') && (!name.contains(':') || name.ends_with(']')) {
-                    port.parse::<u16>()
-                        .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
-                    true
-                } else {
-                    false
-                }
+            Some((name, port))
+                if !port.contains(']') && (!name.contains(':') || name.ends_with(']')) =>
+            {
+                port.parse::<u16>()
+                    .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
+                true
             }
-            None => false,
+            _ => false,
         };
         let authority = if has_port {
             host.to_owned()
@@ -93,8 +97,14 @@ mod tests {
 
     #[test]
     fn ipv6_in_brackets() {
-        assert_eq!(Endpoint::parse("ws://[::1]:8080/").unwrap().authority, "[::1]:8080");
-        assert_eq!(Endpoint::parse("ws://[::1]/").unwrap().authority, "[::1]:80");
+        assert_eq!(
+            Endpoint::parse("ws://[::1]:8080/").unwrap().authority,
+            "[::1]:8080"
+        );
+        assert_eq!(
+            Endpoint::parse("ws://[::1]/").unwrap().authority,
+            "[::1]:80"
+        );
     }
 
     #[test]

@@ -34,37 +34,38 @@
 //! ```no_run
 //! use shardcast_client::{Client, Config, Event};
 //!
-//! # async fn run() -> Result<(), shardcast_client::Error> {
-//! let (client, mut events) = Client::start(Config::new("ws://127.0.0.1:8080/"))?;
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), shardcast_client::Error> {
+//!     let (client, mut events) = Client::start(Config::new("ws://127.0.0.1:8080/"))?;
 //!
-//! // Answer the server's "greet" events.
-//! client.on("greet", |payload| Ok([b"hello, ", payload].concat()));
+//!     // Answer the server's "greet" events.
+//!     client.on("greet", |payload| Ok([b"hello, ", payload].concat()));
 //!
-//! // Requests wait for the session; they are sent once it is up.
-//! let position = client.join("lobby").await?;
-//! println!("joined lobby at {position}");
-//! let sent_at = client.publish_acked("lobby", b"hi all").await?;
-//! println!("published at {sent_at}");
-//! let echo = client.request("echo", b"ping").await?;
-//! assert_eq!(echo, b"ping");
+//!     // Requests wait for the session; they are sent once it is up.
+//!     let position = client.join("lobby").await?;
+//!     println!("joined lobby at {position}");
+//!     let sent_at = client.publish_acked("lobby", b"hi all").await?;
+//!     println!("published at {sent_at}");
+//!     let echo = client.request("echo", b"ping").await?;
+//!     assert_eq!(echo, b"ping");
 //!
-//! while let Some(event) = events.next().await {
-//!     match event {
-//!         Event::Message(message) => {
-//!             println!("{} #{}: {:?}", message.room, message.position, message.payload);
-//!             if message.position == sent_at {
-//!                 break;
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             Event::Message(message) => {
+//!                 println!("{} #{}: {:?}", message.room, message.position, message.payload);
+//!                 if message.position == sent_at {
+//!                     break;
+//!                 }
 //!             }
+//!             Event::RecoveryFailed { room, code, .. } => {
+//!                 println!("lost messages of {room} ({code:?}): refetch its state");
+//!             }
+//!             other => println!("{other:?}"),
 //!         }
-//!         Event::RecoveryFailed { room, code, .. } => {
-//!             println!("lost messages of {room} ({code:?}): refetch its state");
-//!         }
-//!         other => println!("{other:?}"),
-//!     }
 //! }
 //! client.close().await;
-//! # Ok(())
-//! # }
+//! Ok(())
+//! }
 //! ```
 #![forbid(unsafe_code)]
 #![deny(rustdoc::broken_intra_doc_links)]

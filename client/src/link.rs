@@ -92,7 +92,8 @@ fn handshake<'a, T>(
     headers: &'a [(&'a str, &'a str)],
     then: impl FnOnce(&ClientHandshake<'a>) -> T,
 ) -> T {
-    let mut handshake = ClientHandshake::new(&endpoint.host, &endpoint.target, generate_key(random));
+    let mut handshake =
+        ClientHandshake::new(&endpoint.host, &endpoint.target, generate_key(random));
     handshake.subprotocols = match config.mode {
         Mode::V1 => &[SUBPROTOCOL],
         Mode::Raw => &[],
@@ -215,7 +216,8 @@ impl Link {
             Some((deflater, limit)) if payload.len() <= *limit => Some(deflater),
             _ => None,
         };
-        self.encoder.binary(&mut self.output, payload, deflater, key);
+        self.encoder
+            .binary(&mut self.output, payload, deflater, key);
     }
 
     /// Queues a text message, compressed when that pays.

@@ -158,7 +158,13 @@ mod tests {
         let kinds: Vec<Body> = envelope::items(read).map(|e| e.body_type()).collect();
         assert_eq!(
             kinds,
-            [Body::Join, Body::Publish, Body::Event, Body::Ack, Body::Leave]
+            [
+                Body::Join,
+                Body::Publish,
+                Body::Event,
+                Body::Ack,
+                Body::Leave
+            ]
         );
     }
 }

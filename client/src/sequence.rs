@@ -70,7 +70,11 @@ mod tests {
     #[test]
     fn the_next_offset_is_in_order() {
         assert_eq!(check(Some(at(4)), at(5)), Verdict::Next);
-        assert_eq!(check(Some(at(0)), at(1)), Verdict::Next, "after a join at 0");
+        assert_eq!(
+            check(Some(at(0)), at(1)),
+            Verdict::Next,
+            "after a join at 0"
+        );
         assert_eq!(check(None, at(42)), Verdict::Next, "nothing known yet");
     }
 

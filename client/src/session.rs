@@ -219,27 +219,41 @@ mod tests {
             rooms.receive("a", at(15)),
             Receipt::GapThenDeliver { last: at(12) }
         );
-        assert_eq!(rooms.receive("a", at(16)), Receipt::Deliver, "from the gap on");
+        assert_eq!(
+            rooms.receive("a", at(16)),
+            Receipt::Deliver,
+            "from the gap on"
+        );
         assert_eq!(
             rooms.receive("a", Position::new(1, 4)),
             Receipt::GapThenDeliver { last: at(16) },
             "a new epoch nobody announced"
         );
         assert_eq!(rooms.receive("b", at(1)), Receipt::NotJoined);
-        assert_eq!(rooms.resume_points(), [("a".to_owned(), Position::new(1, 4))]);
+        assert_eq!(
+            rooms.resume_points(),
+            [("a".to_owned(), Position::new(1, 4))]
+        );
     }
 
     #[test]
     fn a_failed_join_forgets_only_an_unconfirmed_room() {
         let mut rooms = Rooms::default();
         rooms.joining("new", true);
-        assert_eq!(rooms.resume_points(), [("new".to_owned(), Position::default())]);
+        assert_eq!(
+            rooms.resume_points(),
+            [("new".to_owned(), Position::default())]
+        );
         rooms.join_failed("new");
         assert!(rooms.all().is_empty());
         let mut rooms = joined("old", 4);
         rooms.joining("old", true);
         rooms.join_failed("old");
-        assert_eq!(rooms.all(), [("old".to_owned(), true)], "kept, presence updated");
+        assert_eq!(
+            rooms.all(),
+            [("old".to_owned(), true)],
+            "kept, presence updated"
+        );
     }
 
     #[test]
@@ -250,7 +264,10 @@ mod tests {
         rooms.joined("a", Some(at(7)));
         assert_eq!(rooms.resume_points(), [("a".to_owned(), at(8))]);
         rooms.rejoined("a", Some(Position::new(2, 9)));
-        assert_eq!(rooms.resume_points(), [("a".to_owned(), Position::new(2, 9))]);
+        assert_eq!(
+            rooms.resume_points(),
+            [("a".to_owned(), Position::new(2, 9))]
+        );
     }
 
     #[test]
