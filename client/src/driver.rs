@@ -309,6 +309,11 @@ impl Driver {
             }
             _ => {}
         }
+        // The server may have sent frames in the same read as its 101.
+        if let Err(reason) = self.take_input(&mut link, &mut phase) {
+            let _ = link.flush(CLOSE_GRACE).await;
+            return (reason, matches!(phase, Phase::Ready));
+        }
         let mut last_heard = Instant::now();
         let mut next_ping = self
             .config
