@@ -62,14 +62,29 @@ impl ScriptedServer {
     /// The next connection, upgraded (with `shardcast.v1` if the client
     /// offered it, with permessage-deflate if it offered that).
     pub(crate) async fn accept(&mut self) -> Conn {
-        let stream = match self.stashed.take() {
+        let stream = self.next_stream().await;
+        timeout(STEP, Conn::upgrade(stream))
+            .await
+            .expect("no upgrade request in time")
+            .expect("the client closed during the upgrade")
+    }
+
+    /// The next connection whose upgrade request arrives within `within`;
+    /// `None` for one that stays silent that long (such as one opened
+    /// through a blackhole) or closes.
+    pub(crate) async fn try_accept(&mut self, within: Duration) -> Option<Conn> {
+        let stream = self.next_stream().await;
+        timeout(within, Conn::upgrade(stream)).await.ok().flatten()
+    }
+
+    async fn next_stream(&mut self) -> TcpStream {
+        match self.stashed.take() {
             Some(stream) => stream,
             None => timeout(STEP, self.accepted.recv())
                 .await
                 .expect("no connection from the client in time")
                 .unwrap(),
-        };
-        Conn::upgrade(stream).await
+        }
     }
 
     /// Whether a connection arrives within `within` (it is kept for the
@@ -128,16 +143,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    async fn upgrade(mut stream: TcpStream) -> Conn {
+    /// Reads the upgrade request and accepts it; `None` if the client
+    /// closes first.
+    async fn upgrade(mut stream: TcpStream) -> Option<Conn> {
         stream.set_nodelay(true).unwrap();
         let mut input = Vec::new();
         loop {
             let mut chunk = [0; 4096];
-            let read = timeout(STEP, stream.read(&mut chunk))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(read > 0, "the client closed during the upgrade");
+            let read = stream.read(&mut chunk).await.ok()?;
+            if read == 0 {
+                return None;
+            }
             input.extend_from_slice(&chunk[..read]);
             let parsed = parse_request(&input, &Default::default()).unwrap();
             let Progress::Done {
@@ -155,7 +171,7 @@ impl Conn {
             let v1 = negotiated.subprotocol.is_some();
             let compression = negotiated.deflate.is_some();
             input.drain(..head_len);
-            return Conn {
+            return Some(Conn {
                 stream,
                 decoder: Decoder::new(DecoderConfig {
                     compression,
@@ -168,7 +184,7 @@ impl Conn {
                 writer: EnvelopeWriter::new(),
                 v1,
                 message_sizes: Vec::new(),
-            };
+            });
         }
     }
 
