@@ -2,8 +2,10 @@
 //! client: what its documentation says it does, it does.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread;
 use std::time::Duration;
 
 use shardcast_proto::envelope::{self, Body, EnvelopeWriter, ErrorCode, SUBPROTOCOL, VerifyLimits};
@@ -318,4 +320,95 @@ fn plugin_greets_counts_and_answers() {
         answer.starts_with("open=") && answer.ends_with("requests=1"),
         "{answer}"
     );
+}
+
+/// The workspace's `shardcast` binary, built beside this test's binary
+/// (`cargo test --workspace` and `cargo nextest run --workspace` build it).
+fn shardcast_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary is in target/PROFILE/deps");
+    let binary = profile.join("shardcast");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p shardcast` (cargo test --workspace does)",
+        binary.display()
+    );
+    binary
+}
+
+/// `shardcast serve` with two unpinned shards on a free port, killed when
+/// dropped.
+struct Serve {
+    child: Child,
+    port: u16,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(shardcast_binary())
+            .args(["serve", "--shards", "2", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("SHARDCAST_SERVER_PIN_CORES", "false")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Serve { child, port };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("shardcast serve exited with {status}");
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        panic!("shardcast serve did not listen on {port} within 5 s");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn client_joins_publishes_receives_and_asks_echo() {
+    let serve = Serve::start();
+    let output = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--url", &format!("ws://127.0.0.1:{}/", serve.port)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let expected = [
+        "connecting (attempt 1)",
+        "connected, session ",
+        "joined lobby at 0@",
+        "published at 1@",
+        "received \"hello from Rust\" in lobby at 1@",
+        "echo answered \"are you there?\"",
+        "disconnected: Closed",
+    ];
+    let mut at = 0;
+    for want in expected {
+        let found = lines[at..]
+            .iter()
+            .position(|line| line.starts_with(want))
+            .unwrap_or_else(|| panic!("no line {want:?} in order in:\n{stdout}"));
+        at += found + 1;
+    }
 }
