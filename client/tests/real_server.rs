@@ -267,7 +267,10 @@ async fn every_message_arrives_once_and_in_order_across_cuts_and_a_blackhole() {
     });
     let mut seen = Seen::default();
     collect(&mut events, MESSAGES, &mut seen).await;
-    published.recv().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), published.recv())
+        .await
+        .expect("the publisher finished")
+        .unwrap();
     let _publisher = publishing.await.unwrap();
     let _proxy = faults.await.unwrap();
     assert_eq!(seen.payloads, (1..=MESSAGES).collect::<Vec<_>>());

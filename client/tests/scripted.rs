@@ -13,7 +13,7 @@ use shardcast_client::{
     SendBuffer, WhenFull,
 };
 use support::server::{Conn, Got, ScriptedServer};
-use support::{config, next, until};
+use support::{config, ended, next, until};
 
 const EPOCH: u64 = 77;
 
@@ -78,7 +78,7 @@ async fn connects_and_reports_the_new_session() {
             reason: DisconnectReason::Closed
         }
     ));
-    assert!(events.next().await.is_none(), "the stream ends after close");
+    assert!(ended(&mut events).await, "the stream ends after close");
     assert!(matches!(
         client.publish("a", b"x").await,
         Err(Error::Closed)
@@ -381,6 +381,7 @@ async fn reconnection_backs_off_with_jitter_and_counts_attempts() {
             reason: DisconnectReason::Eof
         }
     ));
+    let lost_at = Instant::now();
     // The server upgrades and then hangs up three times: each attempt
     // fails before a Welcome, so the attempts count up.
     for attempt in 1..=3 {
@@ -398,9 +399,28 @@ async fn reconnection_backs_off_with_jitter_and_counts_attempts() {
         next(&mut events).await,
         Event::Connecting { attempt: 4 }
     ));
+    // Full jitter: the four waits are at most 100 + 200 + 400 + 400 ms.
+    let waited = lost_at.elapsed();
+    assert!(waited < Duration::from_millis(1100 + 900), "{waited:?}");
     let mut conn = server.accept().await;
-    conn.welcome("s1", b"t", 30_000).await;
     assert!(matches!(conn.recv_envelope().await, Got::Resume(..)));
+    conn.welcome("s2", b"t2", 30_000).await;
+    conn.send(|w| w.error(ErrorCode::RecoveryFailed, "", None, None))
+        .await;
+    let (_, _) = until(&mut events, |event| {
+        matches!(event, Event::Connected { .. })
+    })
+    .await;
+    // Once a session is up, the count starts again.
+    drop(conn);
+    let (event, _) = until(&mut events, |event| {
+        matches!(event, Event::Connecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(event, Event::Connecting { attempt: 1 }),
+        "{event:?}"
+    );
 }
 
 #[tokio::test]
@@ -427,7 +447,7 @@ async fn gives_up_after_the_last_attempt() {
         next(&mut events).await,
         Event::GaveUp { attempts: 3 }
     ));
-    assert!(events.next().await.is_none());
+    assert!(ended(&mut events).await);
     assert!(matches!(client.request("x", b"").await, Err(Error::Closed)));
 }
 

@@ -32,6 +32,12 @@ pub(crate) async fn next(events: &mut Events) -> Event {
         .expect("the event stream ended")
 }
 
+/// Whether the event stream ends (with no event left) within a few
+/// seconds.
+pub(crate) async fn ended(events: &mut Events) -> bool {
+    matches!(timeout(server::STEP, events.next()).await, Ok(None))
+}
+
 /// Events until one matches `wanted` (returned with those before it).
 pub(crate) async fn until(
     events: &mut Events,
