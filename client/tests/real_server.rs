@@ -9,8 +9,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use shardcast::v1::{Protocol, Router, SUBPROTOCOL};
-use shardcast::{CloseCode, Server, ServerHandle};
-use shardcast_client::{Client, Config, DisconnectReason, Event, Events};
+use shardcast::{CloseCode, Echo, Server, ServerHandle};
+use shardcast_client::{Client, Config, DisconnectReason, Error, Event, Events};
 use support::proxy::Proxy;
 use support::{config, next, until};
 use tokio::sync::mpsc;
@@ -276,4 +276,38 @@ async fn every_message_arrives_once_and_in_order_across_cuts_and_a_blackhole() {
     assert_eq!(seen.payloads, (1..=MESSAGES).collect::<Vec<_>>());
     assert!(seen.lost.is_empty(), "{seen:?}");
     assert!(seen.resumed >= 3, "{} resumes", seen.resumed);
+}
+
+#[tokio::test]
+async fn a_server_without_shardcast_v1_is_refused_attempt_after_attempt() {
+    let handle = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .shards(1)
+        .pin_cores(false)
+        .build(|_shard| Echo)
+        .start()
+        .unwrap();
+    let server = TestServer { handle };
+    let mut config = config(&server.url());
+    config.backoff.max_attempts = Some(2);
+    let (_client, mut events) = Client::start(config).unwrap();
+    for attempt in 1..=2 {
+        assert!(
+            matches!(next(&mut events).await, Event::Connecting { attempt: got } if got == attempt)
+        );
+        let event = next(&mut events).await;
+        assert!(
+            matches!(
+                event,
+                Event::Disconnected {
+                    reason: DisconnectReason::Failed(Error::SubprotocolRefused)
+                }
+            ),
+            "{event:?}"
+        );
+    }
+    assert!(matches!(
+        next(&mut events).await,
+        Event::GaveUp { attempts: 2 }
+    ));
 }
