@@ -207,7 +207,9 @@ impl Client {
     /// handler are answered `UnknownEvent` and logged.
     ///
     /// The handler runs on the client's task, between reads: it must be
-    /// quick and must not block (hand long work to another task).
+    /// quick and must not block (hand long work to another task). A
+    /// handler that panics is answered `Internal` and logged; the
+    /// connection carries on.
     pub fn on<F>(&self, name: &str, handler: F)
     where
         F: Fn(&[u8]) -> Result<Vec<u8>, ErrorCode> + Send + Sync + 'static,

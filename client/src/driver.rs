@@ -4,6 +4,7 @@
 //! reports all of it as events.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use shardcast_proto::envelope::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::batch::Batcher;
 use crate::config::{Config, Heartbeat, Mode};
@@ -492,7 +493,16 @@ impl Driver {
         } else if let Some(event) = item.body_as_event() {
             let name = event.name();
             let answer = match self.handlers.get(name) {
-                Some(handler) => handler(envelope::bytes(event.payload())),
+                Some(handler) => {
+                    let payload = envelope::bytes(event.payload());
+                    // A handler's panic must not take the connection down.
+                    panic::catch_unwind(AssertUnwindSafe(|| handler(payload))).unwrap_or_else(
+                        |_| {
+                            error!(name, "the handler of the server's event panicked");
+                            Err(ErrorCode::Internal)
+                        },
+                    )
+                }
                 None => {
                     warn!(name, "no handler for the server's event");
                     Err(ErrorCode::UnknownEvent)

@@ -25,6 +25,28 @@
 //! Everything that happens comes in order on the [`Events`] stream:
 //! messages, presence, and each change of the connection's state.
 //!
+//! # A reconnection, step by step
+//!
+//! 1. The link is lost: the server closed it, the TCP stream ended, a
+//!    read or write failed, or nothing was heard for the silence bound.
+//!    [`Event::Disconnected`] says which. Requests written on it and not
+//!    answered fail with [`Error::Disconnected`] (they may have been
+//!    acted on; they are not sent again).
+//! 2. After a wait drawn from the [`Backoff`], [`Event::Connecting`] with
+//!    the attempt number, then the TCP connection and the upgrade.
+//! 3. `shardcast.v1`: the client sends `Resume` (session, token, the last
+//!    position per room) at once, then reads the server's fresh
+//!    `Welcome`, then its answer: a resumed `Welcome` gives
+//!    [`Event::Resumed`], then [`Event::RecoveryFailed`] for each room
+//!    whose missed messages are lost; rooms the server's session is not in
+//!    are joined again and reported the same way once the join is
+//!    answered. An `Error{RecoveryFailed}` keeps the fresh session
+//!    ([`Event::Connected`]) and every room is joined again and reported.
+//! 4. What waited in the send buffer is written, in order, once.
+//!
+//! A failed attempt goes back to step 2; the client gives up with
+//! [`Event::GaveUp`] after [`Backoff::max_attempts`] in a row.
+//!
 //! What it does not do: TLS. Only `ws://` URLs are accepted; reach a
 //! `wss://` endpoint through a local TLS-terminating proxy. And it needs a
 //! Tokio runtime (any flavour) to run its connection task on.

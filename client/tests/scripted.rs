@@ -243,6 +243,7 @@ async fn server_events_reach_their_handler_and_are_answered() {
         }
     });
     client.on("refuse", |_| Err(ErrorCode::Forbidden));
+    client.on("crash", |_| panic!("a handler bug"));
     conn.send(|w| w.event("greet", b"ada", Some(5))).await;
     assert_eq!(
         conn.recv_envelope().await,
@@ -260,7 +261,18 @@ async fn server_events_reach_their_handler_and_are_answered() {
         conn.recv_envelope().await,
         Got::Ack(7, Vec::new(), Some(ErrorCode::UnknownEvent))
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    conn.send(|w| w.event("crash", b"", Some(8))).await;
+    assert_eq!(
+        conn.recv_envelope().await,
+        Got::Ack(8, Vec::new(), Some(ErrorCode::Internal))
+    );
+    conn.send(|w| w.event("greet", b"bob", Some(9))).await;
+    assert_eq!(
+        conn.recv_envelope().await,
+        Got::Ack(9, b"hello, bob".to_vec(), None),
+        "the connection outlives the panic"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
