@@ -200,6 +200,7 @@ impl Driver {
                 }
             }
             first = false;
+            self.forget_abandoned();
             self.emit(Event::Connecting { attempt: attempts });
             let deadline = Instant::now() + self.config.connect_timeout;
             let link = match self.open(deadline).await {
@@ -247,6 +248,15 @@ impl Driver {
                 Ok(())
             }
         }
+    }
+
+    /// Drops the held requests whose caller stopped waiting (timed out or
+    /// cancelled), freeing their places in the send buffer.
+    fn forget_abandoned(&mut self) {
+        self.queue.retain(|queued| match &queued.reply {
+            Reply::Caller { sender, .. } => !sender.is_closed(),
+            Reply::None | Reply::Rejoin { .. } => true,
+        });
     }
 
     /// Waits until `deadline`, holding commands meanwhile.

@@ -700,6 +700,45 @@ async fn a_full_buffer_fails_fast_or_waits_by_policy() {
 }
 
 #[tokio::test]
+async fn a_request_abandoned_while_disconnected_frees_its_place_in_the_buffer() {
+    let mut server = ScriptedServer::start().await;
+    let (client, mut events, conn) = connected(&mut server, |config| {
+        config.buffer = SendBuffer {
+            capacity: 1,
+            when_full: WhenFull::Fail,
+        };
+        config.request_timeout = Duration::from_millis(100);
+        config.connect_timeout = Duration::from_millis(150);
+    })
+    .await;
+    drop(conn);
+    let _ = until(&mut events, |event| {
+        matches!(event, Event::Disconnected { .. })
+    })
+    .await;
+    // The server takes connections and never upgrades them: the attempts
+    // time out one after the other.
+    assert!(matches!(
+        client.request("x", b"").await,
+        Err(Error::Timeout)
+    ));
+    assert!(matches!(
+        client.emit("y", b"").await,
+        Err(Error::BufferFull)
+    ));
+    // Each attempt starts by dropping what was abandoned; the second one
+    // from now surely started after the request gave up.
+    while events.try_next().is_some() {}
+    for _ in 0..2 {
+        let _ = until(&mut events, |event| {
+            matches!(event, Event::Connecting { .. })
+        })
+        .await;
+    }
+    client.emit("y", b"").await.unwrap();
+}
+
+#[tokio::test]
 async fn batching_gathers_envelopes_by_count_and_by_delay() {
     let mut server = ScriptedServer::start().await;
     let (client, _events, mut conn) = connected(&mut server, |config| {
