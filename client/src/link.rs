@@ -63,9 +63,10 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// The upgrade request for `endpoint` under `config`, and its key's
-/// expected check: written once at start to refuse bad headers early, and
-/// for every connection attempt.
+/// Writes the upgrade request for `endpoint` under `config` into `out`,
+/// with the key made of `random`. [`Client::start`](crate::Client::start)
+/// writes one to refuse a bad URL or header before any attempt;
+/// [`Link::open`] writes one per attempt.
 pub(crate) fn write_request(
     endpoint: &Endpoint,
     config: &Config,
@@ -85,6 +86,7 @@ fn headers(config: &Config) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// Runs `then` on the client handshake for `endpoint` under `config`.
 fn handshake<'a, T>(
     endpoint: &'a Endpoint,
     config: &Config,
