@@ -273,8 +273,7 @@ impl Driver {
     async fn open(&mut self, deadline: Instant) -> Result<Result<Link, Error>, Stopped> {
         let endpoint = self.endpoint.clone();
         let config = Arc::clone(&self.config);
-        let rng = fastrand::Rng::with_seed(self.rng.u64(..));
-        let open = async move { Link::open(&endpoint, &config, rng).await };
+        let open = async move { Link::open(&endpoint, &config).await };
         tokio::pin!(open);
         loop {
             tokio::select! {

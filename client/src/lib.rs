@@ -84,9 +84,9 @@
 //!             }
 //!             other => println!("{other:?}"),
 //!         }
-//! }
-//! client.close().await;
-//! Ok(())
+//!     }
+//!     client.close().await;
+//!     Ok(())
 //! }
 //! ```
 #![forbid(unsafe_code)]

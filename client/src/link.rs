@@ -51,7 +51,43 @@ pub(crate) struct Link {
     input: Vec<u8>,
     start: usize,
     output: Vec<u8>,
-    rng: fastrand::Rng,
+    masks: MaskKeys,
+}
+
+/// Masking keys drawn from the operating system's randomness, as RFC 6455
+/// (section 10.3) asks: unpredictable, so a peer or an intermediary cannot
+/// choose the bytes a frame puts on the wire. Drawn 64 at a time, so a
+/// frame costs no system call.
+struct MaskKeys {
+    keys: [[u8; 4]; 64],
+    next: usize,
+}
+
+impl MaskKeys {
+    /// The first 64 keys.
+    fn new() -> Result<MaskKeys, Error> {
+        let mut keys = [[0; 4]; 64];
+        getrandom::fill(keys.as_flattened_mut()).map_err(random_failed)?;
+        Ok(MaskKeys { keys, next: 0 })
+    }
+
+    /// The next key. Should the system's randomness fail (it does not on
+    /// Linux once booted), the last 64 keys are used again, rather than
+    /// failing a frame.
+    fn next(&mut self) -> [u8; 4] {
+        if self.next == self.keys.len() {
+            if let Err(error) = getrandom::fill(self.keys.as_flattened_mut()) {
+                tracing::warn!(%error, "no system randomness: masking keys are reused");
+            }
+            self.next = 0;
+        }
+        self.next += 1;
+        self.keys[self.next - 1]
+    }
+}
+
+fn random_failed(error: getrandom::Error) -> Error {
+    Error::Io(std::io::Error::other(error))
 }
 
 impl std::fmt::Debug for Link {
@@ -108,16 +144,12 @@ fn handshake<'a, T>(
 impl Link {
     /// Connects to `endpoint` and upgrades. Not bounded in time: the
     /// caller puts a deadline around it.
-    pub(crate) async fn open(
-        endpoint: &Endpoint,
-        config: &Config,
-        mut rng: fastrand::Rng,
-    ) -> Result<Link, Error> {
+    pub(crate) async fn open(endpoint: &Endpoint, config: &Config) -> Result<Link, Error> {
         let stream = TcpStream::connect(endpoint.authority.as_str()).await?;
         stream.set_nodelay(true)?;
         let (mut reader, mut writer) = stream.into_split();
         let mut random = [0; 16];
-        rng.fill(&mut random);
+        getrandom::fill(&mut random).map_err(random_failed)?;
         let headers = headers(config);
         let mut request = Vec::new();
         handshake(endpoint, config, random, &headers, |handshake| {
@@ -162,7 +194,7 @@ impl Link {
             input,
             start: 0,
             output: Vec::new(),
-            rng,
+            masks: MaskKeys::new()?,
         })
     }
 
@@ -208,7 +240,7 @@ impl Link {
     }
 
     fn mask(&mut self) -> [u8; 4] {
-        self.rng.u32(..).to_ne_bytes()
+        self.masks.next()
     }
 
     /// Queues a binary message, compressed when that pays.

@@ -1,6 +1,7 @@
 //! The client against a scripted `shardcast.v1` server on a loopback port:
-//! each test plays the server's side of /work/spec/sessions.md step by
-//! step and checks what the client sends and reports.
+//! each test plays the server's side of the session contract (the
+//! README's sessions paragraph, and the schema's `Welcome` and `Resume`)
+//! step by step and checks what the client sends and reports.
 
 mod support;
 

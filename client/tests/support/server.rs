@@ -1,6 +1,7 @@
 //! A scripted `shardcast.v1` server: each accepted connection is handed
 //! to the test, which reads what the client sent and writes what the
-//! server says, step by step, as /work/spec/sessions.md lays it out.
+//! server says, step by step, as the session contract lays it out (the
+//! README's sessions paragraph, and the schema's `Welcome` and `Resume`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
