@@ -1814,9 +1814,10 @@ pub mod shardcast {
         pub enum WelcomeOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
-        /// Server to client, the server's first envelope on every connection: the
-        /// session the connection belongs to and, for a resumed session, what was
-        /// recovered.
+        /// Server to client, the server's first envelope on every connection (a
+        /// fresh session), and its answer to a `Resume` it honoured (the resumed
+        /// session, with what was recovered per room; the recovered messages
+        /// follow it, then the live ones).
         pub struct Welcome<'a> {
             pub _tab: ::flatbuffers::Table<'a>,
         }
@@ -2207,8 +2208,12 @@ pub mod shardcast {
         pub enum ResumeOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
-        /// Client to server, as the first envelope after a reconnection: resume a
-        /// session, recovering the messages missed in its rooms.
+        /// Client to server, as the first envelope after a reconnection (before
+        /// any join): resume a session, recovering the messages missed in its
+        /// rooms. Answered with a `Welcome` whose `resumed` is true, or with an
+        /// `Error` `RecoveryFailed` (the connection then keeps the fresh session of
+        /// its first `Welcome`). The session's previous connection, if still open,
+        /// is closed with 4001.
         pub struct Resume<'a> {
             pub _tab: ::flatbuffers::Table<'a>,
         }

@@ -6,8 +6,12 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
-# Client to server, as the first envelope after a reconnection: resume a
-# session, recovering the messages missed in its rooms.
+# Client to server, as the first envelope after a reconnection (before
+# any join): resume a session, recovering the messages missed in its
+# rooms. Answered with a `Welcome` whose `resumed` is true, or with an
+# `Error` `RecoveryFailed` (the connection then keeps the fresh session of
+# its first `Welcome`). The session's previous connection, if still open,
+# is closed with 4001.
 class Resume(object):
     __slots__ = ['_tab']
 

@@ -6,9 +6,10 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
-# Server to client, the server's first envelope on every connection: the
-# session the connection belongs to and, for a resumed session, what was
-# recovered.
+# Server to client, the server's first envelope on every connection (a
+# fresh session), and its answer to a `Resume` it honoured (the resumed
+# session, with what was recovered per room; the recovered messages
+# follow it, then the live ones).
 class Welcome(object):
     __slots__ = ['_tab']
 
