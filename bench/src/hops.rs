@@ -59,7 +59,8 @@ use crate::cores;
 use crate::echo::{DriverChoice, driver_name};
 use crate::machine::Machine;
 use crate::report_file::{self, section_header};
-use crate::servers::{RunningServer, ServerSpec, Speaks, free_port, shell_command_line};
+use crate::served::Served;
+use crate::servers::shell_command_line;
 
 /// The section of BENCHMARKS.md this command writes by default.
 const SECTION: &str = "engine-hops";
@@ -86,20 +87,9 @@ const MAX_LATENCY_NANOS: u64 = 60_000_000_000;
 /// Command line of `shardcast-bench hops`.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Args {
-    /// A running `shardcast serve` with at least 2 shards:
-    /// ws://HOST:PORT/PATH. Give this or --server.
-    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
-    pub(crate) url: Option<String>,
-    /// The server's command line, `{port}` where its port goes (such as
-    /// `shardcast serve --listen 127.0.0.1:{port} --shards 2 --cores 0,1`):
-    /// started for the run on a free port, pinned with `taskset` to
-    /// --server-cores, and killed at the end. Split on whitespace, without
-    /// a shell.
-    #[arg(long)]
-    pub(crate) server: Option<String>,
-    /// The cores a --server runs on (`taskset -c`).
-    #[arg(long, default_value = "0,1")]
-    pub(crate) server_cores: CoreList,
+    /// The server measured: a running one, or one started for the run.
+    #[command(flatten)]
+    pub(crate) served: Served,
     /// Publishes measured per case.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) samples: u64,
@@ -358,8 +348,8 @@ impl Outcome {
             "scenario": "hops",
             "params": {
                 "url": self.url,
-                "server": args.server,
-                "server_cores": args.server.as_ref().map(|_| args.server_cores.to_string()),
+                "server": args.served.server,
+                "server_cores": args.served.started_cores().map(ToString::to_string),
                 "samples": args.samples,
                 "warmup": args.warmup,
                 "size": args.size,
@@ -432,10 +422,9 @@ impl Outcome {
             command_line,
             machine,
         );
-        let server = match &args.server {
-            Some(_) => format!(
-                "`shardcast serve` with 2 shards, started for the run with the command above on a free port, under `taskset -c {}`",
-                args.server_cores
+        let server = match args.served.started_cores() {
+            Some(cores) => format!(
+                "`shardcast serve` with 2 shards, started for the run with the command above on a free port, under `taskset -c {cores}`"
             ),
             None => "a running `shardcast serve` with at least 2 shards".to_owned(),
         };
@@ -492,23 +481,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
         }
         cores::check_available(core.as_slice())?;
     }
-    let (url, _server) = match (&args.url, &args.server) {
-        (Some(url), _) => (url.clone(), None),
-        (None, Some(command)) => {
-            let spec = ServerSpec {
-                name: "shardcast".to_owned(),
-                speaks: Speaks::ShardcastV1,
-                command: command.clone(),
-            };
-            if !command.contains("{port}") {
-                bail!("the --server command has no {{port}} to listen on");
-            }
-            let port = free_port()?;
-            let server = RunningServer::start(&spec, port, &args.server_cores)?;
-            (format!("ws://127.0.0.1:{port}/"), Some(server))
-        }
-        (None, None) => bail!("give --url or --server"),
-    };
+    let (url, _server) = args.served.start(None)?;
     let target = Target::parse(&url)?;
     // The generator's thread: pinned if asked, then its runtime.
     let thread_args = args.clone();
@@ -1016,9 +989,11 @@ mod tests {
         }
         let outcome = Outcome {
             args: Args {
-                url: Some("ws://127.0.0.1:1/".to_owned()),
-                server: None,
-                server_cores: "0,1".parse().unwrap(),
+                served: Served {
+                    url: Some("ws://127.0.0.1:1/".to_owned()),
+                    server: None,
+                    server_cores: "0,1".parse().unwrap(),
+                },
                 samples: 100,
                 warmup: 0,
                 size: 32,

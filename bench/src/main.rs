@@ -58,6 +58,7 @@ mod resume_storm;
 mod room_protocol;
 mod scaling;
 mod scenario;
+mod served;
 mod servers;
 mod socket_io;
 mod stats;

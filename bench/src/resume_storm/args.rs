@@ -10,6 +10,7 @@ use shardcast::CoreList;
 use super::stamp::MIN_SIZE;
 use crate::cores;
 use crate::echo::DriverChoice;
+use crate::served::Served;
 
 /// The section of BENCHMARKS.md this command writes by default.
 const SECTION: &str = "engine-resume-storm";
@@ -20,23 +21,9 @@ const MIN_HISTORY: usize = 128;
 /// Command line of `shardcast-bench resume-storm`.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Args {
-    /// A running `shardcast serve`: ws://HOST:PORT/PATH on this machine
-    /// (the clients connect from 127.0.0.x). Its room history must hold
-    /// what a client misses during the storm. Give this or --server.
-    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
-    pub(crate) url: Option<String>,
-    /// The server's command line, `{port}` where its port goes and
-    /// optionally `{config}` where a config file goes (such as `shardcast
-    /// serve --listen 127.0.0.1:{port} --shards 2 --config {config}`): the
-    /// run writes there a `[rooms]` table whose history holds what the
-    /// storm makes clients miss. Started for the run on a free port,
-    /// pinned with `taskset` to --server-cores, and killed at the end.
-    /// Split on whitespace, without a shell.
-    #[arg(long)]
-    pub(crate) server: Option<String>,
-    /// The cores a --server runs on (`taskset -c`).
-    #[arg(long, default_value = "0,1")]
-    pub(crate) server_cores: CoreList,
+    /// The server measured: a running one, or one started for the run.
+    #[command(flatten)]
+    pub(crate) served: Served,
     /// Clients cut and resumed.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) clients: u32,

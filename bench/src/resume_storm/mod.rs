@@ -57,7 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use hdrhistogram::Histogram;
 
 pub(crate) use self::args::Args;
@@ -75,7 +75,7 @@ use crate::echo::driver_name;
 use crate::limits::{self, PortRange};
 use crate::machine::Machine;
 use crate::report_file;
-use crate::servers::{RunningServer, ServerSpec, Speaks, free_port, shell_command_line};
+use crate::servers::{RunningServer, shell_command_line};
 
 /// Runs `shardcast-bench resume-storm`: prints the result, fails unless
 /// the run was valid and lost nothing, and writes the report section when
@@ -100,32 +100,17 @@ pub(crate) fn command(args: &Args) -> anyhow::Result<()> {
 pub(crate) fn run(args: &Args) -> anyhow::Result<Outcome> {
     args.check()?;
     let mut config = None;
-    let (url, server) = match (&args.url, &args.server) {
-        (Some(url), _) => (url.clone(), None),
-        (None, Some(command)) => {
-            if !command.contains("{port}") {
-                bail!("the --server command has no {{port}} to listen on");
-            }
-            let mut command = command.clone();
-            if command.contains("{config}") {
-                let file = ConfigFile::write(args.history())?;
-                command = command.replace("{config}", &file.path.to_string_lossy());
-                config = Some(file);
-            }
-            let spec = ServerSpec {
-                name: "shardcast".to_owned(),
-                speaks: Speaks::ShardcastV1,
-                command,
-            };
-            let port = free_port()?;
-            // The server inherits the open file limit: raise it first.
-            let clients = args.clients as u64 + u64::from(args.probes) + u64::from(args.publishers);
-            limits::raise_nofile(clients * 2 + SPARE_FDS)?;
-            let server = RunningServer::start(&spec, port, &args.server_cores)?;
-            (format!("ws://127.0.0.1:{port}/"), Some(server))
+    if let Some(command) = &args.served.server {
+        if command.contains("{config}") {
+            config = Some(ConfigFile::write(args.history())?);
         }
-        (None, None) => bail!("give --url or --server"),
-    };
+        // The server inherits the open file limit: raise it first.
+        let clients = args.clients as u64 + u64::from(args.probes) + u64::from(args.publishers);
+        limits::raise_nofile(clients * 2 + SPARE_FDS)?;
+    }
+    let (url, server) = args
+        .served
+        .start(config.as_ref().map(|file| file.path.as_path()))?;
     let target = Target::parse(&url)?;
     let clients = args.clients as usize;
     // Each client connects twice at least; an abortive close leaves no

@@ -99,8 +99,8 @@ impl Outcome {
             "scenario": "resume-storm",
             "params": {
                 "url": self.url,
-                "server": args.server,
-                "server_cores": args.server.as_ref().map(|_| args.server_cores.to_string()),
+                "server": args.served.server,
+                "server_cores": args.served.started_cores().map(ToString::to_string),
                 "history": self.history,
                 "clients": args.clients,
                 "rooms": args.rooms,
@@ -224,7 +224,7 @@ impl Outcome {
             command_line,
             machine,
         );
-        let server = match &args.server {
+        let server = match &args.served.server {
             Some(command) => {
                 let shards = command
                     .split_whitespace()
@@ -233,7 +233,7 @@ impl Outcome {
                     .map_or_else(String::new, |shards| format!(" with {shards} shards"));
                 format!(
                     "`shardcast serve`{shards}, started for the run with the command above on a free port, under `taskset -c {}`{}",
-                    args.server_cores,
+                    args.served.server_cores,
                     self.history
                         .map(|history| format!(", its room history {history} messages"))
                         .unwrap_or_default()
