@@ -1,1 +1,75 @@
-//! shardcast-tune: host inspection, per-core plans and sweeps. Arrives with the tuning issue; a placeholder in the workspace until then.
+//! shardcast-tune: inspects a Linux host for running shardcast per core.
+//!
+//! [`inspect`] reads CPU topology, network queues and IRQs, io_uring support,
+//! limits and sysctls through a [`Host`] (the live machine or a captured
+//! tree), and judges each fact for a server holding N connections
+//! ([`findings`]). It reads only; it changes nothing on the host. Planning
+//! shards and sweeping plans are not part of this crate yet.
+
+pub mod cpulist;
+pub mod findings;
+pub mod host;
+pub mod limits;
+pub mod network;
+pub mod report;
+pub mod topology;
+pub mod uring;
+
+use std::path::PathBuf;
+
+pub use host::{Host, HostError};
+pub use report::Report;
+
+/// Why inspecting a host failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InspectError {
+    /// A host file exists but could not be read.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A required file is missing (e.g. `/sys/devices/system/cpu/online`).
+    #[error("missing {0}")]
+    Missing(String),
+    /// A file's content is not in the kernel's format.
+    #[error("cannot parse {path}: {text:?}")]
+    Parse {
+        /// The file, relative to the root.
+        path: String,
+        /// Its content.
+        text: String,
+    },
+    /// A CPU list or mask is malformed.
+    #[error(transparent)]
+    CpuList(#[from] cpulist::CpuListError),
+    /// A captured JSON fixture is malformed.
+    #[error("cannot parse {path}: {source}")]
+    Json {
+        /// The fixture file.
+        path: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads everything about `host` and judges it for `connections` connections.
+pub fn inspect(host: &Host, connections: u64) -> Result<Report, InspectError> {
+    let topology = topology::Topology::read(host)?;
+    let network = network::read(host)?;
+    let io_uring = uring::read(host)?;
+    let limits = limits::Limits::read(host)?;
+    let findings = findings::evaluate(&topology, &network, &io_uring, &limits, connections);
+    Ok(Report {
+        root: if host.is_live() {
+            None
+        } else {
+            Some(PathBuf::from(host.root()))
+        },
+        connections,
+        topology,
+        network,
+        io_uring,
+        limits,
+        findings,
+    })
+}

@@ -1,0 +1,52 @@
+//! `shardcast-tune`: inspects a Linux host for running shardcast per core.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shardcast_tune::Host;
+
+/// Inspect a Linux host for running shardcast, one shard per core.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read CPU topology, NIC queues and IRQs, io_uring support, limits and
+    /// sysctls; judge each for N connections and print the fixes.
+    Inspect {
+        /// Connections the server must hold; findings are judged for this many.
+        #[arg(long, default_value_t = 100_000)]
+        connections: u64,
+        /// Read /sys and /proc under DIR (a captured tree) instead of the live host.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Print the report as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Inspect {
+            connections,
+            root,
+            json,
+        } => {
+            let host = root.map_or_else(Host::live, Host::at);
+            let report = shardcast_tune::inspect(&host, connections)
+                .with_context(|| format!("inspecting {}", host.root().display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+        }
+    }
+    Ok(())
+}
