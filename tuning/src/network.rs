@@ -61,6 +61,7 @@ pub fn action_matches(action: &str, iface: &str, device: Option<&str>) -> bool {
     let named = |name: &str| {
         action == name
             || action.starts_with(&format!("{name}-"))
+            || action.contains(&format!("-{name}-"))
             || action.ends_with(&format!("@{name}"))
             || action.ends_with(&format!("@pci:{name}"))
     };
@@ -207,6 +208,13 @@ ERR:          0\n";
         assert!(action_matches("eth0-TxRx-3", "eth0", None));
         assert!(action_matches("eth0", "eth0", None));
         assert!(!action_matches("eth01-TxRx-3", "eth0", None));
+        assert!(action_matches("i40e-ens1f0-TxRx-7", "ens1f0", None));
+        assert!(!action_matches("i40e-ens1f0-TxRx-7", "ens1", None));
+        assert!(!action_matches(
+            "ice-0000:01:00.0:misc",
+            "eth0",
+            Some("0000:01:00.0")
+        ));
         assert!(action_matches("virtio2-input.0", "eth0", Some("virtio2")));
         assert!(!action_matches("virtio21-input.0", "eth0", Some("virtio2")));
         assert!(action_matches(

@@ -139,7 +139,11 @@ impl fmt::Display for Report {
             .iter()
             .map(|(k, v)| vec![k.clone(), if *v { "yes".into() } else { "no".into() }])
             .collect();
-        table(&mut out, &["feature", "available"], &features)?;
+        if features.is_empty() {
+            writeln!(out, "  no features probed")?;
+        } else {
+            table(&mut out, &["feature", "available"], &features)?;
+        }
         writeln!(out, "\nFindings")?;
         let rows: Vec<Vec<String>> = self
             .findings
