@@ -50,6 +50,21 @@ pub fn parse_mask(text: &str) -> Result<Vec<u32>, CpuListError> {
     Ok(cpus)
 }
 
+/// Prints CPU numbers as a hexadecimal mask in the format of `rps_cpus`
+/// (32-bit words, most significant first, comma separated).
+pub fn format_mask(cpus: &[u32]) -> String {
+    let words = cpus.iter().map(|&c| c as usize / 32 + 1).max().unwrap_or(1);
+    let mut bits = vec![0u32; words];
+    for &cpu in cpus {
+        bits[cpu as usize / 32] |= 1 << (cpu % 32);
+    }
+    bits.iter()
+        .rev()
+        .map(|w| format!("{w:08x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Prints CPU numbers in the kernel's format, folding runs into ranges.
 /// The input need not be sorted.
 pub fn format(cpus: &[u32]) -> String {
@@ -109,7 +124,20 @@ mod tests {
         assert_eq!(format(&[]), "");
     }
 
+    #[test]
+    fn formats_masks() {
+        assert_eq!(format_mask(&[]), "00000000");
+        assert_eq!(format_mask(&[0, 1, 2, 3]), "0000000f");
+        assert_eq!(format_mask(&[0, 32]), "00000001,00000001");
+    }
+
     proptest! {
+        #[test]
+        fn mask_round_trips(cpus in proptest::collection::btree_set(0u32..512, 0..64)) {
+            let cpus: Vec<u32> = cpus.into_iter().collect();
+            prop_assert_eq!(parse_mask(&format_mask(&cpus)).unwrap(), cpus);
+        }
+
         #[test]
         fn round_trips(cpus in proptest::collection::btree_set(0u32..512, 0..64)) {
             let cpus: Vec<u32> = cpus.into_iter().collect();

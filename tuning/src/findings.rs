@@ -241,14 +241,11 @@ fn interface_finding(iface: &Interface, t: &Topology) -> Finding {
             Severity::Info,
             format!("{queues}, {steering}"),
             format!(
-                "{} RX queue(s) for {} cores: softirq work for N connections lands on the IRQ CPUs only",
+                "{} RX queue(s) for {} cores: softirq work for every connection lands on the IRQ CPUs only",
                 iface.rx_queues,
                 t.physical_cores.len()
             ),
-            Some(format!(
-                "ethtool -L {} combined <cores>, or RPS: echo <mask> > /sys/class/net/{}/queues/rx-*/rps_cpus",
-                iface.name, iface.name
-            )),
+            Some(rx_spread_fix(&iface.name, t)),
         );
     }
     finding(
@@ -257,6 +254,20 @@ fn interface_finding(iface: &Interface, t: &Topology) -> Finding {
         format!("{queues}, {steering}"),
         "receive work is spread over the cores",
         None,
+    )
+}
+
+/// More queues if the NIC has them, else RPS over the CPUs shards may use.
+fn rx_spread_fix(name: &str, t: &Topology) -> String {
+    let cores = t.physical_cores.len();
+    let cpus: Vec<u32> = match &t.allowed {
+        Some(allowed) => allowed.cpus.clone(),
+        None => t.cpus.iter().map(|c| c.id).collect(),
+    };
+    let mask = cpulist::format_mask(&cpus);
+    format!(
+        "ethtool -L {name} combined {cores} (if the NIC has that many queues), else RPS: \
+         for q in /sys/class/net/{name}/queues/rx-*; do echo {mask} > $q/rps_cpus; done"
     )
 }
 
@@ -369,7 +380,7 @@ fn uring_feature_findings(u: &UringReport) -> Vec<Finding> {
 }
 
 fn limit_findings(l: &Limits, n: u64, out: &mut Vec<Finding>) {
-    let need = n + FD_MARGIN;
+    let need = n.saturating_add(FD_MARGIN);
     match l.nofile {
         Some(nofile) => {
             let soft_short = nofile.soft.is_some_and(|s| s < need);
@@ -488,8 +499,8 @@ fn limit_findings(l: &Limits, n: u64, out: &mut Vec<Finding>) {
         ));
     }
     if let Some(mem) = l.numbers("net.ipv4.tcp_mem").filter(|v| v.len() == 3) {
-        let max_bytes = mem[2] * PAGE;
-        let need_bytes = n * MIN_SOCKET_BYTES;
+        let max_bytes = mem[2].saturating_mul(PAGE);
+        let need_bytes = n.saturating_mul(MIN_SOCKET_BYTES);
         let severity = if max_bytes < need_bytes {
             Severity::Warn
         } else {
@@ -501,8 +512,8 @@ fn limit_findings(l: &Limits, n: u64, out: &mut Vec<Finding>) {
             format!("{} {} {} pages (max {} MiB)", mem[0], mem[1], mem[2], max_bytes >> 20),
             format!("all TCP socket buffers together; {n} connections each holding a page each way need {} MiB, beyond the max the kernel drops data and sockets stall", need_bytes >> 20),
             (severity != Severity::Ok).then(|| {
-                let pages = need_bytes.div_ceil(PAGE) * 2;
-                sysctl_fix("net.ipv4.tcp_mem", &format!("{} {} {}", pages / 2, pages * 3 / 4, pages))
+                let pages = need_bytes.div_ceil(PAGE).saturating_mul(2);
+                sysctl_fix("net.ipv4.tcp_mem", &format!("{} {} {}", pages / 2, pages / 4 * 3, pages))
             }),
         ));
     }
@@ -512,7 +523,7 @@ fn limit_findings(l: &Limits, n: u64, out: &mut Vec<Finding>) {
                 name,
                 Severity::Info,
                 format!("{} {} {}", v[0], v[1], v[2]),
-                format!("default {} B per socket: {n} connections with full buffers would take {} MiB, bounded by tcp_mem; chat-sized messages rarely fill them", v[1], (n * v[1]) >> 20),
+                format!("default {} B per socket: {n} connections with full buffers would take {} MiB, bounded by tcp_mem; chat-sized messages rarely fill them", v[1], n.saturating_mul(v[1]) >> 20),
                 None,
             ));
         }

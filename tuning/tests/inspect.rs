@@ -64,6 +64,17 @@ fn severity<'a>(report: &'a Value, subject: &str) -> &'a str {
         .unwrap()
 }
 
+fn fix<'a>(report: &'a Value, subject: &str) -> &'a str {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["subject"] == subject)
+        .unwrap()["fix"]
+        .as_str()
+        .unwrap_or("")
+}
+
 #[test]
 fn epyc_16c_single_socket_smt() {
     let r = inspect_fixture("epyc-16c");
@@ -166,6 +177,9 @@ fn this_machine_fixture() {
     assert_eq!(r["io_uring"]["source"], "captured");
     assert_eq!(r["io_uring"]["features"]["accept_multishot"], true);
     assert_eq!(severity(&r, "RLIMIT_NOFILE"), "error");
+    // One RX queue for two cores, RPS off: spread with RPS over CPUs 0-1.
+    assert_eq!(severity(&r, "eth0"), "info");
+    assert!(fix(&r, "eth0").contains("echo 00000003 > $q/rps_cpus"));
 }
 
 #[test]
