@@ -364,6 +364,16 @@ fn uring_feature_findings(u: &UringReport) -> Vec<Finding> {
         .iter()
         .map(|&(name, missing, why)| match u.has(name) {
             Some(true) => finding(name, Severity::Ok, "supported", why, None),
+            None => finding(
+                name,
+                Severity::Info,
+                format!(
+                    "not probed: {}",
+                    u.probe_errors.get(name).map_or("no result", String::as_str)
+                ),
+                why,
+                None,
+            ),
             _ if name == "sqpoll" => finding(
                 name,
                 missing,
@@ -662,6 +672,7 @@ mod tests {
             setup: Some(true),
             setup_error: None,
             features: BTreeMap::new(),
+            probe_errors: BTreeMap::new(),
         };
         assert_eq!(uring_setup_finding(&u).severity, Severity::Ok);
         u.disabled_sysctl = Some(1);
@@ -675,6 +686,8 @@ mod tests {
         assert_eq!(uring_setup_finding(&u).severity, Severity::Info);
         assert!(uring_feature_findings(&u).is_empty());
         u.features.insert("accept_multishot".into(), false);
+        u.probe_errors
+            .insert("recv_multishot".into(), "Connection refused".into());
         let features = uring_feature_findings(&u);
         assert_eq!(
             features
@@ -684,5 +697,11 @@ mod tests {
                 .severity,
             Severity::Warn
         );
+        let recv = features
+            .iter()
+            .find(|f| f.subject == "recv_multishot")
+            .unwrap();
+        assert_eq!(recv.severity, Severity::Info);
+        assert_eq!(recv.observed, "not probed: Connection refused");
     }
 }

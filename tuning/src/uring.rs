@@ -28,6 +28,10 @@ pub struct UringReport {
     pub setup_error: Option<String>,
     /// Feature name to whether the kernel has it. Empty when not probed.
     pub features: BTreeMap<String, bool>,
+    /// Probes that could not run, with why (their features are absent from
+    /// `features`).
+    #[serde(default)]
+    pub probe_errors: BTreeMap<String, String>,
 }
 
 impl UringReport {
@@ -44,9 +48,9 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
         .read_trimmed("/proc/sys/kernel/io_uring_disabled")?
         .and_then(|t| t.parse().ok());
     if host.is_live() {
-        let (setup, setup_error, features) = match probe() {
-            Ok(features) => (true, None, features),
-            Err(e) => (false, Some(e.to_string()), BTreeMap::new()),
+        let (setup, setup_error, (features, probe_errors)) = match probe() {
+            Ok(probed) => (true, None, probed),
+            Err(e) => (false, Some(e.to_string()), Default::default()),
         };
         return Ok(UringReport {
             disabled_sysctl,
@@ -54,6 +58,7 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
             setup: Some(setup),
             setup_error,
             features,
+            probe_errors,
         });
     }
     let Some(text) = host.read("io_uring.json")? else {
@@ -63,6 +68,7 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
             setup: None,
             setup_error: None,
             features: BTreeMap::new(),
+            probe_errors: BTreeMap::new(),
         });
     };
     let path = host.root().join("io_uring.json").display().to_string();
@@ -77,10 +83,15 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
     let mut report: UringReport =
         serde_json::from_value(value).map_err(|e| InspectError::Json { path, source: e })?;
     report.source = "captured".into();
+    report.disabled_sysctl = disabled_sysctl.or(report.disabled_sysctl);
     Ok(report)
 }
 
-fn probe() -> std::io::Result<BTreeMap<String, bool>> {
+/// Features probed, and the probes that could not run (no loopback
+/// networking, say) with their errors.
+type Probed = (BTreeMap<String, bool>, BTreeMap<String, String>);
+
+fn probe() -> std::io::Result<Probed> {
     let ring = IoUring::new(8)?;
     let params = ring.params();
     let mut features = vec![
@@ -117,13 +128,28 @@ fn probe() -> std::io::Result<BTreeMap<String, bool>> {
     features.push(("registered_files", registered_files(&ring)));
     features.push(("registered_buffers", registered_buffers(&ring)));
     features.push(("buffer_ring", buffer_ring(&ring)));
-    let (accept_multi, recv_multi) = multishot().unwrap_or((false, false));
-    features.push(("accept_multishot", accept_multi));
-    features.push(("recv_multishot", recv_multi));
-    Ok(features
+    let mut features: BTreeMap<String, bool> = features
         .into_iter()
         .map(|(name, on)| (name.to_owned(), on))
-        .collect())
+        .collect();
+    let mut errors = BTreeMap::new();
+    for (name, run) in [
+        (
+            "accept_multishot",
+            accept_multishot as fn() -> std::io::Result<bool>,
+        ),
+        ("recv_multishot", recv_multishot),
+    ] {
+        match run() {
+            Ok(on) => {
+                features.insert(name.to_owned(), on);
+            }
+            Err(e) => {
+                errors.insert(name.to_owned(), e.to_string());
+            }
+        }
+    }
+    Ok((features, errors))
 }
 
 fn registered_files(ring: &IoUring) -> bool {
@@ -145,7 +171,7 @@ fn registered_buffers(ring: &IoUring) -> bool {
     ok && ring.submitter().unregister_buffers().is_ok()
 }
 
-/// A page-aligned, zeroed allocation of `PAGE` bytes for a buffer ring.
+/// Size and alignment of the memory a probe buffer ring is registered on.
 const PAGE: usize = 4096;
 
 fn buffer_ring(ring: &IoUring) -> bool {
@@ -170,54 +196,74 @@ fn buffer_ring(ring: &IoUring) -> bool {
     ok
 }
 
-/// Runs a multishot accept on a loopback listener with a client already
-/// connected, then a multishot receive (with provided buffers) on the
-/// accepted socket with a byte already sent. Each is supported when its
-/// first completion succeeds; older kernels fail it with EINVAL.
-fn multishot() -> std::io::Result<(bool, bool)> {
+/// A connected loopback pair: the listener, the client (one byte already
+/// sent) and the accepted server side.
+fn loopback_pair() -> std::io::Result<(TcpListener, TcpStream, TcpStream)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut client = TcpStream::connect(listener.local_addr()?)?;
     client.write_all(b"x")?;
-    let mut buffers = vec![0u8; 2 * 64];
-    // Declared after the listener and the buffers, so dropped before them:
-    // closing the ring ends every operation that points at them.
+    let (server, _) = listener.accept()?;
+    Ok((listener, client, server))
+}
+
+/// Submits `entries` and returns the first completion tagged `user_data`.
+///
+/// # Safety
+/// Every buffer and descriptor the entries point at must outlive `ring`.
+unsafe fn complete(
+    ring: &mut IoUring,
+    entries: &[io_uring::squeue::Entry],
+    user_data: u64,
+) -> std::io::Result<Option<io_uring::cqueue::Entry>> {
+    for entry in entries {
+        // SAFETY: the caller keeps what the entries point at alive.
+        unsafe { ring.submission().push(entry) }.map_err(std::io::Error::other)?;
+    }
+    ring.submit_and_wait(entries.len())?;
+    Ok(ring.completion().find(|c| c.user_data() == user_data))
+}
+
+/// Runs a multishot accept on a loopback listener with a client already
+/// waiting. Supported when the first completion is a socket and says more
+/// will follow; older kernels fail it with EINVAL.
+fn accept_multishot() -> std::io::Result<bool> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let _client = TcpStream::connect(listener.local_addr()?)?;
+    // Declared after the listener, so dropped (ending the accept) before it.
     let mut ring = IoUring::new(8)?;
     let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
         .build()
         .user_data(1);
-    // SAFETY: the listener outlives the ring (see the declaration order).
-    unsafe { ring.submission().push(&accept) }.map_err(std::io::Error::other)?;
-    ring.submit_and_wait(1)?;
-    let Some(cqe) = ring.completion().next() else {
-        return Ok((false, false));
+    // SAFETY: the listener outlives the ring (declaration order).
+    let cqe = unsafe { complete(&mut ring, &[accept], 1) }?;
+    let Some(cqe) = cqe else {
+        return Ok(false);
     };
     if cqe.result() < 0 {
-        return Ok((false, false));
+        return Ok(false);
     }
-    // SAFETY: a successful accept's result is a new socket nobody else owns.
-    let accepted = unsafe { OwnedFd::from_raw_fd(cqe.result()) };
-    let accept_multi = cqueue::more(cqe.flags());
+    // SAFETY: a successful accept's result is a new socket nobody else owns;
+    // wrapping it closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(cqe.result()) });
+    Ok(cqueue::more(cqe.flags()))
+}
+
+/// Runs a multishot receive, with two provided buffers, on a socket with a
+/// byte waiting. Supported when it completes with data; older kernels fail
+/// it with EINVAL.
+fn recv_multishot() -> std::io::Result<bool> {
+    let (_listener, _client, server) = loopback_pair()?;
+    let mut buffers = vec![0u8; 2 * 64];
+    // Declared after the socket and the buffers, so dropped (ending the
+    // receive) before them.
+    let mut ring = IoUring::new(8)?;
     let provide = opcode::ProvideBuffers::new(buffers.as_mut_ptr(), 64, 2, 3, 0)
         .build()
         .user_data(2);
-    let recv = opcode::RecvMulti::new(types::Fd(accepted.as_raw_fd()), 3)
+    let recv = opcode::RecvMulti::new(types::Fd(server.as_raw_fd()), 3)
         .build()
         .user_data(3);
-    // SAFETY: `buffers` outlives the ring (see the declaration order), and
-    // `accepted` is dropped after the ring: the explicit drop below.
-    unsafe {
-        ring.submission()
-            .push(&provide)
-            .map_err(std::io::Error::other)?;
-        ring.submission()
-            .push(&recv)
-            .map_err(std::io::Error::other)?;
-    }
-    ring.submit_and_wait(2)?;
-    let recv_multi = ring
-        .completion()
-        .any(|c| c.user_data() == 3 && c.result() > 0);
-    drop(ring);
-    drop(accepted);
-    Ok((accept_multi, recv_multi))
+    // SAFETY: `buffers` and `server` outlive the ring (declaration order).
+    let cqe = unsafe { complete(&mut ring, &[provide, recv], 3) }?;
+    Ok(cqe.is_some_and(|c| c.result() > 0))
 }
