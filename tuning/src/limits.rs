@@ -177,6 +177,33 @@ Max open files            1024                 524288               files     \n
     }
 
     #[test]
+    fn sysctl_values_as_numbers() {
+        let mut limits = Limits {
+            nofile: None,
+            memlock: None,
+            rlimit_source: None,
+            sysctls: BTreeMap::new(),
+            transparent_hugepages: None,
+        };
+        limits
+            .sysctls
+            .insert("net.ipv4.tcp_mem".into(), Some("46000 61000 92000".into()));
+        limits
+            .sysctls
+            .insert("net.core.somaxconn".into(), Some("4096".into()));
+        limits.sysctls.insert("fs.nr_open".into(), None);
+        limits.sysctls.insert("odd".into(), Some("12 x".into()));
+        assert_eq!(
+            limits.numbers("net.ipv4.tcp_mem"),
+            Some(vec![46000, 61000, 92000])
+        );
+        assert_eq!(limits.numbers("net.core.somaxconn"), Some(vec![4096]));
+        assert_eq!(limits.numbers("fs.nr_open"), None);
+        assert_eq!(limits.numbers("odd"), None);
+        assert_eq!(limits.numbers("absent"), None);
+    }
+
+    #[test]
     fn reads_the_selected_mode() {
         assert_eq!(
             selected_mode("always [madvise] never\n").as_deref(),

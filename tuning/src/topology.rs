@@ -204,10 +204,7 @@ fn read_allowed(host: &Host) -> Result<Option<Allowed>, InspectError> {
     let Some(status) = host.read("/proc/self/status")? else {
         return Ok(None);
     };
-    match status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-    {
+    match allowed_list(&status) {
         Some(list) => Ok(Some(Allowed {
             cpus: cpulist::parse(list)?,
             source: "/proc/self/status".into(),
@@ -234,29 +231,84 @@ fn live_affinity() -> Option<Vec<u32>> {
     )
 }
 
-fn read_cpuset(host: &Host) -> Result<Option<Vec<u32>>, InspectError> {
-    let cgroups = host.read("/proc/self/cgroup")?.unwrap_or_default();
-    let mut candidates = Vec::new();
-    for line in cgroups.lines() {
+/// The cpuset files that may apply to this process, most specific first:
+/// its own cgroup's (v2 from the `0::` line, v1 from the `cpuset` line of
+/// `/proc/self/cgroup`), then the roots of both hierarchies.
+fn cpuset_paths(cgroup: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for line in cgroup.lines() {
         let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (
-            fields.next(),
-            fields.next().unwrap_or(""),
-            fields.next().unwrap_or("/"),
-        );
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
         let path = path.trim_end_matches('/');
         if controllers.is_empty() {
-            candidates.push(format!("/sys/fs/cgroup{path}/cpuset.cpus.effective"));
+            paths.push(format!("/sys/fs/cgroup{path}/cpuset.cpus.effective"));
         } else if controllers.split(',').any(|c| c == "cpuset") {
-            candidates.push(format!("/sys/fs/cgroup/cpuset{path}/cpuset.effective_cpus"));
+            paths.push(format!("/sys/fs/cgroup/cpuset{path}/cpuset.effective_cpus"));
         }
     }
-    candidates.push("/sys/fs/cgroup/cpuset.cpus.effective".into());
-    candidates.push("/sys/fs/cgroup/cpuset/cpuset.effective_cpus".into());
-    for path in candidates {
+    for root in [
+        "/sys/fs/cgroup/cpuset.cpus.effective",
+        "/sys/fs/cgroup/cpuset/cpuset.effective_cpus",
+    ] {
+        if !paths.iter().any(|p| p == root) {
+            paths.push(root.to_owned());
+        }
+    }
+    paths
+}
+
+fn read_cpuset(host: &Host) -> Result<Option<Vec<u32>>, InspectError> {
+    let cgroup = host.read("/proc/self/cgroup")?.unwrap_or_default();
+    for path in cpuset_paths(&cgroup) {
         if let Some(text) = host.read(&path)? {
             return Ok(Some(cpulist::parse(&text)?));
         }
     }
     Ok(None)
+}
+
+/// The `Cpus_allowed_list:` value of a `/proc/<pid>/status`.
+fn allowed_list(status: &str) -> Option<&str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuset_paths_follow_the_cgroup() {
+        assert_eq!(
+            cpuset_paths("0::/system.slice/shardcast.service\n"),
+            [
+                "/sys/fs/cgroup/system.slice/shardcast.service/cpuset.cpus.effective",
+                "/sys/fs/cgroup/cpuset.cpus.effective",
+                "/sys/fs/cgroup/cpuset/cpuset.effective_cpus",
+            ]
+        );
+        assert_eq!(
+            cpuset_paths("4:cpuset:/batch\n1:name=systemd:/user.slice\n"),
+            [
+                "/sys/fs/cgroup/cpuset/batch/cpuset.effective_cpus",
+                "/sys/fs/cgroup/cpuset.cpus.effective",
+                "/sys/fs/cgroup/cpuset/cpuset.effective_cpus",
+            ]
+        );
+        assert_eq!(cpuset_paths("garbage").len(), 2);
+    }
+
+    #[test]
+    fn reads_the_allowed_list() {
+        let status =
+            "Name:\tcat\nCpus_allowed:\t0000fff0,03fff003\nCpus_allowed_list:\t0-1,12-25,36-47\n";
+        assert_eq!(allowed_list(status), Some("0-1,12-25,36-47"));
+        assert_eq!(allowed_list("Name:\tcat\n"), None);
+    }
 }
