@@ -291,7 +291,14 @@ fn uring_setup_finding(u: &UringReport) -> Finding {
                 "ring setup failed: {} (io_uring_disabled {sysctl})",
                 u.setup_error.as_deref().unwrap_or("unknown")
             ),
-            "the engine's I/O runs on io_uring; EPERM means seccomp or the sysctl, ENOSYS a kernel without it",
+            match u.seccomp {
+                Some(2) => {
+                    "the engine's I/O runs on io_uring; this process runs under a seccomp filter (a container runtime's?), which may refuse io_uring_setup with EPERM"
+                }
+                _ => {
+                    "the engine's I/O runs on io_uring; EPERM means seccomp or the sysctl, ENOSYS a kernel without it"
+                }
+            },
             fix,
         ),
         (None, _) => finding(
@@ -668,6 +675,7 @@ mod tests {
     fn io_uring_setup_severities() {
         let mut u = UringReport {
             disabled_sysctl: Some(0),
+            seccomp: None,
             source: "live".into(),
             setup: Some(true),
             setup_error: None,
@@ -682,6 +690,8 @@ mod tests {
         u.disabled_sysctl = Some(0);
         u.setup = Some(false);
         assert_eq!(uring_setup_finding(&u).severity, Severity::Error);
+        u.seccomp = Some(2);
+        assert!(uring_setup_finding(&u).why.contains("seccomp filter"));
         u.setup = None;
         assert_eq!(uring_setup_finding(&u).severity, Severity::Info);
         assert!(uring_feature_findings(&u).is_empty());

@@ -132,7 +132,15 @@ impl fmt::Display for Report {
             &["interface", "rx/tx", "IRQs", "RPS", "XPS"],
             &rows,
         )?;
-        writeln!(out, "\nio_uring ({})", self.io_uring.source)?;
+        let u = &self.io_uring;
+        let known = |v: Option<u8>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        writeln!(
+            out,
+            "\nio_uring ({}; kernel.io_uring_disabled {}; seccomp {})",
+            u.source,
+            known(u.disabled_sysctl),
+            known(u.seccomp)
+        )?;
         let features: Vec<Vec<String>> = self
             .io_uring
             .features

@@ -20,6 +20,10 @@ use crate::host::Host;
 pub struct UringReport {
     /// `kernel.io_uring_disabled`: 0 allowed, 1 only for `io_uring_group`, 2 off.
     pub disabled_sysctl: Option<u8>,
+    /// `Seccomp:` of `/proc/self/status`: 0 none, 1 strict, 2 filter (as
+    /// container runtimes install; a filter may refuse `io_uring_setup`).
+    #[serde(default)]
+    pub seccomp: Option<u8>,
     /// How the facts were obtained: `live`, `captured` or `not probed (--root)`.
     pub source: String,
     /// Whether a ring could be set up; `None` when not probed.
@@ -47,6 +51,10 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
     let disabled_sysctl = host
         .read_trimmed("/proc/sys/kernel/io_uring_disabled")?
         .and_then(|t| t.parse().ok());
+    let seccomp = host
+        .read("/proc/self/status")?
+        .as_deref()
+        .and_then(seccomp_mode);
     if host.is_live() {
         let (setup, setup_error, (features, probe_errors)) = match probe() {
             Ok(probed) => (true, None, probed),
@@ -54,6 +62,7 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
         };
         return Ok(UringReport {
             disabled_sysctl,
+            seccomp,
             source: "live".into(),
             setup: Some(setup),
             setup_error,
@@ -64,6 +73,7 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
     let Some(text) = host.read("io_uring.json")? else {
         return Ok(UringReport {
             disabled_sysctl,
+            seccomp,
             source: "not probed (--root)".into(),
             setup: None,
             setup_error: None,
@@ -84,7 +94,16 @@ pub fn read(host: &Host) -> Result<UringReport, InspectError> {
         serde_json::from_value(value).map_err(|e| InspectError::Json { path, source: e })?;
     report.source = "captured".into();
     report.disabled_sysctl = disabled_sysctl.or(report.disabled_sysctl);
+    report.seccomp = seccomp.or(report.seccomp);
     Ok(report)
+}
+
+/// The `Seccomp:` mode of a `/proc/<pid>/status`.
+fn seccomp_mode(status: &str) -> Option<u8> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Features probed, and the probes that could not run (no loopback
@@ -266,4 +285,18 @@ fn recv_multishot() -> std::io::Result<bool> {
     // SAFETY: `buffers` and `server` outlive the ring (declaration order).
     let cqe = unsafe { complete(&mut ring, &[provide, recv], 3) }?;
     Ok(cqe.is_some_and(|c| c.result() > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_seccomp_mode() {
+        assert_eq!(
+            seccomp_mode("Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t1\n"),
+            Some(2)
+        );
+        assert_eq!(seccomp_mode("Name:\tx\n"), None);
+    }
 }
