@@ -75,8 +75,19 @@ pub struct Irq {
     pub irq: u32,
     /// Its action name in `/proc/interrupts`.
     pub name: String,
-    /// `/proc/irq/N/smp_affinity_list`, if readable.
+    /// `/proc/irq/N/smp_affinity_list`: the CPUs it may be delivered to.
     pub affinity: Option<Vec<u32>>,
+    /// `/proc/irq/N/effective_affinity_list`: the CPUs the interrupt
+    /// controller actually delivers it to (often one of `affinity`).
+    pub effective: Option<Vec<u32>>,
+}
+
+impl Irq {
+    /// Where the IRQ lands: the effective affinity when the kernel reports
+    /// it, else the configured one.
+    pub fn lands_on(&self) -> Option<&[u32]> {
+        self.effective.as_deref().or(self.affinity.as_deref())
+    }
 }
 
 /// One network interface.
@@ -92,7 +103,7 @@ pub struct Interface {
     pub tx_queues: usize,
     /// IRQs attributed to the interface.
     pub irqs: Vec<Irq>,
-    /// Union of the IRQs' affinity CPUs.
+    /// Union of the CPUs the IRQs land on ([`Irq::lands_on`]).
     pub irq_cpus: Vec<u32>,
     /// CPUs named by any `rx-*/rps_cpus` mask (empty: RPS off).
     pub rps_cpus: Vec<u32>,
@@ -133,20 +144,21 @@ pub fn read(host: &Host) -> Result<Vec<Interface>, InspectError> {
                 .iter()
                 .find(|a| action_matches(a, &name, device.as_deref()))
             {
-                let affinity = host
-                    .read(&format!("/proc/irq/{}/smp_affinity_list", line.irq))?
-                    .map(|t| cpulist::parse(&t))
-                    .transpose()?;
+                let list = |file: &str| -> Result<Option<Vec<u32>>, InspectError> {
+                    let text = host.read(&format!("/proc/irq/{}/{file}", line.irq))?;
+                    Ok(text.map(|t| cpulist::parse(&t)).transpose()?)
+                };
                 irqs.push(Irq {
                     irq: line.irq,
                     name: action.clone(),
-                    affinity,
+                    affinity: list("smp_affinity_list")?,
+                    effective: list("effective_affinity_list")?,
                 });
             }
         }
         let mut irq_cpus: Vec<u32> = irqs
             .iter()
-            .filter_map(|i| i.affinity.as_ref())
+            .filter_map(Irq::lands_on)
             .flatten()
             .copied()
             .collect();
@@ -201,6 +213,19 @@ ERR:          0\n";
             vec!["eth1-TxRx-0".to_string(), "eth1-TxRx-1".into()]
         );
         assert!(irqs[4].actions.is_empty());
+    }
+
+    #[test]
+    fn irqs_land_on_their_effective_affinity() {
+        let mut irq = Irq {
+            irq: 38,
+            name: "virtio2-input.0".into(),
+            affinity: Some(vec![0, 1]),
+            effective: Some(vec![1]),
+        };
+        assert_eq!(irq.lands_on(), Some(&[1][..]));
+        irq.effective = None;
+        assert_eq!(irq.lands_on(), Some(&[0, 1][..]));
     }
 
     #[test]
