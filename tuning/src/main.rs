@@ -8,7 +8,7 @@ use shardcast_tune::Host;
 
 /// Inspect a Linux host for running shardcast, one shard per core.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
