@@ -387,7 +387,7 @@ fn uring_feature_findings(u: &UringReport) -> Vec<Finding> {
                 "not permitted",
                 why,
                 Some(
-                    "run as root or grant CAP_SYS_NICE (kernels before 5.11 need CAP_SYS_ADMIN)"
+                    "kernels before 5.11 allow SQPOLL to root (CAP_SYS_ADMIN) only; later ones to anyone, so a refusal there comes from seccomp or a container policy"
                         .into(),
                 ),
             ),
