@@ -65,6 +65,7 @@ use crate::connections::SPARE_FDS;
 use crate::cores;
 use crate::echo::{DriverChoice, driver_name};
 use crate::limits;
+use crate::pacing;
 use crate::room_protocol::{Inbound, Reader, RoomProtocol, Scratch};
 
 /// Command line of `shardcast-bench fanout`.
@@ -134,11 +135,6 @@ const DRAIN_SECONDS: f64 = 2.0;
 /// The largest forward jump in one publisher's sequence numbers taken as
 /// missing messages; a larger one is a corrupt payload.
 const MAX_GAP: u64 = 1 << 20;
-
-/// How long before a publish is due the open loop's publisher thread
-/// stops sleeping and spins, nanoseconds: a sleep can overshoot by about
-/// this much.
-const SPIN_NANOS: u64 = 100_000;
 
 /// Latencies above this many nanoseconds (one minute) are recorded as it.
 const MAX_LATENCY_NANOS: u64 = 60_000_000_000;
@@ -1357,7 +1353,10 @@ async fn open_loop_publishers(ledger: Arc<Ledger>, target: Rc<Target>, rate: f64
     let mut sent = 0u64;
     while ledger.phase() != phase::DONE {
         let due = start + (sent as f64 * period) as u64;
-        wait_until(&ledger, due);
+        // Blocking is right on the publishers' thread: until then it has
+        // nothing to do but read pings, whose answers wait for the next
+        // write anyway.
+        pacing::wait_until(due, || ledger.nanos());
         if ledger.phase() == phase::DONE {
             return;
         }
@@ -1371,24 +1370,6 @@ async fn open_loop_publishers(ledger: Arc<Ledger>, target: Rc<Target>, rate: f64
             return;
         }
         sent += 1;
-    }
-}
-
-/// Blocks the thread until `due` (nanoseconds since the epoch): sleeps to
-/// within [`SPIN_NANOS`] of it, then spins. Blocking is right on the
-/// publishers' thread: until then it has nothing to do but read pings,
-/// whose answers wait for the next write anyway.
-fn wait_until(ledger: &Ledger, due: u64) {
-    loop {
-        let left = due.saturating_sub(ledger.nanos());
-        if left == 0 {
-            return;
-        }
-        if left > SPIN_NANOS {
-            thread::sleep(Duration::from_nanos(left - SPIN_NANOS));
-        } else {
-            std::hint::spin_loop();
-        }
     }
 }
 

@@ -48,6 +48,7 @@ mod limits;
 mod machine;
 mod memory;
 mod open_loop;
+mod pacing;
 mod placement;
 mod plot;
 mod proc_stat;

@@ -5,7 +5,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -18,14 +17,11 @@ use super::phase;
 use super::shared::{Shared, wait_for};
 use super::stamp::write_stamp;
 use crate::client::{Target, XorShift};
+use crate::pacing;
 
 /// A publish's acknowledgement id holds its room's index above these
 /// bits, and its sequence number below.
 const ROOM_SHIFT: u32 = 40;
-
-/// How close to a publish's time the publishers' thread stops sleeping
-/// and spins.
-const SPIN_NANOS: u64 = 100_000;
 
 /// What the publishers did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,22 +83,6 @@ impl Acks {
                 )
             }
             other => bail!("unexpected {other:?} for a publisher"),
-        }
-    }
-}
-
-/// Blocks the thread until `due` (nanoseconds since the run's start):
-/// sleeps to within [`SPIN_NANOS`] of it, then spins.
-fn wait_until(shared: &Shared, due: u64) {
-    loop {
-        let left = due.saturating_sub(shared.nanos());
-        if left == 0 {
-            return;
-        }
-        if left > SPIN_NANOS {
-            thread::sleep(Duration::from_nanos(left - SPIN_NANOS));
-        } else {
-            std::hint::spin_loop();
         }
     }
 }
@@ -195,7 +175,7 @@ pub(super) async fn publish(
             let nth = (published.probes % probe_rooms as u64) as usize;
             (probe_due, storm_rooms + nth)
         };
-        wait_until(shared, due);
+        pacing::wait_until(due, || shared.nanos());
         let phase = shared.phase();
         if phase >= phase::STOP || shared.failed() {
             break;
