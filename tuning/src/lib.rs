@@ -12,6 +12,7 @@ pub mod host;
 pub mod limits;
 pub mod network;
 pub mod report;
+pub mod serve_config;
 pub mod topology;
 pub mod uring;
 
