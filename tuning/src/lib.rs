@@ -13,6 +13,7 @@ pub mod limits;
 pub mod network;
 pub mod report;
 pub mod serve_config;
+pub mod sweep;
 pub mod topology;
 pub mod uring;
 

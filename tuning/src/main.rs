@@ -29,6 +29,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run `shardcast serve` under candidate plans, measure each with
+    /// shardcast-bench, and name the best and its margin over the defaults.
+    Sweep(shardcast_tune::sweep::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{report}");
             }
         }
+        Command::Sweep(args) => shardcast_tune::sweep::command(&args)?,
     }
     Ok(())
 }
