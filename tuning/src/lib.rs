@@ -3,8 +3,12 @@
 //! [`inspect`] reads CPU topology, network queues and IRQs, io_uring support,
 //! limits and sysctls through a [`Host`] (the live machine or a captured
 //! tree), and judges each fact for a server holding N connections
-//! ([`findings`]). It reads only; it changes nothing on the host. Planning
-//! shards and sweeping plans are not part of this crate yet.
+//! ([`findings`]). It reads only; it changes nothing on the host.
+//!
+//! [`sweep`] runs `shardcast serve` under candidate plans, measures each
+//! with shardcast-bench and names the best; it runs programs and loads the
+//! machine (on loopback), but changes no setting of the host. Planning
+//! shards is not part of this crate yet.
 
 pub mod cpulist;
 pub mod findings;

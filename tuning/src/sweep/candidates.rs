@@ -27,7 +27,7 @@ pub struct Placement {
 
 impl Placement {
     /// Places server and load on `cores` (physical cores, each listed by
-    /// its logical CPUs). With four or more CPUs over at least two
+    /// its logical CPUs); each list comes out sorted. With four or more CPUs over at least two
     /// physical cores, the last quarter of the physical cores (at least
     /// one, with all their SMT siblings) go to the load and the rest to
     /// the server, so a candidate is not charged for the load's work and a
@@ -44,9 +44,14 @@ impl Placement {
         }
         let load_cores = (cores.len() / 4).max(1);
         let (server, load) = cores.split_at(cores.len() - load_cores);
+        let sorted = |cores: &[Vec<u32>]| {
+            let mut cpus: Vec<u32> = cores.iter().flatten().copied().collect();
+            cpus.sort_unstable();
+            cpus
+        };
         Placement {
-            server: server.iter().flatten().copied().collect(),
-            load: load.iter().flatten().copied().collect(),
+            server: sorted(server),
+            load: sorted(load),
         }
     }
 
@@ -287,7 +292,7 @@ mod tests {
         );
         assert!(two.shared());
         let smt = Placement::for_cores(&[vec![0, 4], vec![1, 5], vec![2, 6], vec![3, 7]]);
-        assert_eq!(smt.server, [0, 4, 1, 5, 2, 6]);
+        assert_eq!(smt.server, [0, 1, 2, 4, 5, 6]);
         assert_eq!(smt.load, [3, 7]);
         assert!(!smt.shared());
         assert_eq!(smt.to_arg(), "0-2,4-6/3,7");

@@ -1,0 +1,360 @@
+//! The parts of `shardcast-tune sweep` that need no release binaries:
+//! candidates generated from the captured topologies, a recorded session
+//! (`tests/fixtures/sweep/records.jsonl`, 3 candidates × echo and fan-out
+//! × 3 rounds on the development VM) aggregated and ranked, and the
+//! report's section written into a file.
+
+use std::path::{Path, PathBuf};
+
+use shardcast_tune::Host;
+use shardcast_tune::serve_config::ServeConfig;
+use shardcast_tune::sweep::candidates::{self, Candidate, Options, Placement};
+use shardcast_tune::sweep::records::parse_lines;
+use shardcast_tune::sweep::report;
+use shardcast_tune::sweep::summary::{Session, SummaryError, summarize};
+use shardcast_tune::sweep::table::{self, Table};
+use shardcast_tune::sweep::target::Target;
+use shardcast_tune::topology::Topology;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn generate(name: &str, target: Target) -> Vec<Candidate> {
+    let topology = Topology::read(&Host::at(fixture(name))).expect("fixture topology");
+    candidates::generate(&topology, Options { target })
+}
+
+fn names(candidates: &[Candidate]) -> Vec<&str> {
+    candidates.iter().map(|c| c.name.as_str()).collect()
+}
+
+fn candidate<'a>(candidates: &'a [Candidate], name: &str) -> &'a Candidate {
+    candidates
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no candidate {name} in {:?}", names(candidates)))
+}
+
+#[test]
+fn this_machine_shares_its_two_cpus_and_tries_one_shard_and_no_pinning() {
+    let all = generate("this-machine", Target::Throughput);
+    assert_eq!(
+        names(&all),
+        ["default", "shards-1", "shards-2-unpinned", "batch"]
+    );
+    let placement = &all[0].placement;
+    assert_eq!(
+        (placement.server.as_slice(), placement.load.as_slice()),
+        (&[0, 1][..], &[0, 1][..])
+    );
+    assert!(placement.shared());
+    assert_eq!(all[0].config, ServeConfig::default());
+    let one = candidate(&all, "shards-1");
+    assert_eq!(
+        (
+            one.config.shards,
+            one.config.cores.clone(),
+            one.config.pin_cores
+        ),
+        (Some(1), Some(vec![0]), Some(true))
+    );
+    assert_eq!(
+        candidate(&all, "shards-2-unpinned").config.pin_cores,
+        Some(false)
+    );
+    assert_eq!(candidate(&all, "batch").config.batch_deliveries, Some(true));
+    // No fan-out, so nothing to batch.
+    assert_eq!(
+        names(&generate("this-machine", Target::Latency)),
+        ["default", "shards-1", "shards-2-unpinned"]
+    );
+}
+
+#[test]
+fn epyc_sets_a_quarter_apart_for_the_load_and_weighs_siblings_against_cores() {
+    let all = generate("epyc-16c", Target::Latency);
+    assert_eq!(
+        names(&all),
+        [
+            "default",
+            "shards-1",
+            "shards-2",
+            "shards-4",
+            "shards-8",
+            "shards-12",
+            "shards-12-unpinned",
+            "shards-12-siblings"
+        ]
+    );
+    let placement = &all[0].placement;
+    let server: Vec<u32> = (0..12).chain(16..28).collect();
+    let load: Vec<u32> = (12..16).chain(28..32).collect();
+    assert_eq!((&placement.server, &placement.load), (&server, &load));
+    assert!(!placement.shared());
+    assert!(all.iter().all(|c| &c.placement == placement));
+    assert_eq!(
+        candidate(&all, "shards-12").config.cores,
+        Some((0..12).collect())
+    );
+    assert_eq!(
+        candidate(&all, "shards-12-siblings").config.cores,
+        Some(vec![0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21])
+    );
+}
+
+#[test]
+fn xeon_uses_only_the_cpus_outside_isolcpus() {
+    let all = generate("xeon-2s", Target::Throughput);
+    let placement = &all[0].placement;
+    // 0-1 and 12-23 with their siblings (24-25, 36-47): 14 physical
+    // cores, the last 3 for the load.
+    let load: Vec<u32> = vec![21, 22, 23, 45, 46, 47];
+    assert_eq!(placement.load, load);
+    assert_eq!(placement.server.len(), 22);
+    assert!(
+        placement
+            .server
+            .iter()
+            .all(|cpu| !(2..=11).contains(cpu) && !(26..=35).contains(cpu))
+    );
+    assert_eq!(
+        names(&all)[1..6],
+        ["shards-1", "shards-2", "shards-4", "shards-8", "shards-11"]
+    );
+    assert_eq!(
+        candidate(&all, "shards-4").config.cores,
+        Some(vec![0, 1, 12, 13])
+    );
+    assert!(names(&all).contains(&"shards-11-siblings"));
+    assert_eq!(names(&all).last(), Some(&"batch"));
+}
+
+/// The candidates of the recorded session: names are what matter.
+fn recorded_candidates() -> Vec<Candidate> {
+    ["default", "shards-1", "batch"]
+        .iter()
+        .map(|name| Candidate {
+            name: (*name).into(),
+            description: format!("{name} as recorded"),
+            config: ServeConfig::default(),
+            placement: Placement {
+                server: vec![0, 1],
+                load: vec![0, 1],
+            },
+        })
+        .collect()
+}
+
+fn session(target: Target) -> Session {
+    Session {
+        target,
+        command: "shardcast-tune sweep --rounds 3".into(),
+        rounds: 3,
+    }
+}
+
+fn recorded_runs() -> Vec<shardcast_tune::sweep::records::Run> {
+    let path = fixture("sweep/records.jsonl");
+    let text = std::fs::read_to_string(&path).expect("the recorded session");
+    parse_lines(&text, &path, 1).expect("records")
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * b.abs().max(1.0)
+}
+
+#[test]
+fn a_recorded_session_is_reduced_to_medians_and_ranked_against_the_default() {
+    let runs = recorded_runs();
+    assert_eq!(runs.len(), 18);
+    let summary = summarize(&session(Target::Throughput), &recorded_candidates(), &runs).unwrap();
+    let kinds: Vec<&str> = summary.scenarios.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["echo", "fanout"]);
+    assert_eq!(summary.scenarios[1].load_cores, "1");
+    assert_eq!(summary.machine.cores, 2);
+    // The medians of each candidate's three rounds, read off the fixture.
+    let (echo, fanout) = (
+        [
+            139_033.280_076_710_27,
+            124_536.984_036_351,
+            158_142.441_205_423_73,
+        ],
+        [
+            101_068.912_525_856_26,
+            74_802.860_042_595_17,
+            93_504.257_511_069_13,
+        ],
+    );
+    let order = ["batch", "default", "shards-1"];
+    assert_eq!(
+        summary
+            .rows
+            .iter()
+            .map(|r| r.candidate.name.as_str())
+            .collect::<Vec<_>>(),
+        order
+    );
+    let row = |name: &str| {
+        summary
+            .rows
+            .iter()
+            .find(|r| r.candidate.name == name)
+            .unwrap()
+    };
+    for (index, name) in ["default", "shards-1", "batch"].iter().enumerate() {
+        let figures = &row(name).figures;
+        let echo_figures = figures[0].as_ref().unwrap();
+        assert_eq!(echo_figures.runs, 3);
+        assert!(
+            close(echo_figures.rate.unwrap(), echo[index]),
+            "{name} echo"
+        );
+        assert_eq!(echo_figures.p99_us, None);
+        assert!(
+            close(figures[1].as_ref().unwrap().rate.unwrap(), fanout[index]),
+            "{name} fanout"
+        );
+    }
+    assert!(close(
+        row("default").figures[1].as_ref().unwrap().p99_us.unwrap(),
+        13_402.111
+    ));
+    assert!(close(
+        row("shards-1").figures[1].as_ref().unwrap().p99_us.unwrap(),
+        18_923.519
+    ));
+    let score = |i: usize| ((echo[i] / echo[0]) * (fanout[i] / fanout[0])).sqrt();
+    assert!(close(row("default").score.unwrap(), 1.0));
+    assert!(close(row("shards-1").score.unwrap(), score(1)));
+    assert!(close(row("batch").score.unwrap(), score(2)));
+    let (best, margin) = summary.best();
+    assert_eq!(best.candidate.name, "batch");
+    assert!(close(margin, score(2)) && margin > 1.0);
+
+    let verdict = table::verdict(&summary);
+    assert!(
+        verdict.starts_with("Best plan: batch (batch as recorded), 1.026x the default."),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("echo 100 × 32 B: default 139k messages/s; batch 158k messages/s."),
+        "{verdict}"
+    );
+    let text = Table::of(&summary).to_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("1  batch") && lines[3].starts_with("3  shards-1"),
+        "{text}"
+    );
+    let json = table::to_json(&summary);
+    assert_eq!(json["best"], "batch");
+    assert_eq!(json["summary"]["rows"][0]["candidate"]["name"], "batch");
+}
+
+#[test]
+fn latency_ranks_by_p99_and_echo_only_informs() {
+    let record = |server: &str, scenario: &str, metrics: &str| {
+        format!(
+            r#"{{"machine":{{"cpu":"X","cores":2,"kernel":"6","commit":"c","rustc":"r"}},"server":"{server}","server_cores":"0,1","load_cores":"0,1","round":1,"scenario":"{scenario}","label":"L","metrics":{metrics}}}"#
+        )
+    };
+    let text = [
+        record("default", "echo", r#"{"messages_per_second": 100.0}"#),
+        record("shards-1", "echo", r#"{"messages_per_second": 50.0}"#),
+        record(
+            "default",
+            "latency",
+            r#"{"achieved_rate": 50.0, "p50_us": 10.0, "p99_us": 100.0}"#,
+        ),
+        record(
+            "shards-1",
+            "latency",
+            r#"{"achieved_rate": 25.0, "p50_us": 5.0, "p99_us": 40.0}"#,
+        ),
+    ]
+    .join("\n");
+    let runs = parse_lines(&text, Path::new("inline"), 1).unwrap();
+    let summary = summarize(
+        &session(Target::Latency),
+        &recorded_candidates()[..2],
+        &runs,
+    )
+    .unwrap();
+    let (best, margin) = summary.best();
+    assert_eq!(best.candidate.name, "shards-1");
+    assert!(close(margin, 2.5));
+
+    let without_baseline: Vec<_> = runs
+        .into_iter()
+        .filter(|r| !(r.server == "default" && r.scenario == "latency"))
+        .collect();
+    let error = summarize(
+        &session(Target::Latency),
+        &recorded_candidates()[..2],
+        &without_baseline,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, SummaryError::NoBaseline { figure: "p99", .. }),
+        "{error}"
+    );
+    assert!(matches!(
+        summarize(&session(Target::Latency), &recorded_candidates(), &[]),
+        Err(SummaryError::NoRuns)
+    ));
+}
+
+#[test]
+fn the_report_section_replaces_the_last_one_and_keeps_the_rest() {
+    let summary = summarize(
+        &session(Target::Throughput),
+        &recorded_candidates(),
+        &recorded_runs(),
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("tune-sweep-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("TUNING.md");
+    let _ = std::fs::remove_file(&path);
+    let details = report::Details {
+        warmup: 2.0,
+        duration: 5.0,
+        plot: Some(&dir.join("plots/sweep.svg")),
+    };
+    let body = report::section(&summary, &details, &path);
+    for part in [
+        "## Sweep: best plan for throughput",
+        "3 candidates × 2 scenarios × 3 rounds, 2 s warm-up and 5 s measured",
+        "    shardcast-tune sweep --rounds 3\n",
+        "Machine: Intel(R) Xeon(R) Processor, 2 logical cores, Linux 6.18.44-fc-v1045",
+        "Server and load share CPUs",
+        "the load of echo 100 × 32 B: CPUs 0,1, of fanout 1000 subscribers × 32 B, 10 rooms: CPUs 1",
+        "Best plan: batch",
+        "| 1 | batch | 158k | 93.5k |",
+        "](plots/sweep.svg)",
+        "- `shards-1`: shards-1 as recorded.",
+    ] {
+        assert!(body.contains(part), "{part:?} not in:\n{body}");
+    }
+    report::write(&path, "first\n").unwrap();
+    let created = std::fs::read_to_string(&path).unwrap();
+    assert!(created.starts_with("# Tuning shardcast\n"), "{created}");
+    std::fs::write(&path, format!("{created}\n## Notes\n\nkept\n")).unwrap();
+    report::write(&path, &body).unwrap();
+    report::write(&path, &body).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!text.contains("first\n"), "{text}");
+    assert_eq!(
+        text.matches("<!-- BEGIN tune-sweep -->").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "<!-- BEGIN tune-sweep -->\n{body}<!-- END tune-sweep -->\n"
+    )));
+    assert!(text.ends_with("## Notes\n\nkept\n"), "{text}");
+}
