@@ -89,7 +89,8 @@ where
     /// over the shards.
     ///
     /// # Errors
-    /// No address, zero shards, an address that cannot be bound, an I/O driver
+    /// No address, zero shards, an io_uring setting out of range, an
+    /// address that cannot be bound, an I/O driver
     /// that cannot be built on either driver, or a thread that cannot be
     /// spawned. Shards already started are stopped.
     pub fn start(self) -> Result<ServerHandle, Error> {
@@ -97,6 +98,7 @@ where
         if config.listen.is_empty() {
             return Err(Error::NoListenAddress);
         }
+        config.io.check(config.force_epoll)?;
         let cores = config.cores.clone().unwrap_or_else(allowed_cores);
         let shards = match config.shards {
             0 if !cores.is_empty() => cores.len(),
