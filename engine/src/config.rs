@@ -1,8 +1,6 @@
 //! [`ServerBuilder`]: every knob of a server, each with a documented default.
 
-use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use shardcast_proto::CloseCode;
@@ -13,9 +11,7 @@ use shardcast_proto::role::Server as ServerRole;
 
 use crate::driver::{DriverConfig, SqPoll};
 use crate::error::Error;
-use crate::handler::{Handler, ShardId};
 use crate::rooms::RoomsConfig;
-use crate::server::Server;
 
 /// Everything a server runs with, shared read-only by its shards.
 #[derive(Clone, Debug)]
@@ -170,15 +166,17 @@ fn backlog_arg(connections: u32) -> i32 {
     i32::try_from(connections).unwrap_or(i32::MAX)
 }
 
-/// Builds a [`Server`]: listen addresses, shards and cores, limits,
-/// compression and subprotocols. Start from [`Server::builder`].
+/// Builds a [`Server`](crate::Server): listen addresses, shards and cores, limits,
+/// compression and subprotocols. Start from
+/// [`Server::builder`](crate::Server::builder), end with
+/// [`build`](ServerBuilder::build).
 ///
 /// Every limit has a safe default; the defaults suit a server with many
 /// connections of modest messages.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ServerBuilder {
-    config: ServerConfig,
+    pub(crate) config: ServerConfig,
 }
 
 impl Default for ServerBuilder {
@@ -555,19 +553,5 @@ impl ServerBuilder {
     pub fn sqpoll_cores(mut self, cores: Vec<usize>) -> Self {
         self.config.io.sqpoll_cores = Some(cores);
         self
-    }
-
-    /// Finishes the configuration with the handler factory, called once on
-    /// each shard's thread to create that shard's handler.
-    pub fn build<H, F>(self, factory: F) -> Server<H, F>
-    where
-        H: Handler,
-        F: Fn(ShardId) -> H + Send + Sync + 'static,
-    {
-        Server {
-            config: self.config,
-            factory: Arc::new(factory),
-            handler: PhantomData,
-        }
     }
 }

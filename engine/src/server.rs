@@ -33,6 +33,22 @@ impl Server<(), ()> {
     }
 }
 
+impl ServerBuilder {
+    /// Finishes the configuration with the handler factory, called once on
+    /// each shard's thread to create that shard's handler.
+    pub fn build<H, F>(self, factory: F) -> Server<H, F>
+    where
+        H: Handler,
+        F: Fn(ShardId) -> H + Send + Sync + 'static,
+    {
+        Server {
+            config: self.config,
+            factory: Arc::new(factory),
+            handler: PhantomData,
+        }
+    }
+}
+
 /// What every shard and every handle share: connection accounting and the
 /// shutdown request. Touched per connection and at shutdown, never per
 /// message.
