@@ -1,8 +1,6 @@
 //! [`ServerBuilder`]: every knob of a server, each with a documented default.
 
-use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use shardcast_proto::CloseCode;
@@ -11,9 +9,9 @@ use shardcast_proto::frame::{DecoderConfig, Encoder};
 use shardcast_proto::handshake::HeadLimits;
 use shardcast_proto::role::Server as ServerRole;
 
-use crate::handler::{Handler, ShardId};
+use crate::driver::{DriverConfig, SqPoll};
+use crate::error::Error;
 use crate::rooms::RoomsConfig;
-use crate::server::Server;
 
 /// Everything a server runs with, shared read-only by its shards.
 #[derive(Clone, Debug)]
@@ -40,6 +38,74 @@ pub(crate) struct ServerConfig {
     pub(crate) compression_level: u8,
     pub(crate) subprotocols: Vec<String>,
     pub(crate) rooms: RoomsConfig,
+    pub(crate) io: IoConfig,
+}
+
+/// The shape of each shard's io_uring: ring, receive buffers, SQPOLL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IoConfig {
+    pub(crate) ring_entries: u32,
+    pub(crate) receive_buffers: u16,
+    pub(crate) receive_buffer_size: u32,
+    pub(crate) sqpoll_idle: Option<Duration>,
+    pub(crate) sqpoll_cores: Option<Vec<usize>>,
+}
+
+impl IoConfig {
+    /// The driver settings of shard `index`: its SQPOLL thread takes the
+    /// shard's place in `sqpoll_cores`, wrapping around.
+    pub(crate) fn driver(&self, index: usize) -> DriverConfig {
+        DriverConfig {
+            ring_entries: self.ring_entries,
+            receive_buffers: self.receive_buffers,
+            receive_buffer_size: self.receive_buffer_size,
+            sqpoll: self.sqpoll_idle.map(|idle| SqPoll {
+                idle_ms: u32::try_from(idle.as_millis()).unwrap_or(u32::MAX),
+                cpu: self
+                    .sqpoll_cores
+                    .as_ref()
+                    .filter(|cores| !cores.is_empty())
+                    .and_then(|cores| u32::try_from(cores[index % cores.len()]).ok()),
+            }),
+        }
+    }
+
+    /// Whether the kernel can set up rings and buffer rings of this shape;
+    /// the setting that cannot be, and why, if not.
+    pub(crate) fn check(&self, force_epoll: bool) -> Result<(), Error> {
+        let refuse = |setting, reason| Err(Error::Setting { setting, reason });
+        if !(1..=ServerBuilder::MAX_RING_ENTRIES).contains(&self.ring_entries) {
+            return refuse("ring_entries", "must be 1 to 32768 (IORING_MAX_ENTRIES)");
+        }
+        if !self.receive_buffers.is_power_of_two() || self.receive_buffers > 1 << 15 {
+            return refuse(
+                "receive_buffers",
+                "must be a power of two from 1 to 32768 (a provided-buffer ring's size)",
+            );
+        }
+        if self.receive_buffer_size < ServerBuilder::MIN_RECEIVE_BUFFER_SIZE {
+            return refuse("receive_buffer_size", "must be at least 512 bytes");
+        }
+        if u64::from(self.receive_buffers) * u64::from(self.receive_buffer_size) > 1 << 30 {
+            return refuse(
+                "receive_buffers",
+                "times receive_buffer_size must be at most 1 GiB per shard",
+            );
+        }
+        if self
+            .sqpoll_idle
+            .is_some_and(|idle| idle < Duration::from_millis(1))
+        {
+            return refuse("sqpoll", "idle time must be at least 1 ms");
+        }
+        if self.sqpoll_idle.is_some() && force_epoll {
+            return refuse("sqpoll", "polls io_uring, but force_epoll is on");
+        }
+        if self.sqpoll_idle.is_some() && self.sqpoll_cores.as_ref().is_some_and(Vec::is_empty) {
+            return refuse("sqpoll_cores", "is an empty list");
+        }
+        Ok(())
+    }
 }
 
 /// How often the server pings each connection and how long it waits for
@@ -100,15 +166,17 @@ fn backlog_arg(connections: u32) -> i32 {
     i32::try_from(connections).unwrap_or(i32::MAX)
 }
 
-/// Builds a [`Server`]: listen addresses, shards and cores, limits,
-/// compression and subprotocols. Start from [`Server::builder`].
+/// Builds a [`Server`](crate::Server): listen addresses, shards and cores, limits,
+/// compression and subprotocols. Start from
+/// [`Server::builder`](crate::Server::builder), end with
+/// [`build`](ServerBuilder::build).
 ///
 /// Every limit has a safe default; the defaults suit a server with many
 /// connections of modest messages.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ServerBuilder {
-    config: ServerConfig,
+    pub(crate) config: ServerConfig,
 }
 
 impl Default for ServerBuilder {
@@ -148,6 +216,20 @@ impl ServerBuilder {
     pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 1024;
     /// Default longest room name: 256 bytes.
     pub const DEFAULT_MAX_ROOM_NAME: usize = 256;
+    /// Default io_uring submission queue entries per shard: 4096.
+    pub const DEFAULT_RING_ENTRIES: u32 = 4096;
+    /// The most submission queue entries the kernel gives a ring:
+    /// 32768 (`IORING_MAX_ENTRIES`).
+    pub const MAX_RING_ENTRIES: u32 = 32_768;
+    /// Default receive buffers per shard: 8, of
+    /// [`DEFAULT_RECEIVE_BUFFER_SIZE`](Self::DEFAULT_RECEIVE_BUFFER_SIZE)
+    /// each.
+    pub const DEFAULT_RECEIVE_BUFFERS: u16 = 8;
+    /// Default size of one receive buffer: 32 KiB, so 256 KiB per shard
+    /// (uWebSockets reads into one 512 KiB buffer per loop).
+    pub const DEFAULT_RECEIVE_BUFFER_SIZE: u32 = 32 * 1024;
+    /// The smallest receive buffer accepted: 512 bytes.
+    pub const MIN_RECEIVE_BUFFER_SIZE: u32 = 512;
 
     /// A builder with every default and no listen address.
     pub fn new() -> Self {
@@ -183,6 +265,13 @@ impl ServerBuilder {
                     max_rooms_per_connection: Self::DEFAULT_MAX_ROOMS_PER_CONNECTION,
                     max_room_name: Self::DEFAULT_MAX_ROOM_NAME,
                     batch_deliveries: false,
+                },
+                io: IoConfig {
+                    ring_entries: Self::DEFAULT_RING_ENTRIES,
+                    receive_buffers: Self::DEFAULT_RECEIVE_BUFFERS,
+                    receive_buffer_size: Self::DEFAULT_RECEIVE_BUFFER_SIZE,
+                    sqpoll_idle: None,
+                    sqpoll_cores: None,
                 },
             },
         }
@@ -416,17 +505,53 @@ impl ServerBuilder {
         self
     }
 
-    /// Finishes the configuration with the handler factory, called once on
-    /// each shard's thread to create that shard's handler.
-    pub fn build<H, F>(self, factory: F) -> Server<H, F>
-    where
-        H: Handler,
-        F: Fn(ShardId) -> H + Send + Sync + 'static,
-    {
-        Server {
-            config: self.config,
-            factory: Arc::new(factory),
-            handler: PhantomData,
-        }
+    /// Submission queue entries of each shard's io_uring ring, 1 to
+    /// [`MAX_RING_ENTRIES`](Self::MAX_RING_ENTRIES); the kernel rounds up
+    /// to a power of two, and the completion queue gets four times as
+    /// many (at most 65536). Default 4096. A shard queues one entry per
+    /// connection it starts watching and per socket that pushes back, and
+    /// submits them once per loop turn, so a burst of accepts or of
+    /// backpressured connections past the queue costs an extra system
+    /// call per full queue, not a failure. Not used on epoll.
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.config.io.ring_entries = entries;
+        self
+    }
+
+    /// The receive buffers of each shard: `count` (a power of two, at most
+    /// 32768) buffers of `size` bytes (at least 512), registered with
+    /// io_uring as a provided-buffer ring that every connection of the
+    /// shard receives into; at most 1 GiB in all. Default 8 × 32 KiB. On kernels before 6.12,
+    /// where a receive takes a whole buffer, the same memory is cut into
+    /// 4 KiB buffers. The bytes that arrive between two loop turns must
+    /// fit, or connections wait a turn for a buffer; the epoll driver
+    /// reads into one buffer of `size`.
+    pub fn receive_buffers(mut self, count: u16, size: u32) -> Self {
+        self.config.io.receive_buffers = count;
+        self.config.io.receive_buffer_size = size;
+        self
+    }
+
+    /// Gives each shard's ring a kernel thread that polls its submission
+    /// queue (`IORING_SETUP_SQPOLL`), spinning for `idle` (whole
+    /// milliseconds, at least one) without work before it sleeps; `None` turns it off (the default). Submissions
+    /// then cost no system call while the thread spins, at the price of a
+    /// core's worth of spinning per shard: it pays only when the threads
+    /// have cores of their own ([`sqpoll_cores`](Self::sqpoll_cores)).
+    /// Needs io_uring: with SQPOLL on, a shard that cannot set up such a
+    /// ring (a seccomp policy, `kernel.io_uring_disabled`) fails to start
+    /// rather than falling back to epoll, and `force_epoll` is refused.
+    pub fn sqpoll(mut self, idle: Option<Duration>) -> Self {
+        self.config.io.sqpoll_idle = idle;
+        self
+    }
+
+    /// Pins the SQPOLL threads to cores, in shard order (shard `i`'s on
+    /// `cores[i % len]`): spare cores or the SMT siblings of the shards'
+    /// cores. Default: none, and each thread runs on the cores of the
+    /// process's affinity mask.
+    pub fn sqpoll_cores(mut self, cores: Vec<usize>) -> Self {
+        self.config.io.sqpoll_cores = Some(cores);
+        self
     }
 }

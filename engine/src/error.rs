@@ -14,6 +14,14 @@ pub enum Error {
     /// The builder was asked for zero shards.
     #[error("the shard count must be at least 1")]
     NoShards,
+    /// A setting is outside what the engine or the kernel accepts.
+    #[error("the {setting} setting {reason}")]
+    Setting {
+        /// The setting, as the builder method names it.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A shard could not bind or listen on an address.
     #[error("shard {shard} could not listen on {addr}")]
     Bind {

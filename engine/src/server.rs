@@ -33,6 +33,22 @@ impl Server<(), ()> {
     }
 }
 
+impl ServerBuilder {
+    /// Finishes the configuration with the handler factory, called once on
+    /// each shard's thread to create that shard's handler.
+    pub fn build<H, F>(self, factory: F) -> Server<H, F>
+    where
+        H: Handler,
+        F: Fn(ShardId) -> H + Send + Sync + 'static,
+    {
+        Server {
+            config: self.config,
+            factory: Arc::new(factory),
+            handler: PhantomData,
+        }
+    }
+}
+
 /// What every shard and every handle share: connection accounting and the
 /// shutdown request. Touched per connection and at shutdown, never per
 /// message.
@@ -89,7 +105,8 @@ where
     /// over the shards.
     ///
     /// # Errors
-    /// No address, zero shards, an address that cannot be bound, an I/O driver
+    /// No address, zero shards, an io_uring setting out of range, an
+    /// address that cannot be bound, an I/O driver
     /// that cannot be built on either driver, or a thread that cannot be
     /// spawned. Shards already started are stopped.
     pub fn start(self) -> Result<ServerHandle, Error> {
@@ -97,6 +114,7 @@ where
         if config.listen.is_empty() {
             return Err(Error::NoListenAddress);
         }
+        config.io.check(config.force_epoll)?;
         let cores = config.cores.clone().unwrap_or_else(allowed_cores);
         let shards = match config.shards {
             0 if !cores.is_empty() => cores.len(),

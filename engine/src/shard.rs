@@ -32,24 +32,13 @@ use crate::config::ServerConfig;
 use crate::conn::{ConnId, SendContext};
 use crate::connection::{self, Connection, Flags, Next, ShardContext};
 use crate::deadlines::Deadlines;
-use crate::driver::{Driver, DriverConfig, Io, Sink, Token, socket};
+use crate::driver::{Driver, Io, Sink, Token, socket};
 use crate::error::Error;
 use crate::handler::{Handler, ShardId};
 use crate::hub::{Hub, HubState};
 use crate::send_queue::SendPools;
 use crate::server::Shared;
 use crate::stats::ShardCounters;
-
-/// io_uring submission queue entries per shard.
-const RING_ENTRIES: u32 = 4096;
-
-/// Receive buffers in a shard's io_uring buffer ring, and their size:
-/// 256 KiB per shard (uWebSockets reads into one 512 KiB buffer per
-/// loop). Consumed incrementally, they hold the bytes that arrive between
-/// two turns of the loop; a connection that finds the ring empty is
-/// re-armed on the next turn.
-const RECEIVE_BUFFERS: u16 = 8;
-const RECEIVE_BUFFER_SIZE: u32 = 32 * 1024;
 
 /// The most connection slots a shard reserves address space for up
 /// front (see [`reserved_slots`]).
@@ -136,17 +125,25 @@ where
 {
     let _stopped = StoppedGuard(Arc::clone(&setup.shared));
     let index = setup.id.index();
+    let driver_config = setup.config.io.driver(index);
+    // An SQPOLL thread inherits the affinity of the thread that sets up
+    // its ring: one with no core of its own is set up before the shard
+    // pins itself, so it does not spin on the shard's core.
+    let unpinned_poller = driver_config
+        .sqpoll
+        .is_some_and(|sqpoll| sqpoll.cpu.is_none());
+    let driver = if unpinned_poller {
+        Some(Driver::new(driver_config, setup.config.force_epoll))
+    } else {
+        None
+    };
     if let Some(core) = setup.core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
             warn!(shard = index, core, "could not pin the shard to its core");
         }
     }
-    let driver_config = DriverConfig {
-        ring_entries: RING_ENTRIES,
-        receive_buffers: RECEIVE_BUFFERS,
-        receive_buffer_size: RECEIVE_BUFFER_SIZE,
-    };
-    let mut driver = match Driver::new(driver_config, setup.config.force_epoll) {
+    let driver = driver.unwrap_or_else(|| Driver::new(driver_config, setup.config.force_epoll));
+    let mut driver = match driver {
         Ok((driver, fallback)) => {
             if let Some(error) = fallback {
                 if !EPOLL_FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {

@@ -123,6 +123,19 @@ pub(crate) struct DriverConfig {
     /// Bytes of each receive buffer; the epoll driver's one buffer is
     /// this size too.
     pub(crate) receive_buffer_size: u32,
+    /// A kernel thread polls the io_uring submission queue; `None` off.
+    pub(crate) sqpoll: Option<SqPoll>,
+}
+
+/// How the kernel thread of an `IORING_SETUP_SQPOLL` ring polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SqPoll {
+    /// Milliseconds the thread spins without work before it sleeps (the
+    /// next submission then wakes it with a system call).
+    pub(crate) idle_ms: u32,
+    /// The core the thread is pinned to; `None` lets it run wherever the
+    /// thread that set up the ring may.
+    pub(crate) cpu: Option<u32>,
 }
 
 impl Driver {
@@ -131,7 +144,8 @@ impl Driver {
     /// that caused a fallback comes back beside it, for the log.
     ///
     /// # Errors
-    /// Neither backend could be set up.
+    /// Neither backend could be set up, or io_uring could not be set up
+    /// with the SQPOLL the configuration asks for.
     pub(crate) fn new(
         config: DriverConfig,
         force_epoll: bool,
@@ -140,6 +154,14 @@ impl Driver {
         if !force_epoll {
             match Uring::new(config) {
                 Ok(uring) => return Ok((Driver::Uring(uring), None)),
+                // SQPOLL was asked for: running on epoll instead would
+                // hide that the setting has no effect.
+                Err(error) if config.sqpoll.is_some() => {
+                    return Err(io::Error::new(
+                        error.kind(),
+                        format!("io_uring with SQPOLL could not be set up: {error}"),
+                    ));
+                }
                 Err(error) => fallback = Some(error),
             }
         }

@@ -13,7 +13,7 @@ use io_uring::{IoUring, SubmissionQueue, Submitter, cqueue, opcode, squeue};
 use tracing::error;
 
 use super::buf_ring::BufRing;
-use super::{DriverConfig, Io, Sink, Token, wait_timeout};
+use super::{DriverConfig, Io, Sink, SqPoll, Token, wait_timeout};
 
 /// The buffer group of the receive ring.
 const GROUP: u16 = 0;
@@ -25,6 +25,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The oldest kernel with everything this driver uses: multishot receive
 /// (6.0); provided-buffer rings and multishot accept are older.
 const MINIMUM_KERNEL: (u32, u32) = (6, 0);
+
+/// The most completion queue entries the kernel gives a ring
+/// (`IORING_MAX_CQ_ENTRIES`).
+const MAX_CQ_ENTRIES: u32 = 65_536;
 
 /// What a completion is for: the top byte of its user data, the rest a
 /// [`Token`] (or a listener's index).
@@ -91,7 +95,7 @@ impl Uring {
                 "the io_uring driver needs Linux 6.0 or later (multishot receive)",
             ));
         }
-        let ring = build_ring(config.ring_entries)?;
+        let ring = build_ring(config.ring_entries, config.sqpoll)?;
         let mut buffers = BufRing::new(config.receive_buffers, config.receive_buffer_size)?;
         if buffers.register(&ring.submitter(), GROUP, true).is_err() {
             // Before Linux 6.12: every receive takes a whole buffer, so
@@ -143,8 +147,13 @@ impl Uring {
 
     /// The submission side, for the shard.
     pub(crate) fn ops(&mut self) -> Ops<'_> {
+        let sqpoll = self.ring.params().is_setup_sqpoll();
         let (submitter, sq, _) = self.ring.split();
-        Ops { submitter, sq }
+        Ops {
+            submitter,
+            sq,
+            sqpoll,
+        }
     }
 
     /// Submits, waits up to `timeout` for a completion, and hands every
@@ -170,6 +179,7 @@ impl Uring {
             listeners,
             accept_paused_until,
         } = self;
+        let sqpoll = ring.params().is_setup_sqpoll();
         let (submitter, mut sq, mut cq) = ring.split();
         sq.sync();
         let entered = match timeout {
@@ -190,7 +200,11 @@ impl Uring {
             Err(error) => return Err(error),
         }
         cq.sync();
-        let mut io = Io::Uring(Ops { submitter, sq });
+        let mut io = Io::Uring(Ops {
+            submitter,
+            sq,
+            sqpoll,
+        });
         for cqe in &mut cq {
             let Some((kind, token)) = Kind::of(cqe.user_data()) else {
                 continue;
@@ -295,22 +309,43 @@ fn whole_buffer_shape(config: DriverConfig) -> (u16, u32) {
 /// Builds a ring for one issuing thread: `SINGLE_ISSUER` with
 /// `DEFER_TASKRUN` (completions are processed when the shard waits, not
 /// by interrupting it) on 6.1+, `COOP_TASKRUN` on older kernels, a plain
-/// ring on the oldest.
-fn build_ring(entries: u32) -> io::Result<IoUring> {
-    let cq_entries = entries.saturating_mul(4);
-    let attempts: [fn(&mut io_uring::Builder); 3] = [
-        |builder| {
-            builder.setup_single_issuer().setup_defer_taskrun();
-        },
-        |builder| {
-            builder.setup_coop_taskrun();
-        },
-        |_| {},
-    ];
+/// ring on the oldest. With SQPOLL, whose kernel thread runs the task
+/// work itself (the kernel refuses the two task-run flags beside it):
+/// `SINGLE_ISSUER` where the kernel has it, else a plain SQPOLL ring.
+///
+/// The completion queue has four entries per submission entry, up to
+/// the kernel's limit, so multishot receives that complete many times per
+/// submission do not overflow it.
+fn build_ring(entries: u32, sqpoll: Option<SqPoll>) -> io::Result<IoUring> {
+    let cq_entries = entries.saturating_mul(4).min(MAX_CQ_ENTRIES);
+    let attempts: &[fn(&mut io_uring::Builder)] = if sqpoll.is_some() {
+        &[
+            |builder| {
+                builder.setup_single_issuer();
+            },
+            |_| {},
+        ]
+    } else {
+        &[
+            |builder| {
+                builder.setup_single_issuer().setup_defer_taskrun();
+            },
+            |builder| {
+                builder.setup_coop_taskrun();
+            },
+            |_| {},
+        ]
+    };
     let mut last = None;
     for attempt in attempts {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq_entries).setup_submit_all();
+        if let Some(sqpoll) = sqpoll {
+            builder.setup_sqpoll(sqpoll.idle_ms);
+            if let Some(cpu) = sqpoll.cpu {
+                builder.setup_sqpoll_cpu(cpu);
+            }
+        }
         attempt(&mut builder);
         match builder.build(entries) {
             Ok(ring) => return Ok(ring),
@@ -335,6 +370,9 @@ fn kernel_release() -> Option<(u32, u32)> {
 pub(crate) struct Ops<'a> {
     submitter: Submitter<'a>,
     sq: SubmissionQueue<'a>,
+    /// The ring's kernel thread consumes the submission queue, so a full
+    /// queue is waited on rather than submitted.
+    sqpoll: bool,
 }
 
 impl Ops<'_> {
@@ -386,7 +424,8 @@ impl Ops<'_> {
         self.sq.sync();
     }
 
-    /// Queues `entry`, submitting first if the queue is full.
+    /// Queues `entry`, submitting first if the queue is full (or, with
+    /// SQPOLL, waiting for the kernel thread to take some entries).
     fn push(&mut self, entry: &squeue::Entry) {
         for _ in 0..3 {
             // SAFETY: no entry this driver makes points to memory of the
@@ -397,6 +436,12 @@ impl Ops<'_> {
                 return;
             }
             self.flush();
+            if self.sqpoll {
+                if let Err(error) = self.submitter.squeue_wait() {
+                    error!(%error, "waiting for io_uring submission queue space failed");
+                }
+                self.sq.sync();
+            }
         }
         error!("io_uring submission queue stays full; an operation was lost");
     }

@@ -449,7 +449,7 @@ mod tests {
 
         let file = TempFile::new("unknown-table", "[limit]\nmax_connections = 5000\n");
         let message = load_with(Some(&file), &[]).unwrap_err().to_string();
-        let known = "backpressure, compression, limits, log, rooms, server, sessions, timeouts";
+        let known = "backpressure, compression, io, limits, log, rooms, server, sessions, timeouts";
         assert!(
             message.contains(&format!("unknown key `limit`; the keys here are: {known}")),
             "{message}"

@@ -42,6 +42,8 @@ pub(crate) const DEFAULT_TOML: &str = include_str!("default.toml");
 pub(crate) struct Settings {
     /// `[server]`
     pub(crate) server: ServerTable,
+    /// `[io]`
+    pub(crate) io: IoTable,
     /// `[limits]`
     pub(crate) limits: LimitsTable,
     /// `[timeouts]`
@@ -71,6 +73,18 @@ pub(crate) struct ServerTable {
     pub(crate) backlog: u32,
     pub(crate) transparent_huge_pages: bool,
     pub(crate) subprotocols: Vec<String>,
+}
+
+/// `[io]`: the shape of each shard's io_uring.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IoTable {
+    pub(crate) ring_entries: u32,
+    pub(crate) receive_buffers: u16,
+    pub(crate) receive_buffer_size: ByteSize,
+    pub(crate) sqpoll: bool,
+    pub(crate) sqpoll_idle: HumanDuration,
+    pub(crate) sqpoll_cores: Cores,
 }
 
 /// `[limits]`: connections and sizes.
@@ -291,6 +305,15 @@ impl Settings {
                     transparent_huge_pages: _,
                     subprotocols,
                 },
+            io:
+                IoTable {
+                    ring_entries,
+                    receive_buffers,
+                    receive_buffer_size,
+                    sqpoll,
+                    sqpoll_idle,
+                    sqpoll_cores,
+                },
             limits:
                 LimitsTable {
                     max_connections,
@@ -380,6 +403,16 @@ impl Settings {
         if let Cores::List(cores) = cores {
             builder = builder.cores(cores.clone().into_vec());
         }
+        builder = builder
+            .ring_entries(*ring_entries)
+            .receive_buffers(
+                *receive_buffers,
+                u32::try_from(receive_buffer_size.bytes()).unwrap_or(u32::MAX),
+            )
+            .sqpoll(sqpoll.then(|| sqpoll_idle.get()));
+        if let Cores::List(cores) = sqpoll_cores {
+            builder = builder.sqpoll_cores(cores.clone().into_vec());
+        }
         builder
     }
 }
@@ -429,6 +462,12 @@ mod tests {
         settings.timeouts.ping_interval = Timeout::Off;
         settings.backpressure.policy = Policy::Close;
         settings.backpressure.close_code = SendableCode::try_from(4000).unwrap();
+        settings.io.ring_entries = 256;
+        settings.io.receive_buffers = 64;
+        settings.io.receive_buffer_size = "4KiB".parse().unwrap();
+        settings.io.sqpoll = true;
+        settings.io.sqpoll_idle = "5ms".parse().unwrap();
+        settings.io.sqpoll_cores = "2-3".parse().unwrap();
         let debug = format!("{:?}", settings.builder());
         for field in [
             "shards: 3",
@@ -439,6 +478,11 @@ mod tests {
             "max_connections_per_ip: Some(1)",
             "heartbeat: None",
             "backpressure: Close(CloseCode(4000))",
+            "ring_entries: 256",
+            "receive_buffers: 64",
+            "receive_buffer_size: 4096",
+            "sqpoll_idle: Some(5ms)",
+            "sqpoll_cores: Some([2, 3])",
         ] {
             assert!(debug.contains(field), "{field} not in {debug}");
         }
