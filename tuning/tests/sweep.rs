@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 
 use shardcast_tune::Host;
 use shardcast_tune::serve_config::ServeConfig;
-use shardcast_tune::sweep::candidates::{self, Candidate, Options, Placement};
+use shardcast_tune::sweep::candidates::{self, Candidate, Placement};
 use shardcast_tune::sweep::records::parse_lines;
 use shardcast_tune::sweep::report;
 use shardcast_tune::sweep::summary::{Session, SummaryError, summarize};
 use shardcast_tune::sweep::table::{self, Table};
 use shardcast_tune::sweep::target::Target;
-use shardcast_tune::topology::Topology;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,8 +22,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn generate(name: &str, target: Target) -> Vec<Candidate> {
-    let topology = Topology::read(&Host::at(fixture(name))).expect("fixture topology");
-    candidates::generate(&topology, Options { target })
+    candidates::for_host(&Host::at(fixture(name)), target).expect("fixture host")
 }
 
 fn names(candidates: &[Candidate]) -> Vec<&str> {
@@ -43,7 +41,16 @@ fn this_machine_shares_its_two_cpus_and_tries_one_shard_and_no_pinning() {
     let all = generate("this-machine", Target::Throughput);
     assert_eq!(
         names(&all),
-        ["default", "shards-1", "shards-2-unpinned", "batch"]
+        [
+            "default",
+            "shards-1",
+            "shards-2-unpinned",
+            "sqpoll",
+            "shards-1-sqpoll-apart",
+            "rx-64x4KiB",
+            "rx-64x32KiB",
+            "batch"
+        ]
     );
     let placement = &all[0].placement;
     assert_eq!(
@@ -66,15 +73,32 @@ fn this_machine_shares_its_two_cpus_and_tries_one_shard_and_no_pinning() {
         Some(false)
     );
     assert_eq!(candidate(&all, "batch").config.batch_deliveries, Some(true));
-    // No fan-out, so nothing to batch.
+    // The probe captured here permits SQPOLL; no SMT, so the pollers of
+    // `sqpoll` float, and `apart` gives the one shard's poller the other core.
+    let sqpoll = &candidate(&all, "sqpoll").config;
     assert_eq!(
-        names(&generate("this-machine", Target::Latency)),
-        ["default", "shards-1", "shards-2-unpinned"]
+        (sqpoll.shards, sqpoll.sqpoll, sqpoll.sqpoll_cores.clone()),
+        (Some(2), Some(true), None)
     );
+    let apart = &candidate(&all, "shards-1-sqpoll-apart").config;
+    assert_eq!(
+        (apart.cores.clone(), apart.sqpoll_cores.clone()),
+        (Some(vec![0]), Some(vec![1]))
+    );
+    let small = &candidate(&all, "rx-64x4KiB").config;
+    assert_eq!(
+        (small.receive_buffers, small.receive_buffer_size),
+        (Some(64), Some(4096))
+    );
+    // No fan-out, so nothing to batch.
+    let latency = generate("this-machine", Target::Latency);
+    assert!(!names(&latency).contains(&"batch"));
+    assert_eq!(latency.len(), all.len() - 1);
 }
 
 #[test]
 fn epyc_sets_a_quarter_apart_for_the_load_and_weighs_siblings_against_cores() {
+    // Captured without an io_uring probe: SQPOLL counts as not permitted.
     let all = generate("epyc-16c", Target::Latency);
     assert_eq!(
         names(&all),
@@ -86,7 +110,9 @@ fn epyc_sets_a_quarter_apart_for_the_load_and_weighs_siblings_against_cores() {
             "shards-8",
             "shards-12",
             "shards-12-unpinned",
-            "shards-12-siblings"
+            "shards-12-siblings",
+            "rx-64x4KiB",
+            "rx-64x32KiB"
         ]
     );
     let placement = &all[0].placement;
@@ -130,6 +156,17 @@ fn xeon_uses_only_the_cpus_outside_isolcpus() {
     );
     assert!(names(&all).contains(&"shards-11-siblings"));
     assert_eq!(names(&all).last(), Some(&"batch"));
+    // SMT: each shard's poller on its core's sibling.
+    let sqpoll = &candidate(&all, "sqpoll").config;
+    assert_eq!(
+        sqpoll.sqpoll_cores,
+        Some(vec![24, 25, 36, 37, 38, 39, 40, 41, 42, 43, 44])
+    );
+    let apart = &candidate(&all, "shards-5-sqpoll-apart").config;
+    assert_eq!(
+        (apart.cores.clone(), apart.sqpoll_cores.clone()),
+        (Some(vec![0, 1, 12, 13, 14]), Some(vec![15, 16, 17, 18, 19]))
+    );
 }
 
 /// The candidates of the recorded session: names are what matter.

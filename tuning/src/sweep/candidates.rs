@@ -5,10 +5,11 @@
 
 use serde::Serialize;
 
-use crate::cpulist;
+use crate::host::Host;
 use crate::serve_config::ServeConfig;
 use crate::sweep::target::Target;
 use crate::topology::Topology;
+use crate::{InspectError, cpulist, uring};
 
 /// The name of the baseline candidate: an empty config, so the server's
 /// embedded defaults decide everything.
@@ -92,6 +93,18 @@ pub struct Options {
     /// What the sweep optimizes: batched deliveries only matter to a
     /// fan-out load.
     pub target: Target,
+    /// Whether this process may set up an SQPOLL ring (found by probing):
+    /// without it a candidate asking for one could not start.
+    pub sqpoll: bool,
+}
+
+/// The candidates for `host`: its topology, and SQPOLL when the io_uring
+/// probe found it permitted (not probed, as under a captured tree without
+/// `io_uring.json`, counts as not permitted).
+pub fn for_host(host: &Host, target: Target) -> Result<Vec<Candidate>, InspectError> {
+    let topology = Topology::read(host)?;
+    let sqpoll = uring::read(host)?.has("sqpoll") == Some(true);
+    Ok(generate(&topology, Options { target, sqpoll }))
 }
 
 /// The physical cores this process may use, each as its allowed logical
@@ -127,7 +140,16 @@ pub fn usable_cores(topology: &Topology) -> Vec<Vec<u32>> {
 /// 3. `shards-N-siblings` (hosts with SMT): as many shards as physical
 ///    cores, pinned in pairs to the two threads of half as many cores:
 ///    against `shards-N` it shows what a sibling is worth against a core.
-/// 4. `batch` (targets with a fan-out): the defaults with each
+/// 4. With SQPOLL permitted: `sqpoll`, a shard per physical core with a
+///    polling kernel thread per ring (on the shards' SMT siblings when
+///    there are any, else wherever the scheduler puts them); and
+///    `shards-H-sqpoll-apart`, half as many shards with their polling
+///    threads pinned to the other half of the cores: SQPOLL pays only
+///    when the pollers have cores of their own, and this is the plan
+///    that gives them some.
+/// 5. `rx-64x4KiB` and `rx-64x32KiB`: the defaults with 64 receive
+///    buffers per shard, small and large, against the default's shape.
+/// 6. `batch` (targets with a fan-out): the defaults with each
 ///    connection's deliveries of one loop turn sent as one envelope.
 pub fn generate(topology: &Topology, options: Options) -> Vec<Candidate> {
     let cores = usable_cores(topology);
@@ -206,6 +228,69 @@ pub fn generate(topology: &Topology, options: Options) -> Vec<Candidate> {
                 },
             );
         }
+    }
+    if options.sqpoll {
+        let siblings: Option<Vec<u32>> = (topology.threads_per_core > 1)
+            .then(|| {
+                server_cores
+                    .iter()
+                    .map(|cpus| cpus.get(1).copied())
+                    .collect()
+            })
+            .flatten();
+        push(
+            "sqpoll".into(),
+            format!(
+                "{count} {} pinned one per physical core ({}), each ring polled by a kernel thread ({})",
+                plural(count, "shard"),
+                cpulist::format(&firsts),
+                siblings.as_deref().map_or_else(
+                    || "unpinned".to_owned(),
+                    |cpus| format!("on the siblings {}", cpulist::format(cpus))
+                )
+            ),
+            ServeConfig {
+                shards: Some(count),
+                cores: Some(firsts.clone()),
+                pin_cores: Some(true),
+                sqpoll: Some(true),
+                sqpoll_cores: siblings,
+                ..ServeConfig::default()
+            },
+        );
+        let half = count / 2;
+        if half >= 1 {
+            let (shards, pollers) = (&firsts[..half], &firsts[half..2 * half]);
+            push(
+                format!("shards-{half}-sqpoll-apart"),
+                format!(
+                    "{half} {} pinned to {}, each ring polled by a kernel thread, the {} pinned to {}",
+                    plural(half, "shard"),
+                    cpulist::format(shards),
+                    plural(half, "thread"),
+                    cpulist::format(pollers)
+                ),
+                ServeConfig {
+                    shards: Some(half),
+                    cores: Some(shards.to_vec()),
+                    pin_cores: Some(true),
+                    sqpoll: Some(true),
+                    sqpoll_cores: Some(pollers.to_vec()),
+                    ..ServeConfig::default()
+                },
+            );
+        }
+    }
+    for (buffers, size, kib) in [(64u16, 4096u32, 4), (64, 32768, 32)] {
+        push(
+            format!("rx-{buffers}x{kib}KiB"),
+            format!("the defaults, with {buffers} receive buffers of {kib} KiB per shard"),
+            ServeConfig {
+                receive_buffers: Some(buffers),
+                receive_buffer_size: Some(size),
+                ..ServeConfig::default()
+            },
+        );
     }
     if options.target.has_fanout() {
         push(

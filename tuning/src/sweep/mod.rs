@@ -3,7 +3,8 @@
 //!
 //! The sweep generates candidates from the host's topology
 //! ([`candidates`]): `default` (the server's own settings) and variations
-//! of shard count, pinning and SMT siblings, batched deliveries;
+//! of shard count, pinning, SMT siblings, SQPOLL, receive buffers and
+//! batched deliveries;
 //! writes each as a config file for `shardcast serve`, checks that the
 //! server accepts it, and runs one `shardcast-bench compare` session over
 //! all of them with the scenarios of the `--target` ([`target`], [`run`]).
@@ -36,10 +37,9 @@ pub mod target;
 use std::path::{Path, PathBuf};
 
 use crate::host::Host;
-use crate::topology::Topology;
 use crate::{InspectError, cpulist};
 
-use candidates::{Options, UnknownCandidate};
+use candidates::UnknownCandidate;
 use run::{Plan, RunError};
 use summary::{Session, SummaryError};
 use target::Target;
@@ -172,14 +172,7 @@ fn command_line() -> String {
 /// measures them and prints the table (or JSON), drawing the plot and
 /// writing the report when asked.
 pub fn command(args: &Args) -> Result<(), SweepError> {
-    let host = Host::live();
-    let topology = Topology::read(&host)?;
-    let all = candidates::generate(
-        &topology,
-        Options {
-            target: args.target,
-        },
-    );
+    let all = candidates::for_host(&Host::live(), args.target)?;
     let chosen = candidates::select(all, &args.candidates, args.max_candidates)?;
     if args.list {
         for candidate in &chosen {
