@@ -17,8 +17,11 @@
 //! The load comes from shardcast-bench, run as a child process: the sweep
 //! generates none itself.
 //!
-//! The full sweep behind TUNING.md, from the checkout's root, about 6
-//! minutes on 2 cores (4 candidates there × 2 scenarios × 3 rounds of 7 s):
+//! The full sweep behind TUNING.md, from the checkout's root (with
+//! `CARGO_TARGET_DIR` set, the binaries are under it), about 6 minutes on
+//! the 2-core development VM: 8 candidates there × 2 scenarios × 3 rounds
+//! of 2 s warm-up and 5 s measured, plus a fraction of a second to start
+//! each server:
 //!
 //! ```text
 //! cargo build --release -p shardcast -p shardcast-bench -p shardcast-tune

@@ -31,12 +31,15 @@ struct Series {
     values: Vec<Option<f64>>,
 }
 
-/// Draws `summary` to `path`.
+/// Draws `summary` to `path`, creating its folder.
 pub fn draw(summary: &Summary, path: &Path) -> Result<(), PlotError> {
     let error = |message: String| PlotError {
         path: path.to_owned(),
         message,
     };
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|e| error(e.to_string()))?;
+    }
     let names: Vec<String> = summary
         .rows
         .iter()

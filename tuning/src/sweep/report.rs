@@ -161,6 +161,13 @@ pub fn write(path: &Path, body: &str) -> Result<(), ReportError> {
             });
         }
     };
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(folder).map_err(|source| ReportError {
+            action: "writing",
+            path: path.to_owned(),
+            source,
+        })?;
+    }
     fs::write(path, replace_section(&current, body)).map_err(|source| ReportError {
         action: "writing",
         path: path.to_owned(),
