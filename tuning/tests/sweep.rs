@@ -1,8 +1,11 @@
-//! The parts of `shardcast-tune sweep` that need no release binaries:
-//! candidates generated from the captured topologies, a recorded session
+//! `shardcast-tune sweep` without release binaries: candidates generated
+//! from the captured topologies, a recorded session
 //! (`tests/fixtures/sweep/records.jsonl`, 3 candidates × echo and fan-out
-//! × 3 rounds on the development VM) aggregated and ranked, and the
-//! report's section written into a file.
+//! × 3 rounds on the development VM) aggregated and ranked, the report's
+//! section written into a file, and the command itself run end to end
+//! against stand-in `shardcast` and `shardcast-bench` scripts (on this
+//! host's topology: any host with two CPUs or more has a `shards-1`).
+//! ci/run runs a real two-candidate sweep with release binaries.
 
 use std::path::{Path, PathBuf};
 
@@ -394,4 +397,164 @@ fn the_report_section_replaces_the_last_one_and_keeps_the_rest() {
         "<!-- BEGIN tune-sweep -->\n{body}<!-- END tune-sweep -->\n"
     )));
     assert!(text.ends_with("## Notes\n\nkept\n"), "{text}");
+}
+
+/// A directory with stand-ins for `shardcast` and `shardcast-bench`:
+/// shell scripts that answer as the real ones do, in a fraction of a
+/// second. The bench writes a record per server and `--scenario` to its
+/// `--results`, `default` at half the rate of every other candidate; the
+/// server accepts every config unless `refuse` names a candidate.
+struct FakeBinaries {
+    dir: PathBuf,
+}
+
+impl FakeBinaries {
+    fn new(test: &str, refuse: &str) -> FakeBinaries {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tune-sweep-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let shardcast = format!(
+            "#!/bin/sh\n\
+             case \"$3\" in *'/{refuse}.toml') echo \"unknown key io.nonsense\" >&2; exit 1;; esac\n\
+             [ \"$1 $2 $4\" = 'serve --config --print-config' ] && grep -q shardcast-tune \"$3\"\n"
+        );
+        let bench = r#"#!/bin/bash
+set -e
+[ "$1" = compare ] || exit 2
+shift
+names=() scenarios=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --results) results=$2; shift 2;;
+        --server) names+=("${2%%=*}"); shift 2;;
+        --scenario) scenarios+=("$2"); shift 2;;
+        *) shift;;
+    esac
+done
+machine='{"cpu":"Fake CPU","cores":2,"kernel":"6.0","commit":"abc1234","rustc":"rustc 1"}'
+for scenario in "${scenarios[@]}"; do
+    for name in "${names[@]}"; do
+        rate=2000; p99=50
+        if [ "$name" = default ]; then rate=1000; p99=100; fi
+        case $scenario in
+            echo:*) kind=echo label='100 × 32 B' metrics="{\"messages_per_second\": $rate}";;
+            fanout:*) kind=fanout label='1000 subscribers × 32 B, 10 rooms'
+                metrics="{\"deliveries_per_second\": $rate, \"p50_us\": 10, \"p99_us\": $p99}";;
+            latency:*) kind=latency label='100 × 32 B at 50% of max'
+                metrics="{\"achieved_rate\": $rate, \"p50_us\": 10, \"p99_us\": $p99}";;
+        esac
+        echo "{\"session\":1,\"command\":\"fake\",\"machine\":$machine,\"server\":\"$name\",\"server_cores\":\"0,1\",\"load_cores\":\"1\",\"round\":1,\"scenario\":\"$kind\",\"label\":\"$label\",\"params\":{},\"metrics\":$metrics}" >> "$results"
+    done
+done
+echo "the compare log"
+"#;
+        for (name, text) in [
+            ("shardcast", shardcast.as_str()),
+            ("shardcast-bench", bench),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        FakeBinaries { dir }
+    }
+
+    /// Runs the built `shardcast-tune sweep` with these binaries, its
+    /// output in the fake's directory, and `args`.
+    fn sweep(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardcast-tune"))
+            .arg("sweep")
+            .arg("--shardcast")
+            .arg(self.dir.join("shardcast"))
+            .arg("--bench")
+            .arg(self.dir.join("shardcast-bench"))
+            .arg("--out")
+            .arg(self.dir.join("out"))
+            .args(args)
+            .output()
+            .expect("run shardcast-tune")
+    }
+}
+
+impl Drop for FakeBinaries {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_command_runs_compare_per_stage_and_writes_table_json_plot_and_report() {
+    let fake = FakeBinaries::new("runs", "none");
+    let report = fake.dir.join("doc/TUNING.md");
+    let plot = fake.dir.join("doc/plots/sweep.svg");
+    let output = fake.sweep(&[
+        "--max-candidates",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // Two candidates, echo then fan-out: both stages' records were read.
+    assert!(stderr.contains("4 runs recorded"), "{stderr}");
+    assert!(stdout.contains("Best plan: shards-1"), "{stdout}");
+    assert!(stdout.contains("2.000x"), "{stdout}");
+    let out = fake.dir.join("out");
+    let config = std::fs::read_to_string(out.join("shards-1.toml")).unwrap();
+    assert!(
+        config.contains("shards = 1\n") && config.contains("pin_cores = true"),
+        "{config}"
+    );
+    assert!(
+        std::fs::read_to_string(out.join("compare.log"))
+            .unwrap()
+            .contains("the compare log")
+    );
+    let section = std::fs::read_to_string(&report).unwrap();
+    assert!(section.contains("<!-- BEGIN tune-sweep -->"), "{section}");
+    assert!(section.contains("commit `abc1234`"), "{section}");
+    assert!(section.contains("](plots/sweep.svg)"), "{section}");
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+
+    let json = fake.sweep(&["--target", "latency", "--candidates", "shards-1", "--json"]);
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON on stdout");
+    assert_eq!(value["best"], "shards-1");
+    assert_eq!(value["margin"], 2.0);
+    assert_eq!(value["summary"]["target"], "latency");
+    assert_eq!(value["summary"]["scenarios"][1]["rank"], "p99");
+}
+
+#[test]
+fn a_refused_config_or_a_missing_binary_stops_the_sweep_with_its_name() {
+    let fake = FakeBinaries::new("refused", "shards-1");
+    let output = fake.sweep(&["--max-candidates", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("refuses the config of candidate shards-1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown key io.nonsense"), "{stderr}");
+    assert!(!fake.dir.join("out/records.jsonl").exists());
+
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_shardcast-tune"))
+        .args(["sweep", "--shardcast", "/nonexistent/shardcast"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("cargo build --release -p shardcast -p shardcast-bench"),
+        "{stderr}"
+    );
+    let unknown = fake.sweep(&["--candidates", "nope"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no candidate named \"nope\""));
 }
