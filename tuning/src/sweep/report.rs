@@ -100,6 +100,12 @@ pub fn section(summary: &Summary, details: &Details<'_>, report: &Path) -> Strin
     }
     out.push('\n');
     out.push_str(&Table::of(summary).to_markdown());
+    if summary.scenarios.iter().any(|s| s.kind == "latency") {
+        out.push_str(
+            "\nEach candidate's latency load is a share of its own echo maximum, measured \
+             in the same session: a plan that echoes faster is measured under more load.\n",
+        );
+    }
     out.push_str(
         "\nFigures are medians over rounds. \"vs default\" is the geometric mean, over the \
          ranked scenarios, of the candidate's rate over the default's (or the default's p99 \
@@ -184,7 +190,7 @@ pub fn replace_section(text: &str, body: &str) -> String {
         (Some(start), Some(stop)) if stop > start => {
             format!("{}{section}{}", &text[..start], &text[stop + end.len()..])
         }
-        _ => format!("{}\n{section}", text.trim_end_matches('\n')),
+        _ => format!("{}\n\n{section}", text.trim_end_matches('\n')),
     }
 }
 

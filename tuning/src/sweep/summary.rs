@@ -8,6 +8,10 @@
 //! better than the default; `default` scores exactly 1. A geometric mean
 //! weighs a 10% gain in one scenario and a 10% loss in another as even,
 //! whatever the scenarios' absolute rates.
+//!
+//! How far apart the default's own rounds are ([`Summary::noise`]) tells
+//! whether a margin means anything on this machine: a best plan 3% ahead
+//! of a default whose rounds differ by 10% has not been shown better.
 
 use serde::Serialize;
 
@@ -57,6 +61,11 @@ pub struct Figures {
     pub p99_us: Option<f64>,
     /// The server's CPU time over the run's wall time, in cores.
     pub server_core_share: Option<f64>,
+    /// How far apart the rounds' rates are: (largest - smallest) / median;
+    /// `None` with fewer than two rounds.
+    pub rate_spread: Option<f64>,
+    /// The same for the rounds' p99.
+    pub p99_spread: Option<f64>,
 }
 
 /// One candidate's line.
@@ -134,19 +143,34 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     }
 }
 
+/// (largest - smallest) / median of `values`; `None` below two values or
+/// with a median of zero.
+fn spread(values: &mut [f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let middle = median(values).filter(|m| *m > 0.0)?;
+    let (low, high) = (values[0], values[values.len() - 1]);
+    Some((high - low) / middle)
+}
+
 fn figures(runs: &[&Run]) -> Option<Figures> {
     if runs.is_empty() {
         return None;
     }
-    let mid = |read: &dyn Fn(&Run) -> Option<f64>| {
-        median(&mut runs.iter().filter_map(|run| read(run)).collect::<Vec<_>>())
+    let values = |read: &dyn Fn(&Run) -> Option<f64>| -> Vec<f64> {
+        runs.iter().filter_map(|run| read(run)).collect()
     };
+    let mid = |read: &dyn Fn(&Run) -> Option<f64>| median(&mut values(read));
+    let p99 = |run: &Run| run.metric("p99_us");
     Some(Figures {
         runs: runs.len(),
         rate: mid(&rate_of),
         p50_us: mid(&|run| run.metric("p50_us")),
-        p99_us: mid(&|run| run.metric("p99_us")),
+        p99_us: mid(&p99),
         server_core_share: mid(&|run| run.metric("server_core_share")),
+        rate_spread: spread(&mut values(&rate_of)),
+        p99_spread: spread(&mut values(&p99)),
     })
 }
 
@@ -275,6 +299,25 @@ impl Summary {
     pub fn default_row(&self) -> Option<&Row> {
         self.rows.iter().find(|row| row.candidate.name == DEFAULT)
     }
+
+    /// The largest spread between the default's rounds in a figure that
+    /// ranks: a margin smaller than this is within the machine's noise.
+    /// `None` with a single round.
+    pub fn noise(&self) -> Option<f64> {
+        let default = self.default_row()?;
+        self.scenarios
+            .iter()
+            .zip(&default.figures)
+            .filter_map(|(scenario, figures)| {
+                let figures = figures.as_ref()?;
+                match scenario.rank {
+                    Rank::Throughput => figures.rate_spread,
+                    Rank::P99 => figures.p99_spread,
+                    Rank::None => None,
+                }
+            })
+            .reduce(f64::max)
+    }
 }
 
 #[cfg(test)]
@@ -286,5 +329,12 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn spreads_need_two_rounds() {
+        assert_eq!(spread(&mut [5.0]), None);
+        assert_eq!(spread(&mut [120.0, 80.0, 100.0]), Some(0.4));
+        assert_eq!(spread(&mut [0.0, 0.0]), None);
     }
 }

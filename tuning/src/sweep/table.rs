@@ -197,6 +197,18 @@ pub fn verdict(summary: &Summary) -> String {
             Some(best),
         )
     };
+    if let Some(noise) = summary.noise() {
+        let margin = other.and_then(|row| row.score).unwrap_or(1.0);
+        let within = if (margin - 1.0).abs() <= noise {
+            "within"
+        } else {
+            "beyond"
+        };
+        text.push_str(&format!(
+            " The margin is {within} the default's own spread between rounds ({:.0}%).",
+            noise * 100.0
+        ));
+    }
     let (Some(default), Some(other)) = (summary.default_row(), other) else {
         return text;
     };
