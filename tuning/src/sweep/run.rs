@@ -9,7 +9,7 @@
 //! another's warm state.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -253,18 +253,17 @@ impl Plan {
         runs: &mut Vec<Run>,
     ) -> Result<(), RunError> {
         let log_path = self.log_path();
+        let write_error = |source| RunError::Write {
+            path: log_path.clone(),
+            source,
+        };
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|source| RunError::Write {
-                path: log_path.clone(),
-                source,
-            })?;
-        let log_err = log.try_clone().map_err(|source| RunError::Write {
-            path: log_path.clone(),
-            source,
-        })?;
+            .map_err(write_error)?;
+        writeln!(&log, "$ {} {}", self.bench.display(), args.join(" ")).map_err(write_error)?;
+        let log_err = log.try_clone().map_err(write_error)?;
         let mut child = Command::new(&self.bench)
             .args(args)
             .stdin(Stdio::null())
