@@ -517,11 +517,13 @@ fn the_command_runs_compare_per_stage_and_writes_table_json_plot_and_report() {
         config.contains("shards = 1\n") && config.contains("pin_cores = true"),
         "{config}"
     );
+    let log = std::fs::read_to_string(out.join("compare.log")).unwrap();
+    assert_eq!(log.matches("the compare log").count(), 2, "{log}");
     assert!(
-        std::fs::read_to_string(out.join("compare.log"))
-            .unwrap()
-            .contains("the compare log")
+        log.contains("shardcast-bench compare --baseline default"),
+        "{log}"
     );
+    assert!(log.contains("--scenario fanout:1000x32/10"), "{log}");
     let section = std::fs::read_to_string(&report).unwrap();
     assert!(section.contains("<!-- BEGIN tune-sweep -->"), "{section}");
     assert!(section.contains("commit `abc1234`"), "{section}");
