@@ -11,6 +11,7 @@ pub mod findings;
 pub mod host;
 pub mod limits;
 pub mod network;
+pub mod plan;
 pub mod report;
 pub mod serve_config;
 pub mod topology;

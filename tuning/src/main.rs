@@ -29,6 +29,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    Plan(shardcast_tune::plan::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +48,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{report}");
             }
         }
+        Command::Plan(args) => args.run(&mut std::io::stdout().lock())?,
     }
     Ok(())
 }
