@@ -3,8 +3,14 @@
 //! [`inspect`] reads CPU topology, network queues and IRQs, io_uring support,
 //! limits and sysctls through a [`Host`] (the live machine or a captured
 //! tree), and judges each fact for a server holding N connections
-//! ([`findings`]). It reads only; it changes nothing on the host. Planning
-//! shards and sweeping plans are not part of this crate yet.
+//! ([`findings`]). It reads only; it changes nothing on the host.
+//!
+//! [`plan::plan`] turns a report into shards per physical core, engine
+//! settings and the files that carry them (a `shardcast serve` config, a
+//! sysctl.d file, a systemd drop-in), each choice with its reason; it is
+//! pure. [`plan::apply`] writes those files under a root with a backup, and
+//! reverts them; only there, and only with `--apply` or `--revert`, does
+//! the crate change a host. Sweeping plans is not part of this crate yet.
 
 pub mod cpulist;
 pub mod findings;

@@ -49,7 +49,8 @@ pub struct CorePlan {
     pub node_order: Vec<u32>,
     /// First CPU of each core kept out because it takes NIC IRQs.
     pub irq_cores_kept_out: Vec<u32>,
-    /// The decisions, with reasons.
+    /// The decisions, with reasons (printed in the plan's own list).
+    #[serde(skip)]
     pub choices: Vec<Choice>,
 }
 
