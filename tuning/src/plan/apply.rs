@@ -310,7 +310,8 @@ fn latest_backup(root: &Root) -> Result<Option<PathBuf>, ApplyError> {
     Ok(best.map(|(_, path)| path))
 }
 
-/// Writes `files` under `root` after backing up what they replace, and
+/// Writes `files` under `root` after backing up what they replace (bytes
+/// and permission bits), and
 /// records the values of `sysctls` before they are raised.
 pub fn apply(root: &Root, files: &[PlanFile], sysctls: &[String]) -> Result<Applied, ApplyError> {
     let mut old = Vec::with_capacity(files.len());
@@ -345,6 +346,11 @@ pub fn apply(root: &Root, files: &[PlanFile], sysctls: &[String]) -> Result<Appl
                 std::fs::create_dir_all(parent).map_err(io_error(parent))?;
             }
             std::fs::write(&saved, bytes).map_err(io_error(&saved))?;
+            let original = root.join(&file.path);
+            let mode = std::fs::metadata(&original)
+                .map_err(io_error(&original))?
+                .permissions();
+            std::fs::set_permissions(&saved, mode).map_err(io_error(&saved))?;
         }
         manifest.files.push(BackedUpFile {
             path: file.path.clone(),
@@ -421,6 +427,10 @@ pub fn revert(root: &Root, force: bool) -> Result<Reverted, ApplyError> {
             let saved = backup.join("files").join(file.path.trim_start_matches('/'));
             let bytes = std::fs::read(&saved).map_err(io_error(&saved))?;
             write_atomically(&path, &bytes)?;
+            let mode = std::fs::metadata(&saved)
+                .map_err(io_error(&saved))?
+                .permissions();
+            std::fs::set_permissions(&path, mode).map_err(io_error(&path))?;
             restored.push(path);
         } else {
             match std::fs::remove_file(&path) {
@@ -539,6 +549,8 @@ mod tests {
         let root = Root::at(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         std::fs::write(dir.join("etc/a.conf"), "original\n").unwrap();
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(dir.join("etc/a.conf"), private).unwrap();
         let first = [
             file("/etc/a.conf", "first\n"),
             file("/etc/new/b.conf", "b\n"),
@@ -571,6 +583,13 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.join("etc/a.conf")).unwrap(),
             "original\n"
+        );
+        let mode = std::fs::metadata(dir.join("etc/a.conf"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
         );
         assert!(!dir.join("etc/new").exists());
         assert!(!dir.join("var").exists());

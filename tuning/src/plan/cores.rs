@@ -266,12 +266,20 @@ pub fn choose(
                 cores.len()
             ),
         )
+    } else if irq_count == cores.len() {
+        Choice::new(
+            "NIC IRQ cores",
+            format!("shards: {}", cpulist::format(&irq_firsts)),
+            format!(
+                "every usable core takes NIC IRQs ({irq_count}): each does its own share of softirq work, and no core is free of them"
+            ),
+        )
     } else {
         Choice::new(
             "NIC IRQ cores",
             format!("shards: {}", cpulist::format(&irq_firsts)),
             format!(
-                "IRQs spread over {irq_count} of {} usable cores: each carries a small share, and keeping them out would cost {irq_count} shards",
+                "{irq_count} of {} usable cores take NIC IRQs, more than 1 in {IRQ_CORE_SHARE}: keeping them out would cost more shards than their softirq work takes",
                 cores.len()
             ),
         )
@@ -394,6 +402,26 @@ mod tests {
         want.extend([16, 17]);
         assert_eq!(plan.shard_cpus, want);
         assert_eq!(plan.spare_cpus, range(18, 31));
+    }
+
+    #[test]
+    fn the_node_that_takes_the_nic_irqs_fills_first() {
+        let mut report = fixture("xeon-2s", 100_000);
+        // Move the NIC's IRQs to node 1's first four cores.
+        let nic = report
+            .network
+            .iter_mut()
+            .find(|i| i.name == "ens1f0")
+            .unwrap();
+        nic.irq_cpus = vec![12, 13, 14, 15];
+        let plan = choose(&report.topology, &report.network, Some(14), true).unwrap();
+        // 4 IRQ cores of 24 are kept out until the other 20 are taken:
+        // node 1's other eight first, then node 0's twelve.
+        let mut want: Vec<u32> = range(16, 23);
+        want.extend(range(0, 5));
+        assert_eq!(plan.shard_cpus, want);
+        assert_eq!(plan.node_order, [1, 0]);
+        assert_eq!(plan.irq_cores_kept_out, [12, 13, 14, 15]);
     }
 
     #[test]
