@@ -74,7 +74,7 @@ pub enum ApplyError {
     },
     /// A command on the live host failed; the files are in place and the
     /// backup is kept.
-    #[error("{command}: {detail}")]
+    #[error("{command}: {detail} (the files are written; --revert undoes them)")]
     Command {
         /// The command line.
         command: String,

@@ -16,7 +16,7 @@ use crate::{Host, InspectError};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Connections the server must hold at once, over all shards.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub connections: u64,
     /// Most messages per second, or lowest tail latency (may spin spare
     /// CPUs for SQPOLL).

@@ -109,6 +109,16 @@ pub fn choose(cores: &CorePlan, uring: &UringReport, options: &PlanOptions) -> E
             "kept: buffers are shared by all of a shard's connections and hold only bytes not yet parsed",
         ),
     ];
+    if unavailable(uring) {
+        choices.insert(
+            0,
+            Choice::new(
+                "io_uring",
+                "unavailable",
+                "no ring could be set up here: the engine falls back to epoll and the io.* settings wait for io_uring (see inspect)",
+            ),
+        );
+    }
     let (sqpoll, reason) = sqpoll(cores, uring, options.target);
     let sqpoll_cores = sqpoll.then(|| cores.spare_cpus[..shards].to_vec());
     choices.push(Choice::new(
@@ -166,6 +176,12 @@ pub fn choose(cores: &CorePlan, uring: &UringReport, options: &PlanOptions) -> E
     }
 }
 
+/// Whether the probe found io_uring unusable here (setup refused, or
+/// switched off by `kernel.io_uring_disabled`).
+fn unavailable(uring: &UringReport) -> bool {
+    uring.setup == Some(false) || uring.disabled_sysctl == Some(2)
+}
+
 /// Whether each shard gets a kernel thread polling its submission queue,
 /// and why: only for latency, only where the probe saw SQPOLL permitted,
 /// and only with a spare CPU per shard to spin on.
@@ -176,6 +192,9 @@ fn sqpoll(cores: &CorePlan, uring: &UringReport, target: Target) -> (bool, Strin
             false,
             "throughput target: a submit syscall per loop turn costs less than a CPU spinning per shard".into(),
         );
+    }
+    if unavailable(uring) {
+        return (false, "io_uring is unavailable here, so is SQPOLL".into());
     }
     match uring.has("sqpoll") {
         Some(true) => {}
@@ -273,6 +292,21 @@ mod tests {
         assert_eq!(plan.ring_entries, 8192);
         assert_eq!(plan.backlog, 5000);
         assert_eq!(plan.serve.batch_deliveries, Some(false));
+    }
+
+    #[test]
+    fn says_when_io_uring_is_unavailable() {
+        let report = fixture("xeon-2s", 1000);
+        let cores = cores::choose(&report.topology, &report.network, None, false).unwrap();
+        let mut uring = report.io_uring.clone();
+        let said = |plan: &EnginePlan| plan.choices.iter().any(|c| c.setting == "io_uring");
+        let plan = choose(&cores, &uring, &options(1000, Target::Latency));
+        assert!(!said(&plan));
+        assert_eq!(plan.serve.sqpoll, Some(true));
+        uring.disabled_sysctl = Some(2);
+        let plan = choose(&cores, &uring, &options(1000, Target::Latency));
+        assert!(said(&plan));
+        assert_eq!(plan.serve.sqpoll, Some(false));
     }
 
     #[test]

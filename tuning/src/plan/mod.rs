@@ -21,6 +21,7 @@ pub mod sysctl;
 pub mod systemd;
 
 use std::fmt::{self, Write as _};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -133,6 +134,8 @@ pub struct PlanFile {
 /// A plan: every choice with its reason, and the files that carry them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The `--root` planned for, `None` for the live host.
+    pub root: Option<PathBuf>,
     /// What was asked.
     pub options: PlanOptions,
     /// The CPUs chosen for shards and spare for polling threads.
@@ -195,6 +198,7 @@ pub fn plan(report: &Report, options: &PlanOptions) -> Result<Plan, PlanError> {
         },
     ];
     Ok(Plan {
+        root: report.root.clone(),
         options: options.clone(),
         cores,
         serve: engine.serve,
@@ -208,9 +212,13 @@ pub fn plan(report: &Report, options: &PlanOptions) -> Result<Plan, PlanError> {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
+        let root = self
+            .root
+            .as_ref()
+            .map_or_else(|| "live host".to_owned(), |r| r.display().to_string());
         writeln!(
             out,
-            "shardcast-tune plan: {} connections, target {}\n",
+            "shardcast-tune plan: {root}, {} connections, target {}\n",
             self.options.connections, self.options.target
         )?;
         let rows: Vec<Vec<String>> = self
@@ -229,8 +237,6 @@ impl fmt::Display for Plan {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use crate::Host;
 
