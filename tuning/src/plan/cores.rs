@@ -99,8 +99,8 @@ fn to_vec(set: &BTreeSet<u32>) -> Vec<u32> {
     set.iter().copied().collect()
 }
 
-/// The node holding most of the NIC IRQs' CPUs; the lowest node when no
-/// IRQ is seen.
+/// The node holding most of the NIC IRQs' CPUs (the lowest among equals);
+/// `None` when no IRQ CPU has a known node.
 fn nic_node(t: &Topology, irq_cpus: &BTreeSet<u32>) -> Option<u32> {
     let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
     for &cpu in irq_cpus {
