@@ -97,8 +97,9 @@ pub struct Manifest {
     pub created: u64,
     /// Each file apply wrote.
     pub files: Vec<BackedUpFile>,
-    /// Directories apply created, outermost first (the backup's own
-    /// included), removed on revert if empty.
+    /// Directories apply created, as absolute paths on the host (under
+    /// the root, like `files`), outermost first, the backup's own
+    /// included; removed on revert if empty.
     pub created_dirs: Vec<String>,
     /// The sysctls the plan raises, with their values before apply.
     pub sysctls: Vec<SavedSysctl>,
@@ -153,6 +154,13 @@ impl Root {
     /// `path` (absolute on the host) under this root.
     pub fn join(&self, path: &str) -> PathBuf {
         self.path.join(path.trim_start_matches('/'))
+    }
+
+    /// A path under this root as the host names it: `/etc/x` for
+    /// `<root>/etc/x`.
+    fn host_path(&self, full: &Path) -> String {
+        let relative = full.strip_prefix(&self.path).unwrap_or(full);
+        Path::new("/").join(relative).display().to_string()
     }
 
     fn backups(&self) -> PathBuf {
@@ -372,10 +380,7 @@ pub fn apply(root: &Root, files: &[PlanFile], sysctls: &[String]) -> Result<Appl
         }
         targets.push(target);
     }
-    manifest.created_dirs = created_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
+    manifest.created_dirs = created_dirs.iter().map(|d| root.host_path(d)).collect();
     let manifest_path = backup.join(MANIFEST);
     let json = serde_json::to_string_pretty(&manifest).map_err(|source| ApplyError::Manifest {
         path: manifest_path.clone(),
@@ -443,7 +448,7 @@ pub fn revert(root: &Root, force: bool) -> Result<Reverted, ApplyError> {
     }
     std::fs::remove_dir_all(&backup).map_err(io_error(&backup))?;
     for dir in manifest.created_dirs.iter().rev() {
-        let dir = Path::new(dir);
+        let dir = &root.join(dir);
         match std::fs::remove_dir(dir) {
             Ok(()) => {}
             Err(e)
@@ -640,6 +645,18 @@ mod tests {
                     name: "fs.nr_open".into(),
                     before: None
                 }
+            ]
+        );
+        let backup_name = backup.file_name().unwrap().to_string_lossy();
+        assert_eq!(
+            manifest.created_dirs,
+            [
+                "/var".to_owned(),
+                "/var/lib".into(),
+                "/var/lib/shardcast-tune".into(),
+                BACKUP_DIR.into(),
+                format!("{BACKUP_DIR}/{backup_name}"),
+                "/etc".into()
             ]
         );
         assert_eq!(
