@@ -293,6 +293,10 @@ fn apply_then_revert_restores_the_root_exactly() {
         ]
     );
     assert!(stdout.contains(&format!("applied: backup in {}", backup.display())));
+    assert!(stdout.ends_with(&format!(
+        "undo with: shardcast-tune plan --root {} --revert\n",
+        root.display()
+    )));
 
     // The same plan again: nothing to do, no second backup.
     let again = ok(&apply_args);

@@ -202,7 +202,7 @@ impl fmt::Display for Applied {
                 for command in commands {
                     writeln!(f, "  ran {command}")?;
                 }
-                writeln!(f, "undo with: shardcast-tune plan --revert")
+                Ok(())
             }
         }
     }

@@ -135,6 +135,15 @@ impl Args {
             let sysctls: Vec<String> = plan.sysctls.iter().map(|s| s.name.clone()).collect();
             let applied = apply::apply(&root, &plan.files, &sysctls)?;
             write!(out, "\n{applied}").map_err(write_error(stdout))?;
+            if applied != apply::Applied::Unchanged {
+                let root_arg = self
+                    .root
+                    .as_ref()
+                    .map(|r| format!(" --root {}", r.display()))
+                    .unwrap_or_default();
+                writeln!(out, "undo with: shardcast-tune plan{root_arg} --revert")
+                    .map_err(write_error(stdout))?;
+            }
         }
         Ok(())
     }
