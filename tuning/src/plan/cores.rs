@@ -49,9 +49,6 @@ pub struct CorePlan {
     pub node_order: Vec<u32>,
     /// First CPU of each core kept out because it takes NIC IRQs.
     pub irq_cores_kept_out: Vec<u32>,
-    /// The decisions, with reasons (printed in the plan's own list).
-    #[serde(skip)]
-    pub choices: Vec<Choice>,
 }
 
 /// A physical core as the plan sees it.
@@ -116,13 +113,14 @@ fn nic_node(t: &Topology, irq_cpus: &BTreeSet<u32>) -> Option<u32> {
 }
 
 /// Chooses the shard CPUs: `shards` of them, or one per usable physical
-/// core (IRQ cores kept out when they are few).
+/// core (IRQ cores kept out when they are few); and the decisions, with
+/// reasons.
 pub fn choose(
     t: &Topology,
     network: &[Interface],
     shards: Option<usize>,
     use_isolated: bool,
-) -> Result<CorePlan, PlanError> {
+) -> Result<(CorePlan, Vec<Choice>), PlanError> {
     let (usable, narrowed) = usable_cpus(t, use_isolated);
     let irq_cpus: BTreeSet<u32> = network
         .iter()
@@ -328,13 +326,15 @@ pub fn choose(
         "true",
         "each shard stays on its core, so its caches stay warm",
     ));
-    Ok(CorePlan {
-        shard_cpus,
-        spare_cpus,
-        node_order,
-        irq_cores_kept_out,
+    Ok((
+        CorePlan {
+            shard_cpus,
+            spare_cpus,
+            node_order,
+            irq_cores_kept_out,
+        },
         choices,
-    })
+    ))
 }
 
 #[cfg(test)]
@@ -344,7 +344,9 @@ mod tests {
 
     fn cores(name: &str, shards: Option<usize>, use_isolated: bool) -> CorePlan {
         let report = fixture(name, 100_000);
-        choose(&report.topology, &report.network, shards, use_isolated).unwrap()
+        choose(&report.topology, &report.network, shards, use_isolated)
+            .unwrap()
+            .0
     }
 
     fn range(lo: u32, hi: u32) -> Vec<u32> {
@@ -414,7 +416,7 @@ mod tests {
             .find(|i| i.name == "ens1f0")
             .unwrap();
         nic.irq_cpus = vec![12, 13, 14, 15];
-        let plan = choose(&report.topology, &report.network, Some(14), true).unwrap();
+        let (plan, _) = choose(&report.topology, &report.network, Some(14), true).unwrap();
         // 4 IRQ cores of 24 are kept out until the other 20 are taken:
         // node 1's other eight first, then node 0's twelve.
         let mut want: Vec<u32> = range(16, 23);

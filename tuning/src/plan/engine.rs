@@ -238,7 +238,9 @@ mod tests {
 
     fn engine(name: &str, connections: u64, target: Target) -> EnginePlan {
         let report = fixture(name, connections);
-        let cores = cores::choose(&report.topology, &report.network, None, false).unwrap();
+        let cores = cores::choose(&report.topology, &report.network, None, false)
+            .unwrap()
+            .0;
         choose(&cores, &report.io_uring, &options(connections, target))
     }
 
@@ -297,7 +299,9 @@ mod tests {
     #[test]
     fn says_when_io_uring_is_unavailable() {
         let report = fixture("xeon-2s", 1000);
-        let cores = cores::choose(&report.topology, &report.network, None, false).unwrap();
+        let cores = cores::choose(&report.topology, &report.network, None, false)
+            .unwrap()
+            .0;
         let mut uring = report.io_uring.clone();
         let said = |plan: &EnginePlan| plan.choices.iter().any(|c| c.setting == "io_uring");
         let plan = choose(&cores, &uring, &options(1000, Target::Latency));

@@ -154,7 +154,7 @@ pub struct Plan {
 
 /// Plans shards, engine settings and host files for `report`'s host.
 pub fn plan(report: &Report, options: &PlanOptions) -> Result<Plan, PlanError> {
-    let cores = cores::choose(
+    let (cores, mut choices) = cores::choose(
         &report.topology,
         &report.network,
         options.shards,
@@ -173,7 +173,6 @@ pub fn plan(report: &Report, options: &PlanOptions) -> Result<Plan, PlanError> {
         drop_in.limit_nofile,
         engine.backlog,
     );
-    let mut choices = cores.choices.clone();
     choices.extend(engine.choices);
     choices.extend(systemd_choices);
     choices.extend(sysctl_choices);
