@@ -180,9 +180,16 @@ fn prints_every_choice_and_writes_out_what_it_prints() {
         path(&root),
         "--connections",
         "20000",
+        "--listen",
+        "0.0.0.0:8080",
+        "--listen",
+        "[::]:8080",
         "--out",
         path(&out),
     ]);
+    assert!(
+        stdout.contains("\n[server]\nlisten = [\"0.0.0.0:8080\", \"[::]:8080\"]\nshards = 2\n")
+    );
     for setting in [
         "server.shards",
         "io.ring_entries",

@@ -4,6 +4,20 @@
 //! sysctl (someone set it higher for a reason), and never writes one it
 //! could not read (it cannot know it would not lower it). Each line is
 //! commented with the value it replaces and why.
+//!
+//! Only the limits that scale with the connection count are planned:
+//! descriptors (`fs.nr_open`, `fs.file-max`), accept queues
+//! (`net.core.somaxconn`, `net.ipv4.tcp_max_syn_backlog`) and socket
+//! memory (`net.ipv4.tcp_mem`). `netdev_max_backlog`, `tcp_rmem`/`tcp_wmem`
+//! and `ip_local_port_range` do not bound how many connections a server
+//! holds; inspect reports them.
+//!
+//! Only the limits that scale with the connection count are planned:
+//! descriptors (`fs.nr_open`, `fs.file-max`), accept queues
+//! (`net.core.somaxconn`, `net.ipv4.tcp_max_syn_backlog`) and socket
+//! memory (`net.ipv4.tcp_mem`). `netdev_max_backlog`, `tcp_rmem`/`tcp_wmem`
+//! and `ip_local_port_range` do not bound how many connections a server
+//! holds; inspect reports them.
 
 use std::fmt::Write as _;
 
