@@ -340,14 +340,65 @@ pub fn apply(root: &Root, files: &[PlanFile], sysctls: &[String]) -> Result<Appl
         n += 1;
         backup = root.backups().join(format!("{created}.{n}"));
     }
-    let mut created_dirs = create_dirs(&backup)?;
+    let mut created_dirs = Vec::new();
+    let targets = match back_up(
+        root,
+        &backup,
+        created,
+        files,
+        &old,
+        sysctls,
+        &mut created_dirs,
+    ) {
+        Ok(targets) => targets,
+        Err(error) => {
+            // Nothing is written yet: leave no half backup for a revert to
+            // trip on. Cleanup is best effort; the error that stopped apply
+            // is the one to report.
+            let _ = std::fs::remove_dir_all(&backup);
+            let _ = remove_empty_dirs(created_dirs.iter().rev());
+            return Err(error);
+        }
+    };
+    for (file, target) in files.iter().zip(&targets) {
+        write_atomically(target, file.text.as_bytes())?;
+    }
+    let mut commands = Vec::new();
+    if root.live {
+        if !sysctls.is_empty() {
+            let file = root.join(SYSCTL_PATH);
+            run(&mut commands, "sysctl", &["-p".as_ref(), file.as_os_str()])?;
+        }
+        daemon_reload(&mut commands)?;
+    }
+    Ok(Applied::Written {
+        backup,
+        files: targets,
+        commands,
+    })
+}
+
+/// Saves the files `old` holds (the current bytes of `files`) and the
+/// values of `sysctls` into `backup`, creates the files' directories, and
+/// writes the manifest last; returns the files' full paths. Every
+/// directory created is pushed to `created_dirs`, outermost first.
+fn back_up(
+    root: &Root,
+    backup: &Path,
+    created: u64,
+    files: &[PlanFile],
+    old: &[Option<Vec<u8>>],
+    sysctls: &[String],
+    created_dirs: &mut Vec<PathBuf>,
+) -> Result<Vec<PathBuf>, ApplyError> {
+    created_dirs.extend(create_dirs(backup)?);
     let mut manifest = Manifest {
         created,
         files: Vec::new(),
         created_dirs: Vec::new(),
         sysctls: Vec::new(),
     };
-    for (file, old) in files.iter().zip(&old) {
+    for (file, old) in files.iter().zip(old) {
         if let Some(bytes) = old {
             let saved = backup.join("files").join(file.path.trim_start_matches('/'));
             if let Some(parent) = saved.parent() {
@@ -387,22 +438,24 @@ pub fn apply(root: &Root, files: &[PlanFile], sysctls: &[String]) -> Result<Appl
         source,
     })?;
     std::fs::write(&manifest_path, json).map_err(io_error(&manifest_path))?;
-    for (file, target) in files.iter().zip(&targets) {
-        write_atomically(target, file.text.as_bytes())?;
-    }
-    let mut commands = Vec::new();
-    if root.live {
-        if !sysctls.is_empty() {
-            let file = root.join(SYSCTL_PATH);
-            run(&mut commands, "sysctl", &["-p".as_ref(), file.as_os_str()])?;
+    Ok(targets)
+}
+
+/// Removes each directory that is empty; those that are not, or are gone,
+/// stay as they are.
+fn remove_empty_dirs<'a>(dirs: impl Iterator<Item = &'a PathBuf>) -> Result<(), ApplyError> {
+    for dir in dirs {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
+                ) => {}
+            Err(e) => return Err(io_error(dir)(e)),
         }
-        daemon_reload(&mut commands)?;
     }
-    Ok(Applied::Written {
-        backup,
-        files: targets,
-        commands,
-    })
+    Ok(())
 }
 
 /// Restores the latest backup under `root` and removes it. Refuses when a
@@ -447,18 +500,8 @@ pub fn revert(root: &Root, force: bool) -> Result<Reverted, ApplyError> {
         }
     }
     std::fs::remove_dir_all(&backup).map_err(io_error(&backup))?;
-    for dir in manifest.created_dirs.iter().rev() {
-        let dir = &root.join(dir);
-        match std::fs::remove_dir(dir) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
-                ) => {}
-            Err(e) => return Err(io_error(dir)(e)),
-        }
-    }
+    let created_dirs: Vec<PathBuf> = manifest.created_dirs.iter().map(|d| root.join(d)).collect();
+    remove_empty_dirs(created_dirs.iter().rev())?;
     let mut commands = Vec::new();
     if root.live {
         for sysctl in &manifest.sysctls {
@@ -598,6 +641,19 @@ mod tests {
         );
         assert!(!dir.join("etc/new").exists());
         assert!(!dir.join("var").exists());
+        assert!(matches!(revert(&root, false), Err(ApplyError::NoBackup(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_apply_leaves_no_backup_behind() {
+        let dir = scratch("fail");
+        let root = Root::at(&dir);
+        // `/etc` is a file: the config's directory cannot be created.
+        std::fs::write(dir.join("etc"), "not a directory\n").unwrap();
+        let error = apply(&root, &[file("/etc/x/y.conf", "y\n")], &[]).unwrap_err();
+        assert!(matches!(error, ApplyError::Io { .. }), "{error}");
+        assert!(!dir.join("var").exists(), "half a backup was left");
         assert!(matches!(revert(&root, false), Err(ApplyError::NoBackup(_))));
         std::fs::remove_dir_all(&dir).unwrap();
     }
