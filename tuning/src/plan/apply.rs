@@ -649,9 +649,17 @@ mod tests {
     fn a_failed_apply_leaves_no_backup_behind() {
         let dir = scratch("fail");
         let root = Root::at(&dir);
-        // `/etc` is a file: the config's directory cannot be created.
-        std::fs::write(dir.join("etc"), "not a directory\n").unwrap();
-        let error = apply(&root, &[file("/etc/x/y.conf", "y\n")], &[]).unwrap_err();
+        // `/proc` is a file: the sysctl's value cannot be read, after the
+        // existing file was copied into the backup.
+        std::fs::write(dir.join("proc"), "not a directory\n").unwrap();
+        std::fs::write(dir.join("a.conf"), "old\n").unwrap();
+        let files = [file("/a.conf", "new\n"), file("/etc/y.conf", "y\n")];
+        let error = apply(&root, &files, &["net.core.somaxconn".into()]).unwrap_err();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.conf")).unwrap(),
+            "old\n"
+        );
+        assert!(!dir.join("etc").exists());
         assert!(matches!(error, ApplyError::Io { .. }), "{error}");
         assert!(!dir.join("var").exists(), "half a backup was left");
         assert!(matches!(revert(&root, false), Err(ApplyError::NoBackup(_))));
