@@ -6,7 +6,9 @@
 //! time>/files/` and writing a `manifest.json` there: each path, whether it
 //! existed, the text applied, the directories created, and the live values
 //! of the sysctls the plan raises. The manifest is written before any file,
-//! so an apply that fails half way can still be reverted.
+//! so an apply that fails while writing can still be reverted (with
+//! `--force`, since not every file then holds the applied text); one that
+//! fails before leaves no backup behind.
 //!
 //! Backups stack. Applying again (a new plan, or the same one on a host
 //! that has changed) backs up the state the previous apply left, so
@@ -319,8 +321,8 @@ fn latest_backup(root: &Root) -> Result<Option<PathBuf>, ApplyError> {
 }
 
 /// Writes `files` under `root` after backing up what they replace (bytes
-/// and permission bits), and
-/// records the values of `sysctls` before they are raised.
+/// and permission bits), and records the values of `sysctls` before they
+/// are raised.
 pub fn apply(root: &Root, files: &[PlanFile], sysctls: &[String]) -> Result<Applied, ApplyError> {
     let mut old = Vec::with_capacity(files.len());
     for file in files {
