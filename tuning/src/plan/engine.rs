@@ -15,10 +15,13 @@ use crate::uring::UringReport;
 /// The engine's default `io.ring_entries`, and the smallest a plan sets.
 pub const MIN_RING_ENTRIES: u32 = 4096;
 
-/// The largest `io.ring_entries` a plan sets: the engine asks for a
-/// completion queue of 4× the entries without `IORING_SETUP_CLAMP`, and
-/// the kernel refuses completion queues beyond 65536 entries.
-pub const MAX_RING_ENTRIES: u32 = 16384;
+/// The largest `io.ring_entries` a plan sets: the kernel's
+/// `IORING_MAX_ENTRIES`, the most the engine accepts.
+pub const MAX_RING_ENTRIES: u32 = 32768;
+
+/// The kernel's largest completion queue; the engine asks for 4x the
+/// submission entries, capped at this.
+pub const MAX_CQ_ENTRIES: u64 = 65536;
 
 /// The engine's default `io.receive_buffers` per shard.
 pub const RECEIVE_BUFFERS: u32 = 8;
@@ -30,10 +33,11 @@ pub const RECEIVE_BUFFER_SIZE: u32 = 32 * 1024;
 /// in 16 bits, and a larger queue only delays the clients it holds.
 pub const MAX_BACKLOG: u32 = 65535;
 
-/// How long an idle SQPOLL thread spins before it sleeps: long enough to
-/// bridge the gaps of a busy shard, short enough that an idle server
-/// stops burning its spare CPUs within a blink.
-pub const SQPOLL_IDLE: Duration = Duration::from_millis(10);
+/// How long an idle SQPOLL thread spins before it sleeps: each poll
+/// thread has a spare CPU of its own, so spinning through a lull costs
+/// only power, while a sleeping poller costs the next send a wakeup
+/// syscall. One second, as the kernel's own default.
+pub const SQPOLL_IDLE: Duration = Duration::from_secs(1);
 
 /// The engine settings of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,11 +70,13 @@ pub fn ring_entries(per_shard: u64) -> u32 {
 }
 
 /// Bytes a shard pins for its ring with `entries` submission entries: 64
-/// per SQE plus 4 for its index, 16 per CQE at 4× the entries, a page of
-/// ring headers, and the provided-buffer ring's 16-byte descriptors.
+/// per SQE plus 4 for its index, 16 per CQE at 4x the entries (at most
+/// [`MAX_CQ_ENTRIES`]), a page of ring headers, and the provided-buffer
+/// ring's 16-byte descriptors.
 pub fn pinned_bytes_per_shard(entries: u32) -> u64 {
     let entries = u64::from(entries);
-    entries * (64 + 4) + 4 * entries * 16 + 4096 + u64::from(RECEIVE_BUFFERS) * 16
+    let cq_entries = (4 * entries).min(MAX_CQ_ENTRIES);
+    entries * (64 + 4) + cq_entries * 16 + 4096 + u64::from(RECEIVE_BUFFERS) * 16
 }
 
 /// Chooses the engine settings for the cores chosen.
@@ -97,7 +103,7 @@ pub fn choose(cores: &CorePlan, uring: &UringReport, options: &PlanOptions) -> E
             "io.ring_entries",
             entries.to_string(),
             format!(
-                "~{per_shard} connections per shard, one turn may send to each: next power of two in {MIN_RING_ENTRIES}..={MAX_RING_ENTRIES} (CQ is 4x, kernel max 65536)"
+                "~{per_shard} connections per shard, one turn may send to each: next power of two in {MIN_RING_ENTRIES}..={MAX_RING_ENTRIES} (the kernel's most)"
             ),
         ),
         Choice::new(
@@ -135,7 +141,7 @@ pub fn choose(cores: &CorePlan, uring: &UringReport, options: &PlanOptions) -> E
         choices.push(Choice::new(
             "io.sqpoll_idle",
             format!("{}ms", SQPOLL_IDLE.as_millis()),
-            "spins across a busy shard's gaps; an idle server frees the spare CPUs quickly",
+            "the poll CPUs are the threads' own: spinning through a lull costs only power, sleeping costs the next send a syscall",
         ));
     }
     choices.push(Choice::new(
@@ -251,10 +257,9 @@ mod tests {
         assert_eq!(ring_entries(4097), 8192);
         assert_eq!(ring_entries(6250), 8192);
         assert_eq!(ring_entries(8334), 16384);
-        assert_eq!(ring_entries(1_000_000), 16384);
+        assert_eq!(ring_entries(20_000), 32768);
+        assert_eq!(ring_entries(1_000_000), 32768);
         assert_eq!(per_shard(100_000, 12), 8334);
-        // The engine's CQ of 4x must stay within the kernel's 65536.
-        const { assert!(MAX_RING_ENTRIES * 4 <= 65536) };
     }
 
     #[test]
@@ -282,6 +287,9 @@ mod tests {
         assert_eq!(plan.serve.sqpoll_idle, Some(SQPOLL_IDLE));
         // 12 shards: 8334 per shard.
         assert_eq!(plan.ring_entries, 16384);
+        // 25 000 per shard: the kernel's most.
+        let plan = engine("xeon-2s", 300_000, Target::Latency);
+        assert_eq!(plan.ring_entries, 32768);
         let plan = engine("xeon-2s", 100_000, Target::Throughput);
         assert_eq!(plan.serve.sqpoll, Some(false));
         assert_eq!(plan.serve.sqpoll_cores, None);

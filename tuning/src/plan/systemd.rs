@@ -171,9 +171,9 @@ mod tests {
         )
         .unwrap();
         // systemd defaults: NOFILE 1024 / 524288, MEMLOCK 8 MiB; 16 rings of
-        // 16384 entries pin ~34 MiB, twice that is beyond the 64 MiB floor.
+        // 32768 entries pin ~67 MiB, twice that is beyond the 64 MiB floor.
         assert_eq!(plan.drop_in.limit_nofile, 604_096);
-        let pinned = 16 * engine::pinned_bytes_per_shard(16384);
+        let pinned = 16 * engine::pinned_bytes_per_shard(32768);
         assert_eq!(plan.drop_in.limit_memlock, Some(round_up_mib(2 * pinned)));
         assert!(plan.drop_in.limit_memlock > Some(MIN_MEMLOCK));
         assert_eq!(plan.drop_in.cpu_affinity, (0..=15).collect::<Vec<_>>());
@@ -225,7 +225,12 @@ mod tests {
     fn memlock_grows_with_rings() {
         assert_eq!(round_up_mib(1), 1 << 20);
         assert_eq!(round_up_mib(1 << 20), 1 << 20);
-        // 16384 entries: 68 B SQ + 64 B CQ per entry = ~2.1 MiB per shard.
+        // 16384 entries: 68 B SQ + 64 B CQ per entry = ~2.1 MiB per shard;
+        // at 32768 the CQ stops at 65536 entries: 68 B + 32 B per entry.
         assert!(engine::pinned_bytes_per_shard(16384) > 2 << 20);
+        assert_eq!(
+            engine::pinned_bytes_per_shard(32768),
+            32768 * 68 + 65536 * 16 + 4096 + 8 * 16
+        );
     }
 }
