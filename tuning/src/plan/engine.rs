@@ -214,7 +214,7 @@ fn sqpoll(cores: &CorePlan, uring: &UringReport, target: Target) -> (bool, Strin
             return (
                 false,
                 format!(
-                    "io_uring not probed ({}): SQPOLL is not known to be permitted",
+                    "SQPOLL is not known to be permitted: io_uring {} (run plan on the host)",
                     uring.source
                 ),
             );
