@@ -131,7 +131,7 @@ fn epyc_runs_a_shard_per_physical_core() {
         numbers(&plan["cores"]["shard_cpus"]),
         (0..16).collect::<Vec<_>>()
     );
-    assert_eq!(plan["serve"]["ring_entries"], 8192);
+    assert_eq!(plan["serve"]["ring_entries"], 4096);
     assert_eq!(plan["serve"]["sqpoll"], false);
     let sysctls: Vec<&str> = plan["sysctls"]
         .as_array()

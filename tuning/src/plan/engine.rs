@@ -15,13 +15,14 @@ use crate::uring::UringReport;
 /// The engine's default `io.ring_entries`, and the smallest a plan sets.
 pub const MIN_RING_ENTRIES: u32 = 4096;
 
-/// The largest `io.ring_entries` a plan sets: the kernel's
-/// `IORING_MAX_ENTRIES`, the most the engine accepts.
-pub const MAX_RING_ENTRIES: u32 = 32768;
-
 /// The kernel's largest completion queue; the engine asks for 4x the
 /// submission entries, capped at this.
 pub const MAX_CQ_ENTRIES: u64 = 65536;
+
+/// The largest `io.ring_entries` a plan sets: the first whose completion
+/// queue (4x) reaches [`MAX_CQ_ENTRIES`]; a larger ring adds submission
+/// entries only, which a shard flushes when full anyway.
+pub const MAX_RING_ENTRIES: u32 = 16384;
 
 /// The engine's default `io.receive_buffers` per shard.
 pub const RECEIVE_BUFFERS: u32 = 8;
@@ -58,10 +59,13 @@ pub fn per_shard(connections: u64, shards: usize) -> u64 {
 }
 
 /// Submission queue entries for a shard holding `per_shard` connections:
-/// one loop turn may queue a send to each, so the next power of two,
-/// within [`MIN_RING_ENTRIES`]..=[`MAX_RING_ENTRIES`].
+/// each may complete a receive in one loop turn, and the completion queue
+/// (4x the entries) should hold them all without overflowing into the
+/// kernel's slower backlog; so the next power of two of a quarter of
+/// them, within [`MIN_RING_ENTRIES`]..=[`MAX_RING_ENTRIES`].
 pub fn ring_entries(per_shard: u64) -> u32 {
     let wanted = per_shard
+        .div_ceil(4)
         .max(1)
         .checked_next_power_of_two()
         .unwrap_or(u64::MAX);
@@ -103,7 +107,7 @@ pub fn choose(cores: &CorePlan, uring: &UringReport, options: &PlanOptions) -> E
             "io.ring_entries",
             entries.to_string(),
             format!(
-                "~{per_shard} connections per shard, one turn may send to each: next power of two in {MIN_RING_ENTRIES}..={MAX_RING_ENTRIES} (the kernel's most)"
+                "~{per_shard} connections per shard may each complete a receive in one turn: the CQ (4x, at most 65536) holds them; next power of two in {MIN_RING_ENTRIES}..={MAX_RING_ENTRIES}"
             ),
         ),
         Choice::new(
@@ -253,20 +257,19 @@ mod tests {
     #[test]
     fn ring_entries_follow_connections_per_shard() {
         assert_eq!(ring_entries(0), 4096);
-        assert_eq!(ring_entries(4096), 4096);
-        assert_eq!(ring_entries(4097), 8192);
-        assert_eq!(ring_entries(6250), 8192);
-        assert_eq!(ring_entries(8334), 16384);
-        assert_eq!(ring_entries(20_000), 32768);
-        assert_eq!(ring_entries(1_000_000), 32768);
+        assert_eq!(ring_entries(16_384), 4096);
+        assert_eq!(ring_entries(16_385), 8192);
+        assert_eq!(ring_entries(32_768), 8192);
+        assert_eq!(ring_entries(50_000), 16384);
+        assert_eq!(ring_entries(1_000_000), 16384);
         assert_eq!(per_shard(100_000, 12), 8334);
     }
 
     #[test]
     fn epyc_sizes_rings_and_keeps_sqpoll_off_when_not_probed() {
         let plan = engine("epyc-16c", 100_000, Target::Latency);
-        // 100 000 / 16 = 6250 per shard.
-        assert_eq!(plan.ring_entries, 8192);
+        // 100 000 / 16 = 6250 per shard: a CQ of 16384 holds them.
+        assert_eq!(plan.ring_entries, 4096);
         assert_eq!(plan.backlog, 6250);
         assert_eq!(plan.serve.sqpoll, Some(false));
         assert_eq!(plan.serve.sqpoll_cores, None);
@@ -286,10 +289,10 @@ mod tests {
         assert_eq!(plan.serve.sqpoll_cores, Some((36..=47).collect()));
         assert_eq!(plan.serve.sqpoll_idle, Some(SQPOLL_IDLE));
         // 12 shards: 8334 per shard.
+        assert_eq!(plan.ring_entries, 4096);
+        // 50 000 per shard: the largest CQ the kernel gives.
+        let plan = engine("xeon-2s", 600_000, Target::Latency);
         assert_eq!(plan.ring_entries, 16384);
-        // 25 000 per shard: the kernel's most.
-        let plan = engine("xeon-2s", 300_000, Target::Latency);
-        assert_eq!(plan.ring_entries, 32768);
         let plan = engine("xeon-2s", 100_000, Target::Throughput);
         assert_eq!(plan.serve.sqpoll, Some(false));
         assert_eq!(plan.serve.sqpoll_cores, None);
@@ -297,10 +300,10 @@ mod tests {
 
     #[test]
     fn this_machine_has_no_spare_cpu_to_poll_on() {
-        let plan = engine("this-machine", 10_000, Target::Latency);
+        let plan = engine("this-machine", 40_000, Target::Latency);
         assert_eq!(plan.serve.sqpoll, Some(false));
         assert_eq!(plan.ring_entries, 8192);
-        assert_eq!(plan.backlog, 5000);
+        assert_eq!(plan.backlog, 20_000);
         assert_eq!(plan.serve.batch_deliveries, Some(false));
     }
 

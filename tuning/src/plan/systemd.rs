@@ -171,9 +171,9 @@ mod tests {
         )
         .unwrap();
         // systemd defaults: NOFILE 1024 / 524288, MEMLOCK 8 MiB; 16 rings of
-        // 32768 entries pin ~67 MiB, twice that is beyond the 64 MiB floor.
+        // 16384 entries pin ~33 MiB, twice that is beyond the 64 MiB floor.
         assert_eq!(plan.drop_in.limit_nofile, 604_096);
-        let pinned = 16 * engine::pinned_bytes_per_shard(32768);
+        let pinned = 16 * engine::pinned_bytes_per_shard(16384);
         assert_eq!(plan.drop_in.limit_memlock, Some(round_up_mib(2 * pinned)));
         assert!(plan.drop_in.limit_memlock > Some(MIN_MEMLOCK));
         assert_eq!(plan.drop_in.cpu_affinity, (0..=15).collect::<Vec<_>>());
