@@ -5,16 +5,23 @@
 //! tree), and judges each fact for a server holding N connections
 //! ([`findings`]). It reads only; it changes nothing on the host.
 //!
+//! [`plan::plan`] turns a report into shards per physical core, engine
+//! settings and the files that carry them (a `shardcast serve` config, a
+//! sysctl.d file, a systemd drop-in), each choice with its reason; it is
+//! pure. [`plan::apply`] writes those files under a root with a backup, and
+//! reverts them; only there, and only with `--apply` or `--revert`, does
+//! the crate change a host.
+//!
 //! [`sweep`] runs `shardcast serve` under candidate plans, measures each
 //! with shardcast-bench and names the best; it runs programs and loads the
-//! machine (on loopback), but changes no setting of the host. Planning
-//! shards is not part of this crate yet.
+//! machine (on loopback), but changes no setting of the host.
 
 pub mod cpulist;
 pub mod findings;
 pub mod host;
 pub mod limits;
 pub mod network;
+pub mod plan;
 pub mod report;
 pub mod serve_config;
 pub mod sweep;

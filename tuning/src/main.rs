@@ -29,6 +29,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    Plan(shardcast_tune::plan::Args),
     /// Run `shardcast serve` under candidate plans, measure each with
     /// shardcast-bench, and name the best and its margin over the defaults.
     Sweep(shardcast_tune::sweep::Args),
@@ -50,6 +51,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{report}");
             }
         }
+        Command::Plan(args) => args.run(&mut std::io::stdout().lock())?,
         Command::Sweep(args) => shardcast_tune::sweep::command(&args)?,
     }
     Ok(())

@@ -31,7 +31,7 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
-fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) -> fmt::Result {
+pub(crate) fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) -> fmt::Result {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
