@@ -4,7 +4,8 @@
 //! × 3 rounds on the development VM) aggregated and ranked, the report's
 //! section written into a file, and the command itself run end to end
 //! against stand-in `shardcast` and `shardcast-bench` scripts (on this
-//! host's topology: any host with two CPUs or more has a `shards-1`).
+//! host's topology: any host with two CPUs or more has a `shards-1`, and
+//! every host a `plan`).
 //! ci/run runs a real two-candidate sweep with release binaries.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ fn this_machine_shares_its_two_cpus_and_tries_one_shard_and_no_pinning() {
         names(&all),
         [
             "default",
+            "plan",
             "shards-1",
             "shards-2-unpinned",
             "sqpoll",
@@ -107,6 +109,7 @@ fn epyc_sets_a_quarter_apart_for_the_load_and_weighs_siblings_against_cores() {
         names(&all),
         [
             "default",
+            "plan",
             "shards-1",
             "shards-2",
             "shards-4",
@@ -124,6 +127,14 @@ fn epyc_sets_a_quarter_apart_for_the_load_and_weighs_siblings_against_cores() {
     assert_eq!((&placement.server, &placement.load), (&server, &load));
     assert!(!placement.shared());
     assert!(all.iter().all(|c| &c.placement == placement));
+    // The plan is made for the server's CPUs only: its shards stay off the load's.
+    let plan = &candidate(&all, "plan").config;
+    assert_eq!(plan.shards, Some(12));
+    let planned = plan.cores.clone().expect("the plan pins its shards");
+    assert!(
+        planned.iter().all(|cpu| placement.server.contains(cpu)),
+        "{planned:?}"
+    );
     assert_eq!(
         candidate(&all, "shards-12").config.cores,
         Some((0..12).collect())
@@ -150,8 +161,15 @@ fn xeon_uses_only_the_cpus_outside_isolcpus() {
             .all(|cpu| !(2..=11).contains(cpu) && !(26..=35).contains(cpu))
     );
     assert_eq!(
-        names(&all)[1..6],
-        ["shards-1", "shards-2", "shards-4", "shards-8", "shards-11"]
+        names(&all)[1..7],
+        [
+            "plan",
+            "shards-1",
+            "shards-2",
+            "shards-4",
+            "shards-8",
+            "shards-11"
+        ]
     );
     assert_eq!(
         candidate(&all, "shards-4").config.cores,
@@ -507,14 +525,15 @@ fn the_command_runs_compare_per_stage_and_writes_table_json_plot_and_report() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    // Two candidates, echo then fan-out: both stages' records were read.
+    // `default` and `plan`, echo then fan-out: both stages' records were read.
     assert!(stderr.contains("4 runs recorded"), "{stderr}");
-    assert!(stdout.contains("Best plan: shards-1"), "{stdout}");
+    assert!(stdout.contains("Best plan: plan"), "{stdout}");
     assert!(stdout.contains("2.000x"), "{stdout}");
     let out = fake.dir.join("out");
-    let config = std::fs::read_to_string(out.join("shards-1.toml")).unwrap();
+    let config = std::fs::read_to_string(out.join("plan.toml")).unwrap();
     assert!(
-        config.contains("shards = 1\n") && config.contains("pin_cores = true"),
+        config.contains("shardcast-tune plan --target throughput")
+            && config.contains("ring_entries = "),
         "{config}"
     );
     let log = std::fs::read_to_string(out.join("compare.log")).unwrap();
@@ -546,7 +565,7 @@ fn the_command_runs_compare_per_stage_and_writes_table_json_plot_and_report() {
 #[test]
 fn a_refused_config_or_a_missing_binary_stops_the_sweep_with_its_name() {
     let fake = FakeBinaries::new("refused", "shards-1");
-    let output = fake.sweep(&["--max-candidates", "2"]);
+    let output = fake.sweep(&["--candidates", "shards-1"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(

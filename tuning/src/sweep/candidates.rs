@@ -6,10 +6,12 @@
 use serde::Serialize;
 
 use crate::host::Host;
+use crate::plan::{self, PlanError, PlanOptions};
+use crate::report::Report;
 use crate::serve_config::ServeConfig;
-use crate::sweep::target::Target;
-use crate::topology::Topology;
-use crate::{InspectError, cpulist, uring};
+use crate::sweep::target::{self, Target};
+use crate::topology::{Allowed, Topology};
+use crate::{InspectError, cpulist};
 
 /// The name of the baseline candidate: an empty config, so the server's
 /// embedded defaults decide everything.
@@ -98,13 +100,72 @@ pub struct Options {
     pub sqpoll: bool,
 }
 
-/// The candidates for `host`: its topology, and SQPOLL when the io_uring
-/// probe found it permitted (not probed, as under a captured tree without
-/// `io_uring.json`, counts as not permitted).
-pub fn for_host(host: &Host, target: Target) -> Result<Vec<Candidate>, InspectError> {
-    let topology = Topology::read(host)?;
-    let sqpoll = uring::read(host)?.has("sqpoll") == Some(true);
-    Ok(generate(&topology, Options { target, sqpoll }))
+/// The name of the candidate `shardcast-tune plan` proposes.
+pub const PLAN: &str = "plan";
+
+/// The connections the `plan` candidate is planned for: `plan`'s own
+/// default, so the candidate is what `shardcast-tune plan` prints.
+pub const PLAN_CONNECTIONS: u64 = 100_000;
+
+/// Why the candidates for a host could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CandidatesError {
+    /// The host could not be read.
+    #[error("reading the host: {0}")]
+    Inspect(#[from] InspectError),
+    /// `plan` has no plan for the server's CPUs.
+    #[error("planning the `plan` candidate: {0}")]
+    Plan(#[from] PlanError),
+}
+
+/// The candidates for `host`: [`generate`]'s, SQPOLL among them when the
+/// io_uring probe found it permitted (not probed, as under a captured
+/// tree without `io_uring.json`, counts as not permitted), and `plan`
+/// second ([`planned`]), so that `--max-candidates 2` measures the plan
+/// against the defaults.
+pub fn for_host(host: &Host, target: Target) -> Result<Vec<Candidate>, CandidatesError> {
+    let report = crate::inspect(host, PLAN_CONNECTIONS)?;
+    let sqpoll = report.io_uring.has("sqpoll") == Some(true);
+    let mut candidates = generate(&report.topology, Options { target, sqpoll });
+    let plan = planned(&report, target, &candidates[0].placement)?;
+    candidates.insert(1, plan);
+    Ok(candidates)
+}
+
+/// `plan`: the `shardcast serve` settings `shardcast-tune plan --target
+/// TARGET` proposes, planned for the server's CPUs of `placement` (the
+/// host's affinity narrowed to them, so shards stay off the load's
+/// CPUs), for [`PLAN_CONNECTIONS`] connections.
+pub fn planned(
+    report: &Report,
+    target: Target,
+    placement: &Placement,
+) -> Result<Candidate, PlanError> {
+    let mut narrowed = report.clone();
+    narrowed.topology.allowed = Some(Allowed {
+        cpus: placement.server.clone(),
+        source: "the sweep's server CPUs".into(),
+    });
+    let plan = plan::plan(
+        &narrowed,
+        &PlanOptions {
+            connections: PLAN_CONNECTIONS,
+            target,
+            shards: None,
+            use_isolated: false,
+            listen: Vec::new(),
+        },
+    )?;
+    Ok(Candidate {
+        name: PLAN.into(),
+        description: format!(
+            "what `shardcast-tune plan --target {target}` proposes for the server's CPUs ({})",
+            cpulist::format(&placement.server)
+        ),
+        config: plan.serve,
+        placement: placement.clone(),
+    })
 }
 
 /// The physical cores this process may use, each as its allowed logical
@@ -292,7 +353,7 @@ pub fn generate(topology: &Topology, options: Options) -> Vec<Candidate> {
             },
         );
     }
-    if options.target.has_fanout() {
+    if target::has_fanout(options.target) {
         push(
             "batch".into(),
             "the defaults, with each connection's deliveries of a loop turn batched into one envelope"

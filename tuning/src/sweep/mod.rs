@@ -2,9 +2,9 @@
 //! the best.
 //!
 //! The sweep generates candidates from the host's topology
-//! ([`candidates`]): `default` (the server's own settings) and variations
-//! of shard count, pinning, SMT siblings, SQPOLL, receive buffers and
-//! batched deliveries;
+//! ([`candidates`]): `default` (the server's own settings), `plan` (what
+//! `shardcast-tune plan` proposes) and variations of shard count,
+//! pinning, SMT siblings, SQPOLL, receive buffers and batched deliveries;
 //! writes each as a config file for `shardcast serve`, checks that the
 //! server accepts it, and runs one `shardcast-bench compare` session over
 //! all of them with the scenarios of the `--target` ([`target`], [`run`]).
@@ -18,10 +18,10 @@
 //! generates none itself.
 //!
 //! The full sweep behind TUNING.md, from the checkout's root (with
-//! `CARGO_TARGET_DIR` set, the binaries are under it), about 6 minutes on
-//! the 2-core development VM: 8 candidates there × 2 scenarios × 3 rounds
-//! of 2 s warm-up and 5 s measured, plus a fraction of a second to start
-//! each server:
+//! `CARGO_TARGET_DIR` set, the binaries are under it), about 6½ minutes
+//! on the 2-core development VM: 9 candidates there × 2 scenarios × 3
+//! rounds of 2 s warm-up and 5 s measured, plus a fraction of a second to
+//! start each server:
 //!
 //! ```text
 //! cargo build --release -p shardcast -p shardcast-bench -p shardcast-tune
@@ -39,10 +39,10 @@ pub mod target;
 
 use std::path::{Path, PathBuf};
 
+use crate::cpulist;
 use crate::host::Host;
-use crate::{InspectError, cpulist};
 
-use candidates::UnknownCandidate;
+use candidates::{CandidatesError, UnknownCandidate};
 use run::{Plan, RunError};
 use summary::{Session, SummaryError};
 use target::Target;
@@ -103,9 +103,9 @@ pub struct Args {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SweepError {
-    /// The host's topology could not be read.
-    #[error("reading the host's topology: {0}")]
-    Inspect(#[from] InspectError),
+    /// The host could not be read, or planned for.
+    #[error(transparent)]
+    Candidates(#[from] CandidatesError),
     /// `--candidates` names a candidate there is not.
     #[error(transparent)]
     Candidate(#[from] UnknownCandidate),

@@ -84,8 +84,7 @@ pub fn draw(summary: &Summary, path: &Path) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(|e| error(e.to_string()))?;
     let title = format!(
         "shardcast-tune sweep, target {} (commit {})",
-        summary.target.name(),
-        summary.machine.commit
+        summary.target, summary.machine.commit
     );
     let root = root
         .titled(&title, ("sans-serif", 20))

@@ -55,7 +55,7 @@ pub fn section(summary: &Summary, details: &Details<'_>, report: &Path) -> Strin
          {} s warm-up and {} s measured per run, every run a fresh server \
          (`shardcast-bench compare`, candidates shuffled per scenario and round), from:\n\n    {}\n\n\
          Machine: {}.\n\n",
-        summary.target.name(),
+        summary.target,
         summary.rows.len(),
         summary.scenarios.len(),
         summary.rounds,

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::sweep::candidates::{Candidate, DEFAULT};
 use crate::sweep::records::{Follower, RecordsError, Run};
-use crate::sweep::target::{Stage, Target};
+use crate::sweep::target::{self, Stage, Target};
 
 /// How the session runs.
 #[derive(Clone, Debug)]
@@ -221,7 +221,7 @@ impl Plan {
         remove_stale(&records)?;
         let log_path = self.log_path();
         remove_stale(&log_path)?;
-        let total = candidates.len() * self.target.scenarios().len() * self.rounds as usize;
+        let total = candidates.len() * target::scenarios(self.target).len() * self.rounds as usize;
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
             ProgressStyle::with_template(
@@ -234,7 +234,7 @@ impl Plan {
         bar.set_message("starting");
         let mut follower = Follower::new(&records);
         let mut runs = Vec::new();
-        for stage in self.target.stages() {
+        for stage in target::stages(self.target) {
             let args = self.compare_args(candidates, stage)?;
             if let Err(error) = self.run_stage(&args, &mut follower, &bar, &mut runs) {
                 bar.abandon();
@@ -364,7 +364,7 @@ mod tests {
     fn every_candidate_is_a_server_with_its_config_and_placement() {
         let plan = plan("out", Target::Throughput);
         let candidates = [candidate("default"), candidate("shards-1")];
-        let stages = Target::Throughput.stages();
+        let stages = target::stages(Target::Throughput);
         let echo = plan
             .compare_args(&candidates, &stages[0])
             .unwrap()
@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn a_path_with_a_space_is_refused() {
         let error = plan("my out", Target::Latency)
-            .compare_args(&[candidate("default")], &Target::Latency.stages()[0])
+            .compare_args(&[candidate("default")], &target::stages(Target::Latency)[0])
             .unwrap_err();
         assert!(matches!(error, RunError::Whitespace(_)), "{error}");
     }

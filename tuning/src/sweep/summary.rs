@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::sweep::candidates::{Candidate, DEFAULT, Placement};
 use crate::sweep::records::{Machine, Run};
-use crate::sweep::target::{Rank, Target};
+use crate::sweep::target::{self, Rank, Target};
 
 /// A scenario of the session, as the columns of the table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -206,7 +206,7 @@ pub fn summarize(
             scenarios.push(Scenario {
                 kind: run.scenario.clone(),
                 label: run.label.clone(),
-                rank: session.target.rank(&run.scenario),
+                rank: target::rank(session.target, &run.scenario),
                 load_cores: run.load_cores.clone(),
             });
         }
