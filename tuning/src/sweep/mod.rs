@@ -153,10 +153,20 @@ fn binary(given: Option<&Path>, name: &str, flag: &'static str) -> Result<PathBu
     }
 }
 
-/// This process's command line as a shell would take it back.
+/// This process's command line as a shell would take it back, the
+/// program relative to the working directory when it lies under it (as
+/// the report quotes it: run from the checkout's root).
 fn command_line() -> String {
+    let cwd = std::env::current_dir().ok();
     std::env::args()
-        .map(|arg| {
+        .enumerate()
+        .map(|(index, arg)| {
+            let arg = match (&cwd, index) {
+                (Some(cwd), 0) => Path::new(&arg)
+                    .strip_prefix(cwd)
+                    .map_or(arg.clone(), |relative| relative.display().to_string()),
+                _ => arg,
+            };
             if !arg.is_empty()
                 && arg
                     .chars()
