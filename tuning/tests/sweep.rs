@@ -315,6 +315,19 @@ fn a_recorded_session_is_reduced_to_medians_and_ranked_against_the_default() {
         lines[1].starts_with("1  batch") && lines[3].starts_with("3  shards-1"),
         "{text}"
     );
+    let svg_path = std::env::temp_dir().join(format!("tune-sweep-plot-{}.svg", std::process::id()));
+    shardcast_tune::sweep::plot::draw(&summary, &svg_path).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    std::fs::remove_file(&svg_path).unwrap();
+    for text in [
+        "shards-1",
+        "batch",
+        "echo 100 × 32 B",
+        "fanout 1000 subscribers × 32 B, 10 rooms p99",
+        "(commit 4192dd6)",
+    ] {
+        assert!(svg.contains(text), "{text:?} not in the plot");
+    }
     let json = table::to_json(&summary);
     assert_eq!(json["best"], "batch");
     assert_eq!(json["summary"]["rows"][0]["candidate"]["name"], "batch");
