@@ -418,24 +418,30 @@ fn the_report_section_replaces_the_last_one_and_keeps_the_rest() {
     ] {
         assert!(body.contains(part), "{part:?} not in:\n{body}");
     }
-    report::write(&path, "first\n").unwrap();
+    report::write(&path, "tune-sweep-throughput", "first\n").unwrap();
     let created = std::fs::read_to_string(&path).unwrap();
     assert!(created.starts_with("# Tuning shardcast\n"), "{created}");
     std::fs::write(&path, format!("{created}\n## Notes\n\nkept\n")).unwrap();
-    report::write(&path, &body).unwrap();
-    report::write(&path, &body).unwrap();
+    report::write(&path, "tune-sweep-throughput", &body).unwrap();
+    report::write(&path, "tune-sweep-throughput", &body).unwrap();
+    report::write(&path, "tune-sweep-latency", "other target\n").unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!text.contains("first\n"), "{text}");
     assert_eq!(
-        text.matches("<!-- BEGIN tune-sweep -->").count(),
+        text.matches("<!-- BEGIN tune-sweep-throughput -->").count(),
         1,
         "{text}"
     );
     assert!(text.contains(&format!(
-        "<!-- BEGIN tune-sweep -->\n{body}<!-- END tune-sweep -->\n"
+        "<!-- BEGIN tune-sweep-throughput -->\n{body}<!-- END tune-sweep-throughput -->\n"
     )));
-    assert!(text.ends_with("## Notes\n\nkept\n"), "{text}");
+    assert!(
+        text.ends_with(
+            "## Notes\n\nkept\n\n<!-- BEGIN tune-sweep-latency -->\nother target\n<!-- END tune-sweep-latency -->\n"
+        ),
+        "{text}"
+    );
 }
 
 /// A directory with stand-ins for `shardcast` and `shardcast-bench`:
@@ -557,7 +563,10 @@ fn the_command_runs_compare_per_stage_and_writes_table_json_plot_and_report() {
     );
     assert!(log.contains("--scenario fanout:1000x32/10"), "{log}");
     let section = std::fs::read_to_string(&report).unwrap();
-    assert!(section.contains("<!-- BEGIN tune-sweep -->"), "{section}");
+    assert!(
+        section.contains("<!-- BEGIN tune-sweep-throughput -->"),
+        "{section}"
+    );
     assert!(section.contains("commit `abc1234`"), "{section}");
     assert!(section.contains("](plots/sweep.svg)"), "{section}");
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));

@@ -17,15 +17,16 @@
 //! The load comes from shardcast-bench, run as a child process: the sweep
 //! generates none itself.
 //!
-//! The full sweep behind TUNING.md, from the checkout's root (with
+//! The full sweeps behind TUNING.md, from the checkout's root (with
 //! `CARGO_TARGET_DIR` set, the binaries are under it), about 6½ minutes
-//! on the 2-core development VM: 9 candidates there × 2 scenarios × 3
-//! rounds of 2 s warm-up and 5 s measured, plus a fraction of a second to
-//! start each server:
+//! each on the 2-core development VM: 9 candidates there × 2 scenarios ×
+//! 3 rounds of 2 s warm-up and 5 s measured, plus a fraction of a second
+//! to start each server:
 //!
 //! ```text
 //! cargo build --release -p shardcast -p shardcast-bench -p shardcast-tune
-//! target/release/shardcast-tune sweep --report TUNING.md --plot tuning/plots/sweep.svg
+//! target/release/shardcast-tune sweep --report TUNING.md --plot tuning/plots/sweep-throughput.svg
+//! target/release/shardcast-tune sweep --target latency --report TUNING.md --plot tuning/plots/sweep-latency.svg
 //! ```
 
 pub mod candidates;
@@ -93,7 +94,7 @@ pub struct Args {
     /// Draw the result as an SVG plot here.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Write the result as the `tune-sweep` section of this Markdown file
+    /// Write the result as the `tune-sweep-<target>` section of this Markdown file
     /// (TUNING.md), replacing the one there.
     #[arg(long, value_name = "FILE.md")]
     pub report: Option<PathBuf>,
@@ -231,7 +232,8 @@ pub fn command(args: &Args) -> Result<(), SweepError> {
             duration: args.duration,
             plot: args.plot.as_deref(),
         };
-        report::write(path, &report::section(&summary, &details, path))?;
+        let body = report::section(&summary, &details, path);
+        report::write(path, &report::section_name(args.target), &body)?;
     }
     if args.json {
         println!(
