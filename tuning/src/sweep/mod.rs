@@ -53,8 +53,8 @@ use target::Target;
 pub struct Args {
     /// What the best plan is best at: `throughput` runs raw echo and
     /// shardcast.v1 fan-out and ranks by messages per second; `latency`
-    /// runs echo for each candidate's maximum, then an open-loop load at
-    /// half of it, and ranks by p99.
+    /// runs echo for the default's maximum, then offers every candidate an
+    /// open-loop load at half of it, and ranks by p99.
     #[arg(long, value_enum, default_value_t = Target::Throughput)]
     pub target: Target,
     /// Measure only these candidates (comma-separated), besides `default`;

@@ -107,8 +107,8 @@ pub fn section(summary: &Summary, details: &Details<'_>, report: &Path) -> Strin
     out.push_str(&Table::of(summary).to_markdown());
     if summary.scenarios.iter().any(|s| s.kind == "latency") {
         out.push_str(
-            "\nEach candidate's latency load is a share of its own echo maximum, measured \
-             in the same session: a plan that echoes faster is measured under more load.\n",
+            "\nThe latency load is half of the default's median echo rate, offered to every \
+             candidate alike: a plan that cannot keep up with it shows in its p99.\n",
         );
     }
     out.push_str(

@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::sweep::candidates::{Candidate, DEFAULT};
 use crate::sweep::records::{Follower, RecordsError, Run};
+use crate::sweep::summary::median;
 use crate::sweep::target::{self, Stage, Target};
 
 /// How the session runs.
@@ -91,6 +92,10 @@ pub enum RunError {
     /// The records could not be read.
     #[error(transparent)]
     Records(#[from] RecordsError),
+    /// A load offered at a share of the default's echo rate, with no echo
+    /// run of the default before it to take the rate from.
+    #[error("no echo run of the default to offer {0} a share of")]
+    NoDefaultEcho(String),
 }
 
 impl Plan {
@@ -157,11 +162,13 @@ impl Plan {
     /// candidate with the candidate's config, raw echo (`serve --echo`) or
     /// shardcast.v1 rooms (`serve`) as the stage needs; each placed as the
     /// candidate says (the load narrowed to one CPU if the stage asks);
-    /// `default` the baseline.
+    /// `default` the baseline. A load offered at a share of the default's
+    /// echo rate takes the median of the default's echo runs in `earlier`.
     pub fn compare_args(
         &self,
         candidates: &[Candidate],
         stage: &Stage,
+        earlier: &[Run],
     ) -> Result<Vec<String>, RunError> {
         let shardcast = self.spaceless(&self.shardcast)?;
         let mut args: Vec<String> = vec![
@@ -198,9 +205,18 @@ impl Plan {
             args.push("--placement".into());
             args.push(format!("{name}={}", placement.to_arg()));
         }
+        let mut default_echo_rates: Vec<f64> = earlier
+            .iter()
+            .filter(|run| run.server == DEFAULT && run.scenario == "echo")
+            .filter_map(|run| run.metric("messages_per_second"))
+            .collect();
+        let default_echo_rate = median(&mut default_echo_rates);
         for scenario in stage.scenarios {
+            let arg = scenario
+                .arg(default_echo_rate)
+                .ok_or_else(|| RunError::NoDefaultEcho(format!("{scenario:?}")))?;
             args.push("--scenario".into());
-            args.push((*scenario).into());
+            args.push(arg);
         }
         Ok(args)
     }
@@ -235,7 +251,13 @@ impl Plan {
         let mut follower = Follower::new(&records);
         let mut runs = Vec::new();
         for stage in target::stages(self.target) {
-            let args = self.compare_args(candidates, stage)?;
+            let args = match self.compare_args(candidates, stage, &runs) {
+                Ok(args) => args,
+                Err(error) => {
+                    bar.abandon();
+                    return Err(error);
+                }
+            };
             if let Err(error) = self.run_stage(&args, &mut follower, &bar, &mut runs) {
                 bar.abandon();
                 return Err(error);
@@ -335,6 +357,7 @@ mod tests {
     use super::*;
     use crate::serve_config::ServeConfig;
     use crate::sweep::candidates::Placement;
+    use crate::sweep::records::Machine;
 
     fn plan(out: &str, target: Target) -> Plan {
         Plan {
@@ -366,7 +389,7 @@ mod tests {
         let candidates = [candidate("default"), candidate("shards-1")];
         let stages = target::stages(Target::Throughput);
         let echo = plan
-            .compare_args(&candidates, &stages[0])
+            .compare_args(&candidates, &stages[0], &[])
             .unwrap()
             .join(" ");
         for part in [
@@ -382,7 +405,7 @@ mod tests {
             "{echo}"
         );
         let fanout = plan
-            .compare_args(&candidates, &stages[1])
+            .compare_args(&candidates, &stages[1], &[])
             .unwrap()
             .join(" ");
         for part in [
@@ -398,8 +421,52 @@ mod tests {
     #[test]
     fn a_path_with_a_space_is_refused() {
         let error = plan("my out", Target::Latency)
-            .compare_args(&[candidate("default")], &target::stages(Target::Latency)[0])
+            .compare_args(
+                &[candidate("default")],
+                &target::stages(Target::Latency)[0],
+                &[],
+            )
             .unwrap_err();
         assert!(matches!(error, RunError::Whitespace(_)), "{error}");
+    }
+
+    fn echo_run(server: &str, rate: f64) -> Run {
+        Run {
+            server: server.into(),
+            round: 1,
+            scenario: "echo".into(),
+            label: "100 × 32 B".into(),
+            server_cores: "0-2".into(),
+            load_cores: "3-4".into(),
+            machine: Machine {
+                cpu: "test".into(),
+                cores: 5,
+                kernel: "6.18".into(),
+                commit: "abc1234".into(),
+                rustc: "rustc".into(),
+            },
+            metrics: serde_json::json!({ "messages_per_second": rate }),
+        }
+    }
+
+    #[test]
+    fn latency_is_offered_at_half_the_default_median_echo_to_every_candidate() {
+        let plan = plan("out", Target::Latency);
+        let candidates = [candidate("default"), candidate("shards-1")];
+        let latency = &target::stages(Target::Latency)[1];
+        let error = plan.compare_args(&candidates, latency, &[]).unwrap_err();
+        assert!(matches!(error, RunError::NoDefaultEcho(_)), "{error}");
+        let earlier = [
+            echo_run("default", 100_000.0),
+            echo_run("default", 90_000.0),
+            echo_run("default", 120_000.0),
+            echo_run("shards-1", 500_000.0),
+        ];
+        let args = plan
+            .compare_args(&candidates, latency, &earlier)
+            .unwrap()
+            .join(" ");
+        assert!(args.contains("--scenario latency:100x32@50000"), "{args}");
+        assert_eq!(args.matches("--scenario").count(), 1, "{args}");
     }
 }
