@@ -77,6 +77,22 @@ fn sqpoll_threads() -> Vec<String> {
     threads
 }
 
+/// Waits until the SQPOLL threads of this process, with their cores, are
+/// `expected` (in any order), and returns what was last seen. A poller
+/// names itself `iou-sqp-<pid>` and pins itself once it first runs, which
+/// on a busy host may be a moment after its ring was set up.
+fn sqpoll_threads_become(expected: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut threads = sqpoll_threads();
+        threads.sort();
+        if expected(&threads) || Instant::now() >= deadline {
+            return threads;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Both SQPOLL tests look for their threads in this process's /proc, so
 /// they must not overlap.
 static SQPOLL: Mutex<()> = Mutex::new(());
@@ -106,8 +122,7 @@ fn sqpoll_rings_serve_with_their_polling_threads_pinned_where_asked() {
         },
         |_| Echo,
     );
-    let mut threads = sqpoll_threads();
-    threads.sort();
+    let threads = sqpoll_threads_become(|threads| threads == ["0", "1"]);
     assert_eq!(threads, ["0", "1"], "one polling thread per shard");
     echo_on_many_connections(server.addr());
     server.shutdown();
@@ -126,7 +141,7 @@ fn an_sqpoll_thread_without_cores_may_run_on_any_core() {
         },
         |_| Echo,
     );
-    let threads = sqpoll_threads();
+    let threads = sqpoll_threads_become(|threads| threads.len() == 1);
     assert_eq!(threads.len(), 1, "{threads:?}");
     if allowed > 1 {
         assert_ne!(
