@@ -1,7 +1,7 @@
 //! The inspect report: one serializable value, printed as JSON or as tables.
 
 use std::fmt::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -31,6 +31,12 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
+/// What a report or plan was made from, for its first line: the live
+/// host, or the captured tree it read.
+pub(crate) fn host_label(root: Option<&Path>) -> String {
+    root.map_or_else(|| "live host".to_owned(), |r| r.display().to_string())
+}
+
 pub(crate) fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) -> fmt::Result {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -56,10 +62,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
         let t = &self.topology;
-        let root = self
-            .root
-            .as_ref()
-            .map_or_else(|| "live host".to_owned(), |r| r.display().to_string());
+        let root = host_label(self.root.as_deref());
         writeln!(
             out,
             "shardcast-tune inspect: {root}, judged for {} connections\n",

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::Report;
-use crate::report::table;
+use crate::report::{host_label, table};
 use crate::serve_config::ServeConfig;
 
 pub use cli::Args;
@@ -211,10 +211,7 @@ pub fn plan(report: &Report, options: &PlanOptions) -> Result<Plan, PlanError> {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
-        let root = self
-            .root
-            .as_ref()
-            .map_or_else(|| "live host".to_owned(), |r| r.display().to_string());
+        let root = host_label(self.root.as_deref());
         writeln!(
             out,
             "shardcast-tune plan: {root}, {} connections, target {}\n",
