@@ -1,4 +1,5 @@
-//! shardcast-tune: inspects a Linux host for running shardcast per core.
+//! shardcast-tune: inspects a Linux host, plans shards per core and proves
+//! the plan with a sweep.
 //!
 //! [`inspect`] reads CPU topology, network queues and IRQs, io_uring support,
 //! limits and sysctls through a [`Host`] (the live machine or a captured

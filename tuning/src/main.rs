@@ -1,4 +1,5 @@
-//! `shardcast-tune`: inspects a Linux host for running shardcast per core.
+//! `shardcast-tune`: inspects a Linux host, plans shards per core and
+//! proves the plan with a sweep.
 
 use std::path::PathBuf;
 
@@ -6,7 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shardcast_tune::Host;
 
-/// Inspect a Linux host for running shardcast, one shard per core.
+/// Inspect a Linux host for running shardcast, plan shards per core and
+/// their settings, and measure candidate plans against the defaults.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
